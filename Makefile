@@ -1,0 +1,61 @@
+# The one entry point for developers and CI. See CONTRIBUTING.md for the dev loop.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: help venv run test test-unit test-all lint bench services-up services-down cluster-up cluster-down e2e clean
+
+help:
+	@echo "make run            - bring up the local cluster and run the operator with a sample task"
+	@echo "make test           - set up everything and run lint + the whole test suite"
+	@echo "make lint           - ruff, mypy --strict, import-linter"
+	@echo "make bench          - benchmarks (compares against pyncette 1.1.0)"
+	@echo "make services-up    - start Redis, PostgreSQL, MariaDB and the DynamoDB endpoint"
+	@echo "make cluster-up     - build (once) and start the local Kubernetes control plane"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests benchmarks examples e2e
+	$(VENV)/bin/ruff format --check operator tests benchmarks e2e
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test-unit: venv
+	$(VENV)/bin/pytest -m "not cluster and not services" $(PYTEST_ARGS)
+
+test: venv lint services-up cluster-up
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+e2e: venv cluster-up
+	$(VENV)/bin/pytest e2e $(PYTEST_ARGS)
+
+bench: venv services-up
+	$(PY) benchmarks/throughput.py --compare $(BENCH_ARGS)
+
+services-up:
+	bash hack/services/up.sh
+
+services-down:
+	bash hack/services/down.sh
+
+cluster-up:
+	bash hack/cluster/up.sh
+
+cluster-down:
+	bash hack/cluster/down.sh
+
+run: venv
+	bash hack/run.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

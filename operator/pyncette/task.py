@@ -1,0 +1,324 @@
+"""Tasks: what runs, when, and how it is leased.
+
+A ``Task`` is either static (declared with ``@app.task``: one schedule, one stored state), a dynamic
+template (``@app.dynamic_task``: instances are created at run time with ``schedule_task``), or a
+concrete instance of a template. ``PartitionedTask`` spreads the instances of one template over
+``partition_count`` independent partitions so that many workers can poll them without contention.
+
+Instances are stored by the backends as a JSON *spec* (``as_spec``/``instantiate_from_spec``); the
+spec also carries per-instance overrides of execution mode, failure mode and lease duration, which
+pyncette 1.x only allowed on the template.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections.abc import Awaitable
+from typing import Any
+
+from pyncette.model import Context
+from pyncette.model import ExecutionMode
+from pyncette.model import FailureMode
+from pyncette.model import PartitionSelector
+from pyncette.model import TaskFunc
+from pyncette.schedule import UTC
+from pyncette.schedule import check_cron
+from pyncette.schedule import next_cron_time
+from pyncette.schedule import resolve_timezone
+
+# Keyword arguments of ``instantiate``/``schedule_task`` that configure the instance itself rather
+# than landing in ``context.args``.
+_INSTANCE_FIELDS = ("schedule", "interval", "execute_at", "timezone")
+_OVERRIDE_FIELDS = ("fast_forward", "execution_mode", "failure_mode", "lease_duration")
+
+
+class Task:
+    """The base unit of execution."""
+
+    name: str
+    task_func: TaskFunc
+    schedule: str | None
+    interval: datetime.timedelta | None
+    execute_at: datetime.datetime | None
+    timezone: str | None
+    fast_forward: bool
+    failure_mode: FailureMode
+    execution_mode: ExecutionMode
+    lease_duration: datetime.timedelta
+    parent_task: Task | None
+    dynamic: bool
+    extra_args: dict[str, Any]
+    _enabled: bool
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        func: TaskFunc,
+        enabled: bool = True,
+        dynamic: bool = False,
+        parent_task: Task | None = None,
+        schedule: str | None = None,
+        interval: datetime.timedelta | None = None,
+        execute_at: datetime.datetime | None = None,
+        timezone: str | None = None,
+        fast_forward: bool = False,
+        failure_mode: FailureMode = FailureMode.NONE,
+        execution_mode: ExecutionMode = ExecutionMode.AT_LEAST_ONCE,
+        lease_duration: datetime.timedelta = datetime.timedelta(seconds=60),
+        **kwargs: Any,
+    ) -> None:
+        self._enabled = enabled
+        self.name = name
+        self.task_func = func
+        self.dynamic = dynamic
+        self.parent_task = parent_task
+        self.schedule = schedule
+        self.interval = interval
+        self.execute_at = execute_at
+        self.timezone = timezone
+        self.fast_forward = fast_forward
+        self.failure_mode = failure_mode
+        self.execution_mode = execution_mode
+        self.lease_duration = lease_duration
+        self.extra_args = kwargs
+        self._validate()
+
+    def _fail(self, field: str, problem: str) -> ValueError:
+        return ValueError(f"task {self.canonical_name!r}: {field}: {problem}")
+
+    def _validate(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"task name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.execution_mode, ExecutionMode):
+            raise self._fail("execution_mode", f"expected an ExecutionMode, got {self.execution_mode!r}")
+        if not isinstance(self.failure_mode, FailureMode):
+            raise self._fail("failure_mode", f"expected a FailureMode, got {self.failure_mode!r}")
+        if self.execution_mode == ExecutionMode.AT_MOST_ONCE and self.failure_mode != FailureMode.NONE:
+            raise self._fail("failure_mode", "not applicable when execution_mode is AT_MOST_ONCE")
+        if not isinstance(self.lease_duration, datetime.timedelta) or self.lease_duration <= datetime.timedelta():
+            raise self._fail("lease_duration", f"must be a positive timedelta, got {self.lease_duration!r}")
+
+        specs = [n for n in _INSTANCE_FIELDS[:3] if getattr(self, n) is not None]
+        if not self.dynamic:
+            if len(specs) != 1:
+                given = ", ".join(specs) or "none"
+                raise self._fail(
+                    "schedule", f"exactly one of schedule, interval, execute_at must be given (got {given})"
+                )
+        elif len(specs) > 1:
+            raise self._fail("schedule", f"at most one of schedule, interval, execute_at may be given (got {', '.join(specs)})")
+
+        if self.schedule is not None:
+            try:
+                check_cron(self.schedule)
+            except ValueError as e:
+                raise self._fail("schedule", str(e)) from None
+        if self.timezone is not None:
+            if self.schedule is None and not (self.dynamic and self.interval is None and self.execute_at is None):
+                raise self._fail("timezone", "may only be given with a cron schedule")
+            try:
+                resolve_timezone(self.timezone)
+            except ValueError as e:
+                raise self._fail("timezone", str(e)) from None
+        if self.interval is not None:
+            if not isinstance(self.interval, datetime.timedelta):
+                raise self._fail("interval", f"expected a timedelta, got {self.interval!r}")
+            if self.interval <= datetime.timedelta():
+                raise self._fail("interval", f"must be positive, got {self.interval}")
+        if self.execute_at is not None:
+            if not isinstance(self.execute_at, datetime.datetime):
+                raise self._fail("execute_at", f"expected a datetime, got {self.execute_at!r}")
+            if self.parent_task is None:
+                raise self._fail("execute_at", "only supported for dynamic task instances")
+        try:
+            json.dumps(self.extra_args)
+        except (TypeError, ValueError) as e:
+            raise self._fail("args", f"must be JSON serializable ({e})") from None
+
+    def get_next_execution(
+        self, utc_now: datetime.datetime, last_execution: datetime.datetime | None
+    ) -> datetime.datetime | None:
+        """When this task is due next, given the last scheduled time (None: never ran)."""
+        if self.execute_at is not None:
+            return self.execute_at.astimezone(UTC) if last_execution is None else None
+
+        current = last_execution if last_execution is not None else utc_now
+        if self.interval is not None:
+            if last_execution is None or not self.fast_forward:
+                return current + self.interval
+            missed = (utc_now - last_execution) // self.interval + 1
+            return last_execution + self.interval * missed
+
+        if self.schedule is not None:
+            while True:
+                nxt = next_cron_time(self.schedule, current, self.timezone)
+                if nxt is None or not self.fast_forward or nxt >= utc_now:
+                    return nxt
+                current = nxt
+
+        raise AssertionError(f"task {self.canonical_name} has no schedule")
+
+    def instantiate(self, name: str, **kwargs: Any) -> Task:
+        """Creates a concrete instance of a dynamic task.
+
+        ``schedule``/``interval``/``execute_at``/``timezone`` set the instance's schedule (defaulting
+        to the template's); ``fast_forward``, ``execution_mode``, ``failure_mode`` and
+        ``lease_duration`` override the template's; every other keyword goes to ``context.args``.
+        """
+        if not self.dynamic:
+            raise ValueError(f"task {self.canonical_name!r}: cannot instantiate a non-dynamic task")
+
+        own = {key: kwargs.pop(key) for key in _INSTANCE_FIELDS if key in kwargs}
+        if not any(own.get(key) is not None for key in _INSTANCE_FIELDS[:3]):
+            for key in _INSTANCE_FIELDS:
+                own.setdefault(key, getattr(self, key))
+        overrides = {key: kwargs.pop(key) for key in _OVERRIDE_FIELDS if key in kwargs}
+
+        settings: dict[str, Any] = {
+            "fast_forward": self.fast_forward,
+            "failure_mode": self.failure_mode,
+            "execution_mode": self.execution_mode,
+            "lease_duration": self.lease_duration,
+            **overrides,
+        }
+        return Task(
+            name=name,
+            func=self.task_func,
+            parent_task=self,
+            **settings,
+            **own,
+            **{**self.extra_args, **kwargs},
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = value
+
+    @property
+    def canonical_name(self) -> str:
+        """A unique identifier for a task instance (``parent:instance``, colons doubled)."""
+        own = self.name.replace(":", "::") if isinstance(self.name, str) else repr(self.name)
+        if self.parent_task is not None:
+            return f"{self.parent_task.canonical_name}:{own}"
+        return own
+
+    def as_spec(self) -> dict[str, Any]:
+        """Serializes an instance to the JSON-compatible spec the backends store."""
+        return {
+            "name": self.name,
+            "schedule": self.schedule,
+            "interval": self.interval.total_seconds() if self.interval is not None else None,
+            "execute_at": self.execute_at.isoformat() if self.execute_at is not None else None,
+            "timezone": self.timezone,
+            "fast_forward": self.fast_forward,
+            "execution_mode": self.execution_mode.name,
+            "failure_mode": self.failure_mode.name,
+            "lease_duration": self.lease_duration.total_seconds(),
+            "extra_args": self.extra_args,
+        }
+
+    def instantiate_from_spec(self, task_spec: dict[str, Any]) -> Task:
+        """Rebuilds an instance of this template from a stored spec (1.x specs are accepted too)."""
+        overrides: dict[str, Any] = {}
+        if task_spec.get("fast_forward") is not None:
+            overrides["fast_forward"] = bool(task_spec["fast_forward"])
+        if task_spec.get("execution_mode"):
+            overrides["execution_mode"] = ExecutionMode[task_spec["execution_mode"]]
+        if task_spec.get("failure_mode"):
+            overrides["failure_mode"] = FailureMode[task_spec["failure_mode"]]
+        if task_spec.get("lease_duration") is not None:
+            overrides["lease_duration"] = datetime.timedelta(seconds=task_spec["lease_duration"])
+        interval = task_spec.get("interval")
+        execute_at = task_spec.get("execute_at")
+        return self.instantiate(
+            name=task_spec["name"],
+            schedule=task_spec.get("schedule"),
+            interval=datetime.timedelta(seconds=interval) if interval is not None else None,
+            timezone=task_spec.get("timezone"),
+            execute_at=datetime.datetime.fromisoformat(execute_at) if execute_at is not None else None,
+            **overrides,
+            **task_spec.get("extra_args", {}),
+        )
+
+    def __call__(self, context: Context) -> Awaitable[None]:
+        return self.task_func(context)
+
+    def __str__(self) -> str:
+        return self.canonical_name
+
+    def __repr__(self) -> str:
+        return f"<Task {self.canonical_name}>"
+
+
+def _default_partition_selector(partition_count: int, task_id: str) -> int:
+    digest = hashlib.sha1(task_id.encode("utf-8"), usedforsecurity=False).digest()
+    return (int.from_bytes(digest, "big") * partition_count) >> (8 * len(digest))
+
+
+class _TaskPartition(Task):
+    """One partition of a PartitionedTask: polled independently, named ``template:partition``."""
+
+    partition_id: int
+    _parent: PartitionedTask
+
+    def __init__(self, parent: PartitionedTask, partition_id: int, **kwargs: Any) -> None:
+        self._parent = parent
+        self.partition_id = partition_id
+        super().__init__(dynamic=True, **kwargs)
+
+    @property
+    def enabled(self) -> bool:
+        parts = self._parent.enabled_partitions
+        return self._parent.enabled and (parts is None or self.partition_id in parts)
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        raise ValueError("Use enabled_partitions to disable polling a partition.")
+
+    @property
+    def canonical_name(self) -> str:
+        return f"{self.name.replace(':', '::')}:{self.partition_id}"
+
+
+class PartitionedTask(Task):
+    """A dynamic task whose instances are spread over ``partition_count`` partitions by name."""
+
+    _kwargs: dict[str, Any]
+    partition_count: int
+    partition_selector: PartitionSelector
+    enabled_partitions: list[int] | None
+
+    def __init__(
+        self,
+        *,
+        partition_count: int,
+        partition_selector: PartitionSelector = _default_partition_selector,
+        enabled_partitions: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(partition_count, int) or partition_count < 1:
+            raise ValueError(
+                f"task {kwargs.get('name')!r}: partition_count: must be an integer >= 1, got {partition_count!r}"
+            )
+        super().__init__(dynamic=True, **kwargs)
+        self.partition_count = partition_count
+        self.partition_selector = partition_selector
+        self.enabled_partitions = enabled_partitions
+        self._kwargs = kwargs
+        self._partitions = [
+            _TaskPartition(self, partition_id=i, **kwargs) for i in range(partition_count)
+        ]
+
+    def get_partitions(self) -> list[Task]:
+        return list(self._partitions)
+
+    def instantiate(self, name: str, **kwargs: Any) -> Task:
+        partition_id = self.partition_selector(self.partition_count, name)
+        return self._partitions[partition_id].instantiate(name, **kwargs)

@@ -1,0 +1,98 @@
+# shellcheck shell=bash
+# Shared settings and helpers for hack/cluster/{build,up,down}.sh. Source it, don't run it.
+
+CLUSTER_HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$CLUSTER_HACK_DIR/../.." && pwd)
+MODULES_DIR="$CLUSTER_HACK_DIR/modules"
+
+# Everything a running cluster owns lives here (gitignored).
+STATE_DIR="$REPO_ROOT/.cluster"
+LOG_DIR="$STATE_DIR/logs"
+BIN_DIR="$STATE_DIR/bin"
+PKI_DIR="$STATE_DIR/pki"
+ADMIN_KUBECONFIG="$STATE_DIR/kubeconfig"
+
+# Built binaries, shared by every checkout on the machine: <component>-<version>/.
+CACHE_ROOT="${PYNCETTE_CACHE_DIR:-$HOME/.cache/pyncette}/cluster"
+
+# Build order; each has a wrapper module under modules/<component>/.
+COMPONENTS=(etcd kwok helm kubernetes)
+
+# Processes, in start order (down.sh stops them in reverse).
+PROCESSES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+ETCD_CLIENT_PORT="${PYNCETTE_ETCD_PORT:-12379}"
+ETCD_PEER_PORT=$((ETCD_CLIENT_PORT + 1))
+# kube-controller-manager and kube-scheduler serve health/metrics on loopback only,
+# away from their default ports so that a real cluster on the machine does not clash.
+KCM_PORT="${PYNCETTE_KCM_PORT:-11257}"
+SCHEDULER_PORT="${PYNCETTE_SCHEDULER_PORT:-11259}"
+NODE_NAME=kwok-node-0
+SERVICE_CIDR=10.96.0.0/16
+POD_CIDR=10.244.0.0/16
+
+log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+# module_version <component> <module path>: the version the wrapper go.mod requires.
+module_version() {
+    awk -v m="$2" '($1 == m || ($1 == "require" && $2 == m)) { v = ($1 == m) ? $2 : $3; print v; exit }' \
+        "$MODULES_DIR/$1/go.mod"
+}
+
+# The module whose version names each component's cache directory.
+component_module() {
+    case "$1" in
+        etcd) echo go.etcd.io/etcd/server/v3 ;;
+        kwok) echo sigs.k8s.io/kwok ;;
+        helm) echo helm.sh/helm/v3 ;;
+        kubernetes) echo k8s.io/kubernetes ;;
+        *) die "unknown component $1" ;;
+    esac
+}
+
+# The binaries each component provides.
+component_binaries() {
+    case "$1" in
+        etcd) echo etcd ;;
+        kwok) echo kwok ;;
+        helm) echo helm ;;
+        kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
+        *) die "unknown component $1" ;;
+    esac
+}
+
+component_version() { module_version "$1" "$(component_module "$1")"; }
+
+component_dir() { echo "$CACHE_ROOT/$1-$(component_version "$1")"; }
+
+# pid_alive <pidfile>: the process in it still runs.
+pid_alive() {
+    local pid
+    [[ -s "$1" ]] || return 1
+    pid=$(<"$1")
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+pidfile() { echo "$STATE_DIR/$1.pid"; }
+
+# port_busy <port>: something listens on 127.0.0.1:<port> (or on every address).
+port_busy() {
+    ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .
+}
+
+# with_lock <file> <command...>: serialise scripts that share the state or cache dirs.
+with_lock() {
+    local file=$1
+    shift
+    mkdir -p "$(dirname "$file")"
+    exec {lock_fd}>"$file"
+    if ! flock -n "$lock_fd"; then
+        log "waiting for $file (another cluster script is running)"
+        flock "$lock_fd"
+    fi
+    "$@"
+}

@@ -1,0 +1,71 @@
+-- Leases the due entries of several tasks in one call, earliest-due first.
+--
+-- KEYS[i]  the index of task i: a sorted set of entry names scored by when they are next due
+--          (execute_after, or the end of the current lease if that is later), in microseconds.
+-- ARGV[1]  key prefix of the namespace (the hash of entry NAME is ARGV[1] .. 'e:' .. NAME)
+-- ARGV[2]  now (microseconds)      ARGV[3]  limit      ARGV[4]  lease token
+-- ARGV[5 + 3 * (i - 1)] ...        for task i: static entry name ('' for a dynamic template),
+--                                  execute_after to create a missing static entry with ('' = do not
+--                                  create), default lease duration (microseconds)
+--
+-- Every returned entry is locked by the token until now + its lease duration; the caller moves
+-- AT_MOST_ONCE entries forward with commit.lua before running them.
+-- Returns {has_more, next_due ('' if none), {indexes of static tasks whose entry is missing},
+--          {task index, entry name, execute_after, spec or ''}...}
+
+local prefix, now, limit, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+
+local candidates = {}
+local missing = {}
+for i, key in ipairs(KEYS) do
+    local base = 4 + 3 * (i - 1)
+    local static_name, initial = ARGV[base + 1], ARGV[base + 2]
+    if static_name ~= '' and redis.call('exists', prefix .. 'e:' .. static_name) == 0 then
+        if initial ~= '' then
+            redis.call('hset', prefix .. 'e:' .. static_name, 'ea', initial)
+            redis.call('zadd', key, initial, static_name)
+        else
+            missing[#missing + 1] = i
+        end
+    end
+    local due = redis.call('zrangebyscore', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit + 1)
+    for j = 1, #due, 2 do
+        candidates[#candidates + 1] = {tonumber(due[j + 1]), i, due[j]}
+    end
+end
+
+if #KEYS > 1 then
+    table.sort(candidates, function(a, b) return a[1] < b[1] end)
+end
+
+local result = {#candidates > limit and 1 or 0, '', missing}
+for c = 1, math.min(limit, #candidates) do
+    local i, name = candidates[c][2], candidates[c][3]
+    local entry = prefix .. 'e:' .. name
+    local fields = redis.call('hmget', entry, 'ea', 'ld', 'spec')
+    if not fields[1] then
+        -- An index member without its entry (deleted behind our back): drop it.
+        redis.call('zrem', KEYS[i], name)
+    else
+        local duration = tonumber(fields[2]) or tonumber(ARGV[4 + 3 * (i - 1) + 3])
+        local locked_until = string.format('%d', now + duration)
+        redis.call('hset', entry, 'lu', locked_until, 'lb', token)
+        redis.call('zadd', KEYS[i], locked_until, name)
+        result[#result + 1] = {i, name, fields[1], fields[3] or ''}
+    end
+end
+
+local next_due
+for _, key in ipairs(KEYS) do
+    local first = redis.call('zrange', key, 0, 0, 'WITHSCORES')
+    if first[2] then
+        local score = tonumber(first[2])
+        if next_due == nil or score < next_due then
+            next_due = score
+        end
+    end
+end
+if next_due ~= nil then
+    result[2] = string.format('%d', next_due)
+end
+return result

@@ -1,0 +1,1 @@
+"""Backend-specific tests: configuration errors, storage layout, multi-process and restart scenarios."""

@@ -1,0 +1,207 @@
+"""Redis-specific behaviour: configuration errors, namespaces, partitions, round trips, Lua details.
+
+Semantics shared by every backend live in tests/conformance; this file covers what only Redis has.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from conformance_backends.redis import delete_namespace
+
+from pyncette.errors import BackendConfigurationError
+from pyncette.model import Context
+from pyncette.model import ExecutionMode
+from pyncette.redis import RedisRepository
+from pyncette.redis import redis_repository
+from pyncette.task import PartitionedTask
+from pyncette.task import Task
+
+pytestmark = [pytest.mark.services]
+
+NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+
+
+async def noop(context: Context) -> None:
+    pass
+
+
+def template(name: str = "tpl", **kwargs: Any) -> Task:
+    return Task(name=name, func=noop, dynamic=True, **kwargs)
+
+
+@pytest.fixture
+async def namespace(redis_url: str) -> AsyncIterator[str]:
+    name = f"test-{uuid.uuid4().hex}"
+    yield name
+    await delete_namespace(redis_url, name)
+
+
+@pytest.fixture
+async def repo(redis_url: str, namespace: str) -> AsyncIterator[RedisRepository]:
+    async with redis_repository(redis_url=redis_url, redis_namespace=namespace) as repository:
+        yield repository
+
+
+# ---- configuration ----
+
+
+async def test_missing_url_is_one_line_error() -> None:
+    with pytest.raises(BackendConfigurationError, match=r"^redis: redis_url: is required"):
+        async with redis_repository(redis_namespace="x"):
+            pass
+
+
+async def test_unreachable_server_is_one_line_error() -> None:
+    with pytest.raises(BackendConfigurationError, match=r"^redis: redis_url: cannot connect") as info:
+        async with redis_repository(redis_url="redis://127.0.0.1:1/0", redis_timeout=2):
+            pass
+    assert "\n" not in str(info.value)
+
+
+async def test_wrong_password_is_one_line_error(redis_url: str) -> None:
+    bad = redis_url.replace("redis://", "redis://nobody:wrong-password@")
+    with pytest.raises(BackendConfigurationError, match=r"^redis: redis_url: authentication failed") as info:
+        async with redis_repository(redis_url=bad):
+            pass
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"redis_url": "http://127.0.0.1/"}, r"^redis: redis_url: .*redis://"),
+        ({"redis_url": 5}, r"^redis: redis_url: expected a redis:// URL"),
+        ({"redis_namespace": 3}, r"^redis: redis_namespace: expected str"),
+        ({"redis_timeout": 0}, r"^redis: redis_timeout: must be positive"),
+        ({"batch_size": 0}, r"^redis: batch_size: must be at least 1"),
+    ],
+)
+async def test_bad_settings_are_one_line_errors(redis_url: str, settings: dict[str, Any], expected: str) -> None:
+    with pytest.raises(BackendConfigurationError, match=expected):
+        async with redis_repository(**{"redis_url": redis_url, **settings}):
+            pass
+
+
+# ---- isolation and layout ----
+
+
+async def test_namespaces_do_not_see_each_other(redis_url: str, namespace: str) -> None:
+    # "ns" + ":e:..." must not collide with the namespace "ns:e", hence both are used here.
+    other = f"{namespace}:e"
+    tpl = template()
+    try:
+        async with (
+            redis_repository(redis_url=redis_url, redis_namespace=namespace) as first,
+            redis_repository(redis_url=redis_url, redis_namespace=other) as second,
+        ):
+            await first.register_task(NOW, tpl.instantiate("only-in-first", execute_at=NOW))
+            assert (await second.list_task_states(NOW, tpl)).tasks == []
+            assert (await second.lease_due(NOW, [tpl], limit=10)).executions == []
+            batch = await first.lease_due(NOW, [tpl], limit=10)
+            assert [e.task.name for e in batch.executions] == ["only-in-first"]
+    finally:
+        await delete_namespace(redis_url, other)
+
+
+async def test_partitioned_task_spreads_instances_over_partitions(repo: RedisRepository) -> None:
+    parent = PartitionedTask(name="fleet", func=noop, partition_count=4)
+    partitions = parent.get_partitions()
+    instances = [parent.instantiate(f"job-{i}", execute_at=NOW) for i in range(40)]
+    await repo.register_tasks(NOW, instances)
+
+    seen: dict[int, set[str]] = {}
+    for number, partition in enumerate(partitions):
+        batch = await repo.lease_due(NOW, [partition], limit=100)
+        seen[number] = {e.task.name for e in batch.executions}
+        assert all(parent.partition_selector(4, name) == number for name in seen[number])
+        listed = await repo.list_task_states(NOW, partition, limit=100)
+        assert {s.task.name for s in listed.tasks} == seen[number]
+
+    assert all(seen.values()), f"some partition got no instances: {seen}"
+    assert set().union(*seen.values()) == {i.name for i in instances}
+    # Each partition has its own index key, so workers polling different partitions never meet.
+    keys = {key.decode() async for key in repo._client.scan_iter(match=f"{repo._prefix}i:*")}
+    assert keys == {repo._index_key(p) for p in partitions}
+
+
+async def test_scheduled_time_keeps_microseconds(repo: RedisRepository) -> None:
+    tpl = template()
+    at = NOW + datetime.timedelta(microseconds=123457)
+    await repo.register_task(NOW, tpl.instantiate("precise", execute_at=at))
+    batch = await repo.lease_due(at, [tpl], limit=10)
+    assert [e.scheduled_at for e in batch.executions] == [at]
+
+
+# ---- round trips ----
+
+
+class EvalCounter:
+    def __init__(self, repo: RedisRepository) -> None:
+        self.calls = 0
+        original = repo._client.evalsha
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return await original(*args, **kwargs)
+
+        repo._client.evalsha = counting  # type: ignore[method-assign]
+
+
+async def test_batches_cost_one_script_call(repo: RedisRepository) -> None:
+    first, second = template("first"), template("second")
+    await repo.register_tasks(
+        NOW, [t.instantiate(f"i{i}", interval=datetime.timedelta(seconds=10)) for t in (first, second) for i in range(30)]
+    )
+    counter = EvalCounter(repo)
+    due = NOW + datetime.timedelta(seconds=10)
+
+    batch = await repo.lease_due(due, [first, second], limit=50)
+    assert (len(batch.executions), batch.has_more, counter.calls) == (50, True, 1)
+
+    await repo.extend_leases(due, batch.executions)
+    await repo.commit_executions(due, batch.executions)
+    assert counter.calls == 3
+
+    rest = await repo.lease_due(due, [first, second], limit=50)
+    assert (len(rest.executions), rest.has_more) == (10, False)
+    assert rest.next_due_at == NOW + datetime.timedelta(seconds=20)
+
+
+async def test_at_most_once_batch_costs_two_script_calls(repo: RedisRepository) -> None:
+    tpl = template(execution_mode=ExecutionMode.AT_MOST_ONCE)
+    await repo.register_tasks(NOW, [tpl.instantiate(f"i{i}", interval=datetime.timedelta(seconds=5)) for i in range(20)])
+    counter = EvalCounter(repo)
+    batch = await repo.lease_due(NOW + datetime.timedelta(seconds=5), [tpl], limit=100)
+    assert len(batch.executions) == 20
+    assert all(e.lease is None for e in batch.executions)
+    assert counter.calls == 2
+    # Already moved forward: nothing is due until the next interval.
+    again = await repo.lease_due(NOW + datetime.timedelta(seconds=9), [tpl], limit=100)
+    assert again.executions == []
+    assert again.next_due_at == NOW + datetime.timedelta(seconds=10)
+
+
+async def test_scripts_are_reloaded_after_script_flush(repo: RedisRepository) -> None:
+    tpl = template()
+    await repo.register_task(NOW, tpl.instantiate("x", execute_at=NOW))
+    await repo._client.script_flush()
+    batch = await repo.lease_due(NOW, [tpl], limit=10)
+    assert [e.task.name for e in batch.executions] == ["x"]
+
+
+async def test_static_entry_is_recreated_after_it_vanished(redis_url: str, namespace: str) -> None:
+    static = Task(name="tick", func=noop, interval=datetime.timedelta(seconds=10))
+    async with redis_repository(redis_url=redis_url, redis_namespace=namespace) as repo:
+        await repo.lease_due(NOW, [static], limit=10)
+        assert await repo.get_task_state(NOW, static) is not None
+        await delete_namespace(redis_url, namespace)
+        await repo.lease_due(NOW, [static], limit=10)  # notices the entry is gone
+        await repo.lease_due(NOW, [static], limit=10)  # creates it again
+        state = await repo.get_task_state(NOW, static)
+        assert state is not None
+        assert state.scheduled_at == NOW + datetime.timedelta(seconds=10)

@@ -1,0 +1,417 @@
+"""The in-memory repository: the default when ``Pyncette()`` is given no persistence.
+
+State lives in a dict owned by one process, so there is no coordination between processes and
+nothing survives a restart: two processes running the same app each run every task. Use SQLite or
+a network backend for that.
+
+Speed matters here because the in-memory backend is what most unit tests and single-process apps
+use. Entries are grouped by the task that polls them (one group per dynamic template or partition,
+one shared group for static tasks), and every group keeps a binary heap ordered by the time the
+entry becomes due (``max(execute_after, locked_until)``). ``lease_due`` therefore costs
+O(k log n) for k returned entries instead of scanning every instance. The heaps are *lazy*: a
+change to an entry pushes a new heap item and bumps the entry's version, and items whose version
+is stale are dropped when they reach the top (and in bulk when a heap gets much larger than its
+group).
+
+Everything is synchronous Python between ``await`` points, so every method is atomic on the event
+loop without a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import heapq
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyncette.errors import TaskLockedException
+from pyncette.model import ContinuationToken
+from pyncette.model import ExecutionMode
+from pyncette.model import Lease
+from pyncette.model import LeaseBatch
+from pyncette.model import LeasedExecution
+from pyncette.model import ListTasksResponse
+from pyncette.model import PollResponse
+from pyncette.model import QueryResponse
+from pyncette.model import ResultType
+from pyncette.model import TaskState
+from pyncette.repository import Repository
+from pyncette.task import Task
+
+logger = logging.getLogger(__name__)
+
+# Group of static tasks. Canonical names are never empty, so this cannot collide with a template.
+_STATIC = ""
+
+
+@dataclass
+class _Entry:
+    name: str
+    group: str
+    execute_after: datetime.datetime
+    locked_until: datetime.datetime | None = None
+    locked_by: str | None = None
+    spec: str | None = None  # JSON of the instance's spec; None for static tasks
+    version: int = 0
+    # The last instance built from ``spec`` and the template it was built from (a cache).
+    instance: Task | None = None
+    template: Task | None = None
+
+    @property
+    def ready_at(self) -> datetime.datetime:
+        if self.locked_until is not None and self.locked_until > self.execute_after:
+            return self.locked_until
+        return self.execute_after
+
+
+# (ready_at, version, name): ordered by due time, ties broken deterministically.
+_HeapItem = tuple[datetime.datetime, int, str]
+
+
+@dataclass
+class _Taken:
+    """Due entries popped from the heaps, with the template (or static task) each belongs to."""
+
+    entries: list[tuple[_Entry, Task]]
+    has_more: bool
+    next_due_at: datetime.datetime | None
+
+
+class MemoryRepository(Repository):
+    """Task state in process memory (see the module docstring for the trade-offs)."""
+
+    def __init__(self, *, batch_size: int = 100) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"memory: batch_size: must be an integer >= 1, got {batch_size!r}")
+        self._batch_size = batch_size
+        self._entries: dict[str, _Entry] = {}
+        self._groups: dict[str, set[str]] = {}
+        self._heaps: dict[str, list[_HeapItem]] = {}
+        self._versions = 0
+        self._seen_static: set[str] = set()
+
+    # ---- entry bookkeeping ----
+
+    def _store(self, entry: _Entry) -> None:
+        """Inserts or updates an entry and pushes its new position into its group's heap."""
+        self._versions += 1
+        entry.version = self._versions
+        self._entries[entry.name] = entry
+        self._groups.setdefault(entry.group, set()).add(entry.name)
+        heap = self._heaps.setdefault(entry.group, [])
+        heapq.heappush(heap, (entry.ready_at, entry.version, entry.name))
+        if len(heap) > 2 * len(self._groups[entry.group]) + 64:
+            self._compact(entry.group)
+
+    def _delete(self, name: str) -> None:
+        entry = self._entries.pop(name, None)
+        if entry is not None:
+            members = self._groups.get(entry.group)
+            if members is not None:
+                members.discard(name)
+
+    def _compact(self, group: str) -> None:
+        live = [self._entries[name] for name in self._groups.get(group, ())]
+        heap = [(e.ready_at, e.version, e.name) for e in live]
+        heapq.heapify(heap)
+        self._heaps[group] = heap
+
+    def _is_current(self, item: _HeapItem) -> bool:
+        entry = self._entries.get(item[2])
+        return entry is not None and entry.version == item[1]
+
+    def _instance(self, entry: _Entry, template: Task) -> Task:
+        """The concrete task of a dynamic entry, rebuilt from its spec under ``template``."""
+        if entry.instance is None or entry.template is not template:
+            assert entry.spec is not None
+            entry.instance = template.instantiate_from_spec(json.loads(entry.spec))
+            entry.template = template
+        return entry.instance
+
+    def _ensure_static(self, utc_now: datetime.datetime, task: Task) -> _Entry | None:
+        entry = self._entries.get(task.canonical_name)
+        if entry is None:
+            first = task.get_next_execution(utc_now, None)
+            if first is None:
+                return None
+            entry = _Entry(name=task.canonical_name, group=_STATIC, execute_after=first)
+            self._store(entry)
+        return entry
+
+    def _advance(self, utc_now: datetime.datetime, entry: _Entry, task: Task) -> datetime.datetime | None:
+        """Moves an entry to its next scheduled time and clears its lease (deletes it if none)."""
+        nxt = task.get_next_execution(utc_now, entry.execute_after)
+        if nxt is None:
+            self._delete(entry.name)
+        else:
+            entry.execute_after = nxt
+            entry.locked_until = None
+            entry.locked_by = None
+            self._store(entry)
+        return nxt
+
+    @staticmethod
+    def _holds(entry: _Entry | None, lease: Lease | None) -> bool:
+        return entry is not None and lease is not None and entry.locked_by == str(lease)
+
+    # ---- pyncette 1.x protocol ----
+
+    async def poll_dynamic_task(
+        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
+    ) -> QueryResponse:
+        lease = str(uuid.uuid4())
+        taken = self._take_due(utc_now, [task], limit=self._batch_size)
+        result: list[tuple[Task, Lease]] = []
+        for entry, template in taken.entries:
+            instance = self._instance(entry, template)
+            entry.locked_by = lease
+            entry.locked_until = utc_now + instance.lease_duration
+            self._store(entry)
+            result.append((instance, Lease(lease)))
+        token = ContinuationToken(True) if taken.has_more else None
+        return QueryResponse(tasks=result, continuation_token=token)
+
+    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
+        self._check_locks(utc_now, [task], force=force)
+        self._register(utc_now, task, force=force)
+
+    async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
+        self._delete(task.canonical_name)
+
+    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
+        entry = self._entries.get(task.canonical_name)
+        if entry is None:
+            if task.parent_task is not None:
+                # Instances exist only once registered: a poll must not resurrect a deleted one.
+                return PollResponse(result=ResultType.MISSING, scheduled_at=utc_now, lease=None)
+            entry = self._ensure_static(utc_now, task)
+            if entry is None:
+                return PollResponse(result=ResultType.MISSING, scheduled_at=utc_now, lease=None)
+        scheduled_at = entry.execute_after
+        leased = entry.locked_until is not None and entry.locked_until > utc_now
+        if leased and not self._holds(entry, lease):
+            return PollResponse(result=ResultType.LOCKED, scheduled_at=scheduled_at, lease=None)
+        if scheduled_at > utc_now:
+            return PollResponse(result=ResultType.PENDING, scheduled_at=scheduled_at, lease=None)
+        if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+            self._advance(utc_now, entry, task)
+            return PollResponse(result=ResultType.READY, scheduled_at=scheduled_at, lease=None)
+        new_lease = str(uuid.uuid4())
+        entry.locked_by = new_lease
+        entry.locked_until = utc_now + task.lease_duration
+        self._store(entry)
+        return PollResponse(result=ResultType.READY, scheduled_at=scheduled_at, lease=Lease(new_lease))
+
+    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
+        entry = self._entries.get(task.canonical_name)
+        if entry is None:
+            logger.warning("Task %s not found, skipping commit.", task)
+        elif not self._holds(entry, lease):
+            logger.warning("Lease lost on task %s, skipping commit.", task)
+        else:
+            self._advance(utc_now, entry, task)
+
+    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
+        entry = self._entries.get(task.canonical_name)
+        if entry is None or not self._holds(entry, lease):
+            return None
+        entry.locked_until = utc_now + task.lease_duration
+        self._store(entry)
+        return lease
+
+    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
+        entry = self._entries.get(task.canonical_name)
+        if entry is not None and self._holds(entry, lease):
+            entry.locked_by = None
+            entry.locked_until = None
+            self._store(entry)
+
+    async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
+        entry = self._entries.get(task.canonical_name)
+        if entry is None:
+            return None
+        concrete = task
+        if task.parent_task is not None and entry.spec is not None:
+            concrete = self._instance(entry, task.parent_task)
+        return TaskState(
+            task=concrete,
+            scheduled_at=entry.execute_after,
+            locked_until=entry.locked_until,
+            locked_by=entry.locked_by,
+        )
+
+    async def list_task_states(
+        self,
+        utc_now: datetime.datetime,
+        parent_task: Task,
+        limit: int | None = None,
+        continuation_token: ContinuationToken | None = None,
+    ) -> ListTasksResponse:
+        limit = self._batch_size if limit is None else limit
+        names = sorted(self._groups.get(parent_task.canonical_name, ()))
+        if continuation_token is not None:
+            after = str(continuation_token)
+            names = [name for name in names if name > after]
+        page = names[:limit]
+        states = [
+            TaskState(
+                task=self._instance(self._entries[name], parent_task),
+                scheduled_at=self._entries[name].execute_after,
+                locked_until=self._entries[name].locked_until,
+                locked_by=self._entries[name].locked_by,
+            )
+            for name in page
+        ]
+        token = ContinuationToken(page[-1]) if len(names) > limit and page else None
+        return ListTasksResponse(tasks=states, continuation_token=token)
+
+    # ---- batch protocol ----
+
+    async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
+        for task in tasks:
+            if not task.dynamic and task.canonical_name not in self._seen_static:
+                self._ensure_static(utc_now, task)
+                self._seen_static.add(task.canonical_name)
+
+        taken = self._take_due(utc_now, tasks, limit=limit)
+        batch = LeaseBatch(has_more=taken.has_more, next_due_at=taken.next_due_at)
+        lease = str(uuid.uuid4())
+        for entry, template in taken.entries:
+            concrete = template if entry.spec is None else self._instance(entry, template)
+            scheduled_at = entry.execute_after
+            if concrete.execution_mode == ExecutionMode.AT_MOST_ONCE:
+                nxt = self._advance(utc_now, entry, concrete)
+                if nxt is not None and (batch.next_due_at is None or nxt < batch.next_due_at):
+                    batch.next_due_at = nxt
+                batch.executions.append(LeasedExecution(concrete, scheduled_at, None))
+            else:
+                entry.locked_by = lease
+                entry.locked_until = utc_now + concrete.lease_duration
+                self._store(entry)
+                batch.executions.append(LeasedExecution(concrete, scheduled_at, Lease(lease)))
+        return batch
+
+    async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        for execution in executions:
+            if execution.lease is not None:
+                await self.commit_task(utc_now, execution.task, execution.lease)
+
+    async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        for execution in executions:
+            if execution.lease is not None:
+                await self.unlock_task(utc_now, execution.task, execution.lease)
+
+    async def extend_leases(
+        self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
+    ) -> list[Lease | None]:
+        results: list[Lease | None] = []
+        for execution in executions:
+            lease = execution.lease
+            results.append(None if lease is None else await self.extend_lease(utc_now, execution.task, lease))
+        return results
+
+    async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
+        # All-or-nothing: a locked instance fails the whole batch before anything is written.
+        self._check_locks(utc_now, tasks, force=force)
+        for task in tasks:
+            self._register(utc_now, task, force=force)
+
+    # ---- shared steps ----
+
+    def _check_locks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool) -> None:
+        for task in tasks:
+            if task.parent_task is None:
+                raise ValueError(f"task {task.canonical_name!r}: only dynamic task instances can be registered")
+            if force:
+                continue
+            entry = self._entries.get(task.canonical_name)
+            if entry is not None and entry.locked_until is not None and entry.locked_until > utc_now:
+                raise TaskLockedException(task, entry.locked_until)
+
+    def _register(self, utc_now: datetime.datetime, task: Task, *, force: bool) -> None:
+        assert task.parent_task is not None
+        new_time = task.get_next_execution(utc_now, None)
+        entry = self._entries.get(task.canonical_name)
+        if new_time is None:
+            self._delete(task.canonical_name)
+            return
+        spec = json.dumps(task.as_spec())
+        if entry is None:
+            entry = _Entry(name=task.canonical_name, group=task.parent_task.canonical_name, execute_after=new_time)
+        elif force:
+            entry.execute_after = new_time
+            entry.locked_by = None
+            entry.locked_until = None
+        else:
+            # Keep the sooner time so that rescheduling never starves an instance.
+            entry.execute_after = min(entry.execute_after, new_time)
+        entry.spec = spec
+        entry.instance = None
+        entry.template = None
+        self._store(entry)
+
+    def _take_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> _Taken:
+        """Pops up to ``limit`` due entries of ``tasks``, earliest first, from the group heaps.
+
+        The caller must re-store every returned entry (it is no longer in its heap).
+        """
+        templates: dict[str, Task] = {}
+        statics: dict[str, Task] = {}
+        for task in tasks:
+            if task.dynamic:
+                templates[task.canonical_name] = task
+            else:
+                statics[task.canonical_name] = task
+        groups = list(templates)
+        if statics:
+            groups.append(_STATIC)
+
+        # Due static entries of tasks not polled now are set aside and pushed back at the end.
+        skipped: list[_HeapItem] = []
+
+        def top(group: str) -> _HeapItem | None:
+            heap = self._heaps.get(group)
+            while heap:
+                item = heap[0]
+                if not self._is_current(item):
+                    heapq.heappop(heap)
+                elif group == _STATIC and item[2] not in statics:
+                    skipped.append(heapq.heappop(heap))
+                else:
+                    return item
+            return None
+
+        fronts: list[tuple[datetime.datetime, int, str]] = []
+        for group in groups:
+            item = top(group)
+            if item is not None:
+                fronts.append((item[0], item[1], group))
+        heapq.heapify(fronts)
+
+        taken: list[tuple[_Entry, Task]] = []
+        while fronts and len(taken) < limit and fronts[0][0] <= utc_now:
+            _, _, group = heapq.heappop(fronts)
+            item = heapq.heappop(self._heaps[group])
+            entry = self._entries[item[2]]
+            taken.append((entry, statics[entry.name] if group == _STATIC else templates[group]))
+            nxt = top(group)
+            if nxt is not None:
+                heapq.heappush(fronts, (nxt[0], nxt[1], group))
+
+        has_more = bool(fronts) and fronts[0][0] <= utc_now
+        next_due_at = fronts[0][0] if fronts else None
+        for item in skipped:
+            heapq.heappush(self._heaps[_STATIC], item)
+        return _Taken(entries=taken, has_more=has_more, next_due_at=next_due_at)
+
+
+@contextlib.asynccontextmanager
+async def memory_repository(**kwargs: Any) -> AsyncIterator[MemoryRepository]:
+    """Factory for ``Pyncette(repository_factory=memory_repository)``; ignores other backends' settings."""
+    yield MemoryRepository(batch_size=kwargs.get("batch_size", 100))

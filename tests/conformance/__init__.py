@@ -1,0 +1,1 @@
+"""The backend conformance suite: every backend must pass every test here."""

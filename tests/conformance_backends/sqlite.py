@@ -1,0 +1,24 @@
+"""The SQLite backend under the conformance suite: a database file in the test's tmp_path."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyncette.sqlite import sqlite_repository
+
+MARKS: list[pytest.MarkDecorator] = []
+
+
+@contextlib.asynccontextmanager
+async def backend_kwargs(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    yield {
+        "repository_factory": sqlite_repository,
+        "sqlite_database": str(tmp_path / "pyncette.sqlite3"),
+        "sqlite_table_name": "pyncette_conformance",
+    }

@@ -1,0 +1,708 @@
+"""MySQL 8.0+ / MariaDB 10.6+ backend (aiomysql): one row per entry, leased in batches.
+
+Why it looks the way it does:
+
+* **Layout.** One table (``mysql_table_name``, default ``pyncette_tasks``) holds static tasks
+  (``parent_name = ''``) and dynamic instances (``parent_name`` = the template's canonical name).
+  Names are ``VARBINARY`` so that ``Foo`` and ``foo`` are different tasks whatever the server's
+  collation, and times are ``BIGINT`` microseconds since the Unix epoch, UTC, so no session time
+  zone or ``DATETIME`` rounding can shift a schedule. ``ready_at`` is a stored generated column,
+  ``GREATEST(execute_after, locked_until)``: the time an entry becomes due, indexed together with
+  ``parent_name`` so a batch lease is an index range scan in due order (MariaDB has no functional
+  indexes, hence a generated column rather than pyncette 1.x's expression index).
+* **Leasing a batch** is one transaction: a ``UNION ALL`` of one ``SELECT ... ORDER BY ready_at
+  LIMIT n FOR UPDATE SKIP LOCKED`` per polled template (and one for the static tasks), so each
+  branch reads at most ``n`` index entries and concurrent workers skip each other's rows instead of
+  waiting; then one multi-row ``UPDATE`` joined to a derived table of per-row values (each
+  instance may have its own lease duration or execution mode), an optional ``DELETE`` for finished
+  AT_MOST_ONCE one-offs, and, when the batch was not full, one ``MIN(ready_at)`` lookup for
+  ``next_due_at``. Commits, unlocks and lease extensions are one statement each, conditioned on
+  ``locked_by`` so a lost lease changes nothing. Next times are computed in Python from the
+  execution's ``scheduled_at``.
+* **Connections** come from an aiomysql pool at ``READ COMMITTED`` (no gap locks). A connection
+  that failed or was interrupted mid-transaction is closed rather than returned, and the pool drops
+  connections the server closed, so the repository recovers by itself after a server restart: the
+  calls made while the server is down raise, the next ones succeed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from collections.abc import Sequence
+from typing import Any
+
+import aiomysql
+
+from pyncette.errors import BackendConfigurationError
+from pyncette.errors import PyncetteException
+from pyncette.errors import TaskLockedException
+from pyncette.model import ContinuationToken
+from pyncette.model import ExecutionMode
+from pyncette.model import Lease
+from pyncette.model import LeaseBatch
+from pyncette.model import LeasedExecution
+from pyncette.model import ListTasksResponse
+from pyncette.model import PollResponse
+from pyncette.model import QueryResponse
+from pyncette.model import ResultType
+from pyncette.model import TaskState
+from pyncette.repository import Repository
+from pyncette.task import Task
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "mysql"
+DEFAULT_TABLE_NAME = "pyncette_tasks"
+DEFAULT_BATCH_SIZE = 100
+#: Longest canonical name the table accepts (str of UTF-8; the primary key limit allows ~3 KB).
+MAX_NAME_BYTES = 1024
+#: Rows per multi-row statement; bigger inputs are split (keeps packets and parse time small).
+_CHUNK = 500
+#: Seconds to wait for the TCP connection and handshake at start-up and on reconnect.
+_CONNECT_TIMEOUT = 10
+#: Deadlock / lock wait timeout: the statement is retried this many times before giving up.
+_RETRIES = 3
+_RETRYABLE = {1213, 1205}
+_SAFE_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+_STATIC = ""
+_COLUMNS = "name, parent_name, execute_after, locked_until, locked_by, ready_at, task_spec"
+
+
+def _to_micros(when: datetime.datetime) -> int:
+    return (when.astimezone(datetime.UTC) - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(value: int | None) -> datetime.datetime | None:
+    return None if value is None else _EPOCH + value * _MICROSECOND
+
+
+def _name(task: Task) -> str:
+    name = task.canonical_name
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"task {name[:64]!r}...: name: longer than {MAX_NAME_BYTES} str")
+    return name
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes | bytearray) else value
+
+
+async def _fetchall(cursor: aiomysql.DictCursor) -> list[dict[str, Any]]:
+    """Rows with ``VARBINARY`` values decoded (names are UTF-8 text stored as bytes)."""
+    return [{key: _text(value) for key, value in row.items()} for row in await cursor.fetchall()]
+
+
+async def _fetchone(cursor: aiomysql.DictCursor) -> dict[str, Any] | None:
+    row = await cursor.fetchone()
+    return None if row is None else {key: _text(value) for key, value in row.items()}
+
+
+def _broken(error: BaseException) -> bool:
+    """Whether a connection that raised ``error`` can no longer be trusted (client-side 2xxx codes)."""
+    if isinstance(error, aiomysql.InterfaceError | OSError | TimeoutError):
+        return True
+    code = error.args[0] if isinstance(error, aiomysql.OperationalError) and error.args else None
+    return isinstance(code, int) and code >= 2000
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _values_table(rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> tuple[str, list[Any]]:
+    """A derived table of literal rows (``SELECT .. UNION ALL SELECT ..``), portable to both servers."""
+    first = ", ".join(f"%s AS {column}" for column in columns)
+    rest = ", ".join(["%s"] * len(columns))
+    sql = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {rest}"] * (len(rows) - 1))
+    return sql, [value for row in rows for value in row]
+
+
+class MySQLRepository(Repository):
+    """Task state in one MySQL/MariaDB table, shared by every process of an app."""
+
+    _pool: aiomysql.Pool
+    _table: str
+    _batch_size: int
+
+    def __init__(self, pool: aiomysql.Pool, *, table_name: str, batch_size: int) -> None:
+        self._pool = pool
+        self._table = f"`{table_name}`"
+        self._table_name = table_name
+        self._batch_size = batch_size
+        self._known_static: set[str] = set()
+
+    # ---- connection handling ----
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiomysql.DictCursor]:
+        """One transaction on a pooled connection; a broken or interrupted one is discarded."""
+        async with self._pool.acquire() as connection:
+            try:
+                async with connection.cursor(aiomysql.DictCursor) as cursor:
+                    yield cursor
+                await connection.commit()
+            except BaseException as error:
+                if isinstance(error, Exception) and not _broken(error):
+                    try:
+                        await connection.rollback()
+                    except Exception:
+                        connection.close()
+                else:
+                    # Lost or interrupted mid-statement: the protocol state is unknown, never reuse it.
+                    connection.close()
+                raise
+
+    async def _retrying(self, operation: Any) -> Any:
+        """Runs ``operation(cursor)`` in a transaction, retrying on deadlocks and lock timeouts."""
+        for attempt in range(_RETRIES):
+            try:
+                async with self._transaction() as cursor:
+                    return await operation(cursor)
+            except aiomysql.OperationalError as error:
+                if error.args and error.args[0] in _RETRYABLE and attempt + 1 < _RETRIES:
+                    logger.debug("mysql: retrying after %s", error)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def initialize(self) -> None:
+        """Creates the table and its index unless they exist."""
+        async with self._transaction() as cursor:
+            await cursor.execute(
+                f"""
+                CREATE TABLE IF NOT EXISTS {self._table} (
+                    name VARBINARY({MAX_NAME_BYTES}) NOT NULL,
+                    parent_name VARBINARY({MAX_NAME_BYTES}) NOT NULL,
+                    execute_after BIGINT NOT NULL,
+                    locked_until BIGINT NULL,
+                    locked_by VARBINARY(64) NULL,
+                    ready_at BIGINT GENERATED ALWAYS AS (GREATEST(execute_after, COALESCE(locked_until, 0))) STORED,
+                    task_spec LONGTEXT NULL,
+                    PRIMARY KEY (name),
+                    KEY due_entries (parent_name, ready_at)
+                ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+                """
+            )
+
+    async def check_schema(self) -> None:
+        """Fails clearly when the table exists but is not ours (e.g. a pyncette 1.x table)."""
+        async with self._transaction() as cursor:
+            await cursor.execute(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+                (self._table_name,),
+            )
+            columns = {_text(row["COLUMN_NAME"]) for row in await _fetchall(cursor)}
+        if not columns:
+            raise BackendConfigurationError(
+                BACKEND, "mysql_table_name", f"table {self._table_name!r} does not exist (mysql_skip_table_create=True)"
+            )
+        if "ready_at" not in columns:
+            raise BackendConfigurationError(
+                BACKEND,
+                "mysql_table_name",
+                f"table {self._table_name!r} has another schema (pyncette 1.x?); use a new table name",
+            )
+
+    async def check_health(self) -> None:
+        async with self._transaction() as cursor:
+            await cursor.execute("SELECT 1")
+
+    # ---- row helpers ----
+
+    def _instance(self, template: Task, row: dict[str, Any]) -> Task:
+        return template.instantiate_from_spec(json.loads(row["task_spec"]))
+
+    def _state(self, task: Task, row: dict[str, Any]) -> TaskState:
+        scheduled_at = _from_micros(row["execute_after"])
+        assert scheduled_at is not None
+        return TaskState(
+            task=task,
+            scheduled_at=scheduled_at,
+            locked_until=_from_micros(row["locked_until"]),
+            locked_by=_text(row["locked_by"]),
+        )
+
+    async def _write_rows(self, cursor: aiomysql.DictCursor, rows: Sequence[tuple[str, int, int | None, Any]]) -> None:
+        """Sets (execute_after, locked_until, locked_by) of existing rows, one statement per chunk."""
+        for chunk in _chunks(rows):
+            values, params = _values_table(chunk, ("n", "ea", "lu", "lb"))
+            await cursor.execute(
+                f"""
+                UPDATE {self._table} AS t JOIN ({values}) AS v ON t.name = v.n
+                SET t.execute_after = v.ea, t.locked_until = v.lu, t.locked_by = v.lb
+                """,
+                params,
+            )
+
+    async def _delete_rows(self, cursor: aiomysql.DictCursor, names: Sequence[str]) -> None:
+        for chunk in _chunks(names):
+            await cursor.execute(f"DELETE FROM {self._table} WHERE name IN ({_placeholders(len(chunk))})", list(chunk))
+
+    # ---- batch protocol ----
+
+    async def _create_static(self, utc_now: datetime.datetime, statics: dict[str, Task]) -> None:
+        """Inserts the entries of static tasks seen for the first time (kept if they exist)."""
+        fresh = []
+        for name, task in statics.items():
+            if name in self._known_static:
+                continue
+            first = task.get_next_execution(utc_now, None)
+            if first is not None:
+                fresh.append((name, _STATIC, _to_micros(first)))
+        if fresh:
+            async with self._transaction() as cursor:
+                for chunk in _chunks(fresh):
+                    await cursor.execute(
+                        f"INSERT INTO {self._table} (name, parent_name, execute_after) "
+                        f"VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))} "
+                        "ON DUPLICATE KEY UPDATE name = name",
+                        [value for row in chunk for value in row],
+                    )
+        self._known_static.update(statics)
+
+    async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
+        statics = {_name(task): task for task in tasks if not task.dynamic}
+        templates = {_name(task): task for task in tasks if task.dynamic}
+        batch = LeaseBatch()
+        if limit < 1 or not (statics or templates):
+            return batch
+        await self._create_static(utc_now, statics)
+        now = _to_micros(utc_now)
+        token = uuid.uuid4().hex
+
+        async def lease(cursor: aiomysql.DictCursor) -> LeaseBatch:
+            batch = LeaseBatch()
+            branches: list[str] = []
+            params: list[Any] = []
+            # One branch per group keeps each branch an ordered index range scan of at most `limit + 1` rows.
+            if statics:
+                branches.append(
+                    f"(SELECT {_COLUMNS} FROM {self._table} WHERE parent_name = %s "
+                    f"AND name IN ({_placeholders(len(statics))}) AND ready_at <= %s "
+                    "ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                )
+                params += [_STATIC, *statics, now, limit + 1]
+            for group in templates:
+                branches.append(
+                    f"(SELECT {_COLUMNS} FROM {self._table} WHERE parent_name = %s AND ready_at <= %s "
+                    "ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                )
+                params += [group, now, limit + 1]
+            await cursor.execute(" UNION ALL ".join(branches), params)
+            rows = await _fetchall(cursor)
+
+            # Each branch asks for one row more than needed: that row only tells whether more are due.
+            rows.sort(key=lambda row: row["ready_at"])
+            batch.has_more = len(rows) > limit
+
+            writes: list[tuple[str, int, int | None, Any]] = []
+            deletes: list[str] = []
+            for row in rows[:limit]:
+                template = templates.get(row["parent_name"])
+                try:
+                    task = statics[row["name"]] if template is None else self._instance(template, row)
+                except Exception:
+                    logger.exception("mysql: cannot load the stored spec of %s; skipping it", _text(row["name"]))
+                    continue
+                scheduled_at = _from_micros(row["execute_after"])
+                assert scheduled_at is not None
+                if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+                    following = task.get_next_execution(utc_now, scheduled_at)
+                    if following is None:
+                        deletes.append(row["name"])
+                    else:
+                        writes.append((row["name"], _to_micros(following), None, None))
+                    batch.executions.append(LeasedExecution(task, scheduled_at, None))
+                else:
+                    until = _to_micros(utc_now + task.lease_duration)
+                    writes.append((row["name"], row["execute_after"], until, token))
+                    batch.executions.append(LeasedExecution(task, scheduled_at, Lease(token)))
+            await self._write_rows(cursor, writes)
+            await self._delete_rows(cursor, deletes)
+            if not batch.has_more:
+                batch.next_due_at = await self._next_due(cursor, now, token, statics, templates)
+            return batch
+
+        result: LeaseBatch = await self._retrying(lease)
+        return result
+
+    async def _next_due(
+        self,
+        cursor: aiomysql.DictCursor,
+        now: int,
+        token: str,
+        statics: dict[str, Task],
+        templates: dict[str, Task],
+    ) -> datetime.datetime | None:
+        """The earliest ``ready_at`` in the future among entries this batch did not lease."""
+        branches: list[str] = []
+        params: list[Any] = []
+        not_ours = "NOT (locked_by <=> %s)"
+        if statics:
+            branches.append(
+                f"(SELECT MIN(ready_at) AS m FROM {self._table} WHERE parent_name = %s "
+                f"AND name IN ({_placeholders(len(statics))}) AND ready_at > %s AND {not_ours})"
+            )
+            params += [_STATIC, *statics, now, token]
+        for template in templates:
+            branches.append(
+                f"(SELECT MIN(ready_at) AS m FROM {self._table} "
+                f"WHERE parent_name = %s AND ready_at > %s AND {not_ours})"
+            )
+            params += [template, now, token]
+        await cursor.execute(f"SELECT MIN(m) AS m FROM ({' UNION ALL '.join(branches)}) AS due", params)
+        row = await _fetchone(cursor)
+        return _from_micros(row["m"]) if row is not None and row["m"] is not None else None
+
+    async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        moves: list[tuple[str, Any, int]] = []
+        finished: list[tuple[str, Any]] = []
+        for execution in executions:
+            if execution.lease is None or execution.task.execution_mode != ExecutionMode.AT_LEAST_ONCE:
+                continue
+            lease = str(execution.lease)
+            following = execution.task.get_next_execution(utc_now, execution.scheduled_at)
+            if following is None:
+                finished.append((_name(execution.task), lease))
+            else:
+                moves.append((_name(execution.task), lease, _to_micros(following)))
+        if not moves and not finished:
+            return
+
+        async def commit(cursor: aiomysql.DictCursor) -> None:
+            for chunk in _chunks(moves):
+                values, params = _values_table(chunk, ("n", "l", "ea"))
+                await cursor.execute(
+                    f"""
+                    UPDATE {self._table} AS t JOIN ({values}) AS v ON t.name = v.n AND t.locked_by = v.l
+                    SET t.execute_after = v.ea, t.locked_until = NULL, t.locked_by = NULL
+                    """,
+                    params,
+                )
+            for chunk in _chunks(finished):
+                values, params = _values_table(chunk, ("n", "l"))
+                await cursor.execute(
+                    f"DELETE t FROM {self._table} AS t JOIN ({values}) AS v ON t.name = v.n AND t.locked_by = v.l",
+                    params,
+                )
+
+        await self._retrying(commit)
+
+    async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        held = [(_name(e.task), str(e.lease)) for e in executions if e.lease is not None]
+        if not held:
+            return
+
+        async def unlock(cursor: aiomysql.DictCursor) -> None:
+            for chunk in _chunks(held):
+                values, params = _values_table(chunk, ("n", "l"))
+                await cursor.execute(
+                    f"""
+                    UPDATE {self._table} AS t JOIN ({values}) AS v ON t.name = v.n AND t.locked_by = v.l
+                    SET t.locked_until = NULL, t.locked_by = NULL
+                    """,
+                    params,
+                )
+
+        await self._retrying(unlock)
+
+    async def extend_leases(
+        self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
+    ) -> list[Lease | None]:
+        held = [
+            (_name(e.task), str(e.lease), _to_micros(utc_now + e.task.lease_duration))
+            for e in executions
+            if e.lease is not None
+        ]
+        if not held:
+            return [None] * len(executions)
+
+        async def extend(cursor: aiomysql.DictCursor) -> set[tuple[str, str]]:
+            kept: set[tuple[str, str]] = set()
+            for chunk in _chunks(held):
+                values, params = _values_table(chunk, ("n", "l", "lu"))
+                await cursor.execute(
+                    f"SELECT t.name, t.locked_by FROM {self._table} AS t JOIN ({values}) AS v "
+                    "ON t.name = v.n AND t.locked_by = v.l FOR UPDATE",
+                    params,
+                )
+                kept.update((row["name"], row["locked_by"]) for row in await _fetchall(cursor))
+                await cursor.execute(
+                    f"UPDATE {self._table} AS t JOIN ({values}) AS v ON t.name = v.n AND t.locked_by = v.l "
+                    "SET t.locked_until = v.lu",
+                    params,
+                )
+            return kept
+
+        kept: set[tuple[str, str]] = await self._retrying(extend)
+        return [e.lease if e.lease is not None and (_name(e.task), str(e.lease)) in kept else None for e in executions]
+
+    async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
+        entries: dict[str, tuple[Task, int | None]] = {}
+        for task in tasks:
+            if task.parent_task is None:
+                raise ValueError(f"task {task.canonical_name!r}: only dynamic task instances can be registered")
+            first = task.get_next_execution(utc_now, None)
+            entries[_name(task)] = (task, None if first is None else _to_micros(first))
+        if not entries:
+            return
+        now = _to_micros(utc_now)
+
+        async def register(cursor: aiomysql.DictCursor) -> None:
+            names = list(entries)
+            existing: dict[str, dict[str, Any]] = {}
+            for chunk in _chunks(names):
+                await cursor.execute(
+                    f"SELECT name, execute_after, locked_until FROM {self._table} "
+                    f"WHERE name IN ({_placeholders(len(chunk))}) FOR UPDATE",
+                    list(chunk),
+                )
+                existing.update((row["name"], row) for row in await _fetchall(cursor))
+            if not force:
+                for name, row in existing.items():
+                    if row["locked_until"] is not None and row["locked_until"] > now:
+                        raise TaskLockedException(entries[name][0], _from_micros(row["locked_until"]))
+            upserts: list[tuple[Any, ...]] = []
+            gone: list[str] = []
+            for name, (task, first) in entries.items():
+                if first is None:
+                    gone.append(name)
+                    continue
+                assert task.parent_task is not None
+                upserts.append((name, _name(task.parent_task), first, json.dumps(task.as_spec())))
+            keep = (
+                "execute_after = VALUES(execute_after), locked_until = NULL, locked_by = NULL"
+                if force
+                else "execute_after = LEAST(execute_after, VALUES(execute_after))"
+            )
+            for chunk in _chunks(upserts):
+                await cursor.execute(
+                    f"INSERT INTO {self._table} (name, parent_name, execute_after, task_spec) "
+                    f"VALUES {', '.join(['(%s, %s, %s, %s)'] * len(chunk))} "
+                    f"ON DUPLICATE KEY UPDATE parent_name = VALUES(parent_name), task_spec = VALUES(task_spec), {keep}",
+                    [value for row in chunk for value in row],
+                )
+            await self._delete_rows(cursor, gone)
+
+        await self._retrying(register)
+
+    # ---- pyncette 1.x single-entry protocol ----
+
+    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
+        await self.register_tasks(utc_now, [task], force=force)
+
+    async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
+        async with self._transaction() as cursor:
+            await cursor.execute(f"DELETE FROM {self._table} WHERE name = %s", (_name(task),))
+
+    async def poll_dynamic_task(
+        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
+    ) -> QueryResponse:
+        now = _to_micros(utc_now)
+        token = uuid.uuid4().hex
+        limit = self._batch_size
+
+        async def poll(cursor: aiomysql.DictCursor) -> QueryResponse:
+            await cursor.execute(
+                f"SELECT {_COLUMNS} FROM {self._table} WHERE parent_name = %s AND ready_at <= %s "
+                "ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (_name(task), now, limit),
+            )
+            rows = await _fetchall(cursor)
+            leased = []
+            writes = []
+            for row in rows:
+                instance = self._instance(task, row)
+                until = _to_micros(utc_now + instance.lease_duration)
+                writes.append((row["name"], row["execute_after"], until, token))
+                leased.append((instance, Lease(token)))
+            await self._write_rows(cursor, writes)
+            more = ContinuationToken(True) if len(rows) == limit else None
+            return QueryResponse(tasks=leased, continuation_token=more)
+
+        result: QueryResponse = await self._retrying(poll)
+        return result
+
+    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
+        now = _to_micros(utc_now)
+        name = _name(task)
+
+        async def poll(cursor: aiomysql.DictCursor) -> PollResponse:
+            await cursor.execute(f"SELECT {_COLUMNS} FROM {self._table} WHERE name = %s FOR UPDATE", (name,))
+            row = await _fetchone(cursor)
+            if row is None:
+                if task.parent_task is not None:
+                    raise PyncetteException(f"Task {task.canonical_name} not found")
+                first = task.get_next_execution(utc_now, None)
+                if first is None:
+                    raise PyncetteException(f"Task {task.canonical_name} has no next execution")
+                await cursor.execute(
+                    f"INSERT INTO {self._table} (name, parent_name, execute_after) VALUES (%s, %s, %s)",
+                    (name, _STATIC, _to_micros(first)),
+                )
+                execute_after, locked_until, locked_by = _to_micros(first), None, None
+            else:
+                execute_after, locked_until, locked_by = row["execute_after"], row["locked_until"], row["locked_by"]
+            scheduled_at = _from_micros(execute_after)
+            assert scheduled_at is not None
+            held = lease is not None and _text(locked_by) == str(lease)
+            if locked_until is not None and locked_until > now and not held:
+                return PollResponse(ResultType.LOCKED, scheduled_at, None)
+            if execute_after > now:
+                return PollResponse(ResultType.PENDING, scheduled_at, None)
+            if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+                following = task.get_next_execution(utc_now, scheduled_at)
+                if following is None:
+                    await self._delete_rows(cursor, [name])
+                else:
+                    await self._write_rows(cursor, [(name, _to_micros(following), None, None)])
+                return PollResponse(ResultType.READY, scheduled_at, None)
+            token = uuid.uuid4().hex
+            await self._write_rows(cursor, [(name, execute_after, _to_micros(utc_now + task.lease_duration), token)])
+            return PollResponse(ResultType.READY, scheduled_at, Lease(token))
+
+        result: PollResponse = await self._retrying(poll)
+        return result
+
+    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
+        async with self._transaction() as cursor:
+            await cursor.execute(
+                f"SELECT execute_after, locked_by FROM {self._table} WHERE name = %s FOR UPDATE", (_name(task),)
+            )
+            row = await _fetchone(cursor)
+        if row is None or _text(row["locked_by"]) != str(lease):
+            logger.warning("mysql: lease lost on %s; not committing", task.canonical_name)
+            return
+        scheduled_at = _from_micros(row["execute_after"])
+        assert scheduled_at is not None
+        await self.commit_executions(utc_now, [LeasedExecution(task, scheduled_at, lease)])
+
+    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
+        (result,) = await self.extend_leases(utc_now, [LeasedExecution(task, utc_now, lease)])
+        return result
+
+    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
+        await self.unlock_executions(utc_now, [LeasedExecution(task, utc_now, lease)])
+
+    async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
+        async with self._transaction() as cursor:
+            await cursor.execute(f"SELECT {_COLUMNS} FROM {self._table} WHERE name = %s", (_name(task),))
+            row = await _fetchone(cursor)
+        if row is None:
+            return None
+        instance = self._instance(task.parent_task, row) if task.parent_task is not None else task
+        return self._state(instance, row)
+
+    async def list_task_states(
+        self,
+        utc_now: datetime.datetime,
+        parent_task: Task,
+        limit: int | None = None,
+        continuation_token: ContinuationToken | None = None,
+    ) -> ListTasksResponse:
+        page = limit if limit is not None else self._batch_size
+        after = continuation_token if isinstance(continuation_token, str) else ""
+        async with self._transaction() as cursor:
+            await cursor.execute(
+                f"SELECT {_COLUMNS} FROM {self._table} WHERE parent_name = %s AND name > %s ORDER BY name LIMIT %s",
+                (_name(parent_task), after, page + 1),
+            )
+            rows = list(await _fetchall(cursor))
+        more = len(rows) > page
+        rows = rows[:page]
+        states = []
+        for row in rows:
+            try:
+                states.append(self._state(self._instance(parent_task, row), row))
+            except Exception:
+                logger.exception("mysql: cannot load the stored spec of %s; skipping it", _text(row["name"]))
+        token = ContinuationToken(rows[-1]["name"]) if more and rows else None
+        return ListTasksResponse(tasks=states, continuation_token=token)
+
+
+def _required(kwargs: dict[str, Any], key: str) -> Any:
+    value = kwargs.get(key)
+    if value is None or value == "":
+        raise BackendConfigurationError(BACKEND, key, "required keyword is missing")
+    return value
+
+
+def _connect_error(error: BaseException, host: str, port: int, user: str, database: str) -> BackendConfigurationError:
+    code = error.args[0] if isinstance(error, aiomysql.Error) and error.args else None
+    if code in (1045, 1698):
+        return BackendConfigurationError(BACKEND, "mysql_password", f"access denied for user {user!r} on {host}:{port}")
+    if code in (1049, 1044):
+        return BackendConfigurationError(
+            BACKEND, "mysql_database", f"cannot use database {database!r} on {host}:{port}"
+        )
+    reason = str(error.args[1] if isinstance(error, aiomysql.Error) and len(error.args) > 1 else error)
+    reason = reason.splitlines()[0] if reason else type(error).__name__
+    return BackendConfigurationError(BACKEND, "mysql_host", f"cannot connect to {host}:{port} ({reason})")
+
+
+@contextlib.asynccontextmanager
+async def mysql_repository(**kwargs: Any) -> AsyncIterator[MySQLRepository]:
+    """Opens a connection pool to MySQL/MariaDB and, unless ``mysql_skip_table_create``, the table.
+
+    Keywords: ``mysql_host``, ``mysql_database``, ``mysql_user`` (required), ``mysql_password``,
+    ``mysql_port`` (3306), ``mysql_table_name`` (``pyncette_tasks``; letters, digits and
+    underscores), ``mysql_skip_table_create`` (False), ``batch_size`` (100, also the pool's upper
+    bound of connections is 10). Other keywords are ignored (they belong to the app).
+    """
+    host = str(_required(kwargs, "mysql_host"))
+    database = str(_required(kwargs, "mysql_database"))
+    user = str(_required(kwargs, "mysql_user"))
+    password = kwargs.get("mysql_password") or ""
+    port = kwargs.get("mysql_port", 3306)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise BackendConfigurationError(BACKEND, "mysql_port", f"expected a TCP port number, got {port!r}")
+    table_name = kwargs.get("mysql_table_name") or DEFAULT_TABLE_NAME
+    if not isinstance(table_name, str) or not _SAFE_IDENTIFIER.fullmatch(table_name):
+        raise BackendConfigurationError(
+            BACKEND,
+            "mysql_table_name",
+            f"{table_name!r} is not a safe identifier "
+            "(letters, digits and underscores, at most 64, not starting with a digit)",
+        )
+    batch_size = kwargs.get("batch_size", DEFAULT_BATCH_SIZE)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise BackendConfigurationError(BACKEND, "batch_size", f"must be a positive integer, got {batch_size!r}")
+
+    try:
+        pool = await aiomysql.create_pool(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            db=database,
+            minsize=1,
+            maxsize=10,
+            connect_timeout=_CONNECT_TIMEOUT,
+            autocommit=False,
+            charset="utf8mb4",
+            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        )
+    except (TimeoutError, aiomysql.Error, OSError) as error:
+        raise _connect_error(error, host, port, user, database) from None
+    try:
+        repository = MySQLRepository(pool, table_name=table_name, batch_size=batch_size)
+        if not kwargs.get("mysql_skip_table_create", False):
+            await repository.initialize()
+        await repository.check_schema()
+        yield repository
+    finally:
+        pool.close()
+        await pool.wait_closed()

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conformance_backends.redis import delete_namespace
 
+from conformance_backends.redis import delete_namespace
 from pyncette.errors import BackendConfigurationError
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
@@ -155,7 +155,8 @@ class EvalCounter:
 async def test_batches_cost_one_script_call(repo: RedisRepository) -> None:
     first, second = template("first"), template("second")
     await repo.register_tasks(
-        NOW, [t.instantiate(f"i{i}", interval=datetime.timedelta(seconds=10)) for t in (first, second) for i in range(30)]
+        NOW,
+        [t.instantiate(f"i{i}", interval=datetime.timedelta(seconds=10)) for t in (first, second) for i in range(30)],
     )
     counter = EvalCounter(repo)
     due = NOW + datetime.timedelta(seconds=10)
@@ -174,7 +175,9 @@ async def test_batches_cost_one_script_call(repo: RedisRepository) -> None:
 
 async def test_at_most_once_batch_costs_two_script_calls(repo: RedisRepository) -> None:
     tpl = template(execution_mode=ExecutionMode.AT_MOST_ONCE)
-    await repo.register_tasks(NOW, [tpl.instantiate(f"i{i}", interval=datetime.timedelta(seconds=5)) for i in range(20)])
+    await repo.register_tasks(
+        NOW, [tpl.instantiate(f"i{i}", interval=datetime.timedelta(seconds=5)) for i in range(20)]
+    )
     counter = EvalCounter(repo)
     batch = await repo.lease_due(NOW + datetime.timedelta(seconds=5), [tpl], limit=100)
     assert len(batch.executions) == 20

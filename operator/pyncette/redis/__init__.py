@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
-from typing import cast
 
 import redis.exceptions
 from redis import asyncio as aioredis
@@ -168,7 +167,7 @@ class RedisRepository(Repository):
 
         batch = LeaseBatch(has_more=bool(int(has_more)), next_due_at=_from_us(next_due) if next_due else None)
         at_most_once: list[LeasedExecution] = []
-        for index, name, execute_after, spec in rows:
+        for index, _name, execute_after, spec in rows:
             owner = tasks[int(index) - 1]
             task = owner.instantiate_from_spec(json.loads(spec)) if owner.dynamic else owner
             scheduled_at = _from_us(execute_after)
@@ -446,13 +445,13 @@ async def redis_repository(**kwargs: Any) -> AsyncIterator[RedisRepository]:
     async with client:
         try:
             # A bad address or password fails here, at start-up, as one line rather than a driver traceback.
-            await client.execute_command("PING")
+            await client.ping()
         except redis.exceptions.AuthenticationError as e:
             raise BackendConfigurationError(BACKEND, "redis_url", f"authentication failed ({_describe(e)})") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
             raise BackendConfigurationError(BACKEND, "redis_url", f"cannot connect ({_describe(e)})") from None
         except redis.exceptions.ResponseError as e:
             raise BackendConfigurationError(BACKEND, "redis_url", f"server refused ({_describe(e)})") from None
-        repository = RedisRepository(cast(aioredis.Redis, client), namespace=namespace, batch_size=batch_size)
+        repository = RedisRepository(client, namespace=namespace, batch_size=batch_size)
         await repository._scripts.preload(client)
         yield repository

@@ -1,0 +1,552 @@
+"""The PostgreSQL backend: one table, one row per entry, batches as single set-based statements.
+
+The table keeps pyncette 1.x's columns (``name``, ``parent_name``, ``locked_until``, ``locked_by``,
+``execute_after``, ``task_spec``) and index, so a table created by 1.x (or by hand for
+``postgres_skip_table_create``) keeps working. Static tasks have ``parent_name`` NULL; dynamic
+instances carry their template's (or partition's) canonical name.
+
+Round trips: ``lease_due`` is one statement: per polled task a LATERAL index scan picks the
+earliest due rows with ``FOR UPDATE SKIP LOCKED`` (so concurrent workers get disjoint rows), the
+earliest ``limit`` of them are leased by an UPDATE, and the same statement reports whether more were
+due and when the next row falls due. AT_MOST_ONCE rows then take one more statement for the whole
+batch, moving them to their next time (computed in Python) before they run. Commits, unlocks and
+lease extensions are one ``UPDATE ... FROM unnest(...)`` per batch; registering instances is one
+``INSERT ... ON CONFLICT``. After a server restart the pool's dead connections are replaced on the
+next acquire; the failing call raises and the app loop retries it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg  # type: ignore[import-untyped]
+
+from pyncette.errors import BackendConfigurationError
+from pyncette.errors import PyncetteException
+from pyncette.errors import TaskLockedException
+from pyncette.model import ContinuationToken
+from pyncette.model import ExecutionMode
+from pyncette.model import Lease
+from pyncette.model import LeaseBatch
+from pyncette.model import LeasedExecution
+from pyncette.model import ListTasksResponse
+from pyncette.model import PollResponse
+from pyncette.model import QueryResponse
+from pyncette.model import ResultType
+from pyncette.model import TaskState
+from pyncette.repository import Repository
+from pyncette.task import Task
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "postgres"
+# Unquoted-identifier rules, lower case only (as 1.x), short enough for the derived index name.
+_SAFE_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,49}")
+
+
+@dataclass(frozen=True)
+class PostgresLease:
+    """Proof of ownership of a leased row: the ``locked_by`` token and the time it was due.
+
+    ``token`` is None for an AT_MOST_ONCE row that was already moved forward (nothing to commit).
+    """
+
+    token: uuid.UUID | None
+    scheduled_at: datetime.datetime
+
+
+def _lease_of(lease: Lease | None) -> PostgresLease | None:
+    return lease if isinstance(lease, PostgresLease) and lease.token is not None else None
+
+
+def _seconds(delta: datetime.timedelta) -> float:
+    return delta.total_seconds()
+
+
+class _Statements:
+    """The SQL of one table (the name is validated before it gets here)."""
+
+    def __init__(self, table: str) -> None:
+        t = f'"{table}"'
+        due = "GREATEST(t.locked_until, t.execute_after)"
+        self.create = f"""
+            CREATE TABLE IF NOT EXISTS {t} (
+                name text PRIMARY KEY,
+                parent_name text,
+                locked_until timestamptz,
+                locked_by uuid,
+                execute_after timestamptz,
+                task_spec json
+            );
+            CREATE INDEX IF NOT EXISTS "due_tasks_{table}" ON {t} (parent_name, GREATEST(locked_until, execute_after));
+        """
+        self.create_lock = f"SELECT pg_advisory_xact_lock(hashtext('pyncette table {table}'))"
+        # $1 templates, $2 their lease seconds, $3 now, $4 per-task candidate limit, $5 static task
+        # names, $6 their lease seconds, $7 limit, $8 lease token.
+        self.lease = f"""
+            WITH candidates AS (
+                SELECT c.name, c.due, p.lease_s
+                FROM unnest($1::text[], $2::float8[]) AS p(parent, lease_s)
+                CROSS JOIN LATERAL (
+                    SELECT t.name, {due} AS due FROM {t} t
+                    WHERE t.parent_name = p.parent AND {due} <= $3
+                    ORDER BY {due}
+                    LIMIT $4
+                    FOR UPDATE SKIP LOCKED
+                ) c
+                UNION ALL
+                SELECT s.name, s.due, s.lease_s FROM (
+                    SELECT t.name, {due} AS due, st.lease_s
+                    FROM unnest($5::text[], $6::float8[]) AS st(name, lease_s)
+                    JOIN {t} t ON t.name = st.name
+                    WHERE t.parent_name IS NULL AND {due} <= $3
+                    FOR UPDATE OF t SKIP LOCKED
+                ) s
+            ),
+            picked AS (
+                SELECT name, lease_s FROM candidates ORDER BY due LIMIT $7
+            ),
+            leased AS (
+                UPDATE {t} t
+                SET locked_by = $8,
+                    locked_until = $3 + make_interval(
+                        secs => COALESCE((t.task_spec ->> 'lease_duration')::float8, picked.lease_s))
+                FROM picked
+                WHERE t.name = picked.name
+                RETURNING t.name, t.parent_name, t.execute_after, t.task_spec::text AS task_spec
+            ),
+            upcoming AS (
+                SELECT n.due FROM unnest($1::text[]) AS p(parent)
+                CROSS JOIN LATERAL (
+                    SELECT {due} AS due FROM {t} t
+                    WHERE t.parent_name = p.parent AND {due} > $3
+                    ORDER BY {due} LIMIT 1
+                ) n
+                UNION ALL
+                SELECT {due} FROM {t} t WHERE t.name = ANY($5::text[]) AND t.parent_name IS NULL AND {due} > $3
+            )
+            SELECT name, parent_name, execute_after, task_spec, NULL::bigint AS candidates FROM leased
+            UNION ALL
+            SELECT NULL, NULL, (SELECT min(due) FROM upcoming), NULL, (SELECT count(*) FROM candidates)
+        """
+        self.ensure_static = f"""
+            INSERT INTO {t} (name, parent_name, execute_after)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+            ON CONFLICT (name) DO NOTHING
+        """
+        self.commit = f"""
+            WITH d AS (SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS d(name, token, next_at)),
+            moved AS (
+                UPDATE {t} t SET execute_after = d.next_at, locked_until = NULL, locked_by = NULL
+                FROM d WHERE t.name = d.name AND t.locked_by = d.token AND d.next_at IS NOT NULL
+                RETURNING t.name
+            ),
+            gone AS (
+                DELETE FROM {t} t USING d
+                WHERE t.name = d.name AND t.locked_by = d.token AND d.next_at IS NULL
+                RETURNING t.name
+            )
+            SELECT name FROM moved UNION ALL SELECT name FROM gone
+        """
+        self.unlock = f"""
+            UPDATE {t} t SET locked_until = NULL, locked_by = NULL
+            FROM unnest($1::text[], $2::uuid[]) AS d(name, token)
+            WHERE t.name = d.name AND t.locked_by = d.token
+        """
+        self.extend = f"""
+            UPDATE {t} t SET locked_until = d.locked_until
+            FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS d(name, token, locked_until)
+            WHERE t.name = d.name AND t.locked_by = d.token
+            RETURNING t.name
+        """
+        # $1 names, $2 parents, $3 specs, $4 execute_after, $5 force, $6 now. Reports the rows left
+        # alone because they are leased (read from the statement's snapshot, i.e. before it ran).
+        self.register = f"""
+            WITH d AS (
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+                AS d(name, parent, spec, execute_after)
+            ),
+            written AS (
+                INSERT INTO {t} AS t (name, parent_name, task_spec, execute_after)
+                SELECT name, parent, spec::json, execute_after FROM d
+                ON CONFLICT (name) DO UPDATE SET
+                    parent_name = EXCLUDED.parent_name,
+                    task_spec = EXCLUDED.task_spec,
+                    execute_after = CASE WHEN $5 OR t.execute_after IS NULL THEN EXCLUDED.execute_after
+                                         ELSE LEAST(t.execute_after, EXCLUDED.execute_after) END,
+                    locked_until = CASE WHEN $5 THEN NULL ELSE t.locked_until END,
+                    locked_by = CASE WHEN $5 THEN NULL ELSE t.locked_by END
+                WHERE $5 OR t.locked_until IS NULL OR t.locked_until <= $6
+                RETURNING t.name
+            )
+            SELECT t.name, t.locked_until FROM {t} t JOIN d ON t.name = d.name
+            WHERE t.name NOT IN (SELECT name FROM written)
+        """
+        self.select_for_update = f"SELECT * FROM {t} WHERE name = $1 FOR UPDATE"
+        self.upsert = f"""
+            INSERT INTO {t} (name, parent_name, execute_after, locked_until, locked_by) VALUES ($1, NULL, $2, $3, $4)
+            ON CONFLICT (name) DO UPDATE SET execute_after = $2, locked_until = $3, locked_by = $4
+        """
+        self.delete = f"DELETE FROM {t} WHERE name = $1"
+        self.select = f"SELECT * FROM {t} WHERE name = $1"
+        self.list = f"""
+            SELECT * FROM {t} WHERE parent_name = $1 AND name > $2 ORDER BY name LIMIT $3
+        """
+
+
+class PostgresRepository(Repository):
+    """Task state of one app in one PostgreSQL table."""
+
+    def __init__(self, pool: asyncpg.Pool, *, table_name: str = "pyncette_tasks", batch_size: int = 100) -> None:
+        self._pool = pool
+        self._table_name = table_name
+        self._batch_size = batch_size
+        self._sql = _Statements(table_name)
+        # Static tasks whose row this repository has made sure exists (once per lifetime).
+        self._ensured: set[str] = set()
+
+    async def initialize(self) -> None:
+        """Creates the table and its index if missing (serialized, so concurrent start-ups don't clash)."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(self._sql.create_lock)
+            await connection.execute(self._sql.create)
+
+    async def check_health(self) -> None:
+        async with self._pool.acquire() as connection:
+            await connection.fetchval("SELECT 1")
+
+    # ---- batch protocol ----
+
+    async def _ensure_static(self, utc_now: datetime.datetime, tasks: Sequence[Task]) -> None:
+        fresh = [t for t in tasks if not t.dynamic and t.canonical_name not in self._ensured]
+        rows = [(t.canonical_name, t.get_next_execution(utc_now, None)) for t in fresh]
+        rows = [(name, first) for name, first in rows if first is not None]
+        if rows:
+            names, firsts = zip(*rows, strict=True)
+            await self._pool.execute(self._sql.ensure_static, list(names), [None] * len(names), list(firsts))
+        self._ensured.update(t.canonical_name for t in fresh)
+
+    async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
+        if not tasks or limit < 1:
+            return LeaseBatch(has_more=bool(tasks) and limit < 1)
+        await self._ensure_static(utc_now, tasks)
+        templates = [t for t in tasks if t.dynamic]
+        statics = [t for t in tasks if not t.dynamic]
+        by_name = {t.canonical_name: t for t in tasks}
+        token = uuid.uuid4()
+        rows = await self._pool.fetch(
+            self._sql.lease,
+            [t.canonical_name for t in templates],
+            [_seconds(t.lease_duration) for t in templates],
+            utc_now,
+            limit + 1,
+            [t.canonical_name for t in statics],
+            [_seconds(t.lease_duration) for t in statics],
+            limit,
+            token,
+        )
+        meta = rows[-1]
+        batch = LeaseBatch(has_more=meta["candidates"] > limit, next_due_at=meta["execute_after"])
+        at_most_once: list[LeasedExecution] = []
+        for row in rows[:-1]:
+            owner = by_name[row["parent_name"] if row["parent_name"] is not None else row["name"]]
+            task = owner.instantiate_from_spec(json.loads(row["task_spec"])) if owner.dynamic else owner
+            scheduled_at = row["execute_after"]
+            execution = LeasedExecution(task, scheduled_at, Lease(PostgresLease(token, scheduled_at)))
+            if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+                at_most_once.append(execution)
+            else:
+                batch.executions.append(execution)
+        batch.executions.sort(key=lambda e: e.scheduled_at)
+
+        if at_most_once:
+            for execution, done, next_at in await self._commit(utc_now, at_most_once):
+                if done:
+                    batch.executions.append(LeasedExecution(execution.task, execution.scheduled_at, None))
+                    if next_at is not None and (batch.next_due_at is None or next_at < batch.next_due_at):
+                        batch.next_due_at = next_at
+        return batch
+
+    async def _commit(
+        self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
+    ) -> list[tuple[LeasedExecution, bool, datetime.datetime | None]]:
+        """Moves leased rows to their next time in one statement; reports which leases were held."""
+        names: list[str] = []
+        tokens: list[uuid.UUID] = []
+        next_times: list[datetime.datetime | None] = []
+        for execution in executions:
+            lease = _lease_of(execution.lease)
+            assert lease is not None and lease.token is not None
+            names.append(execution.task.canonical_name)
+            tokens.append(lease.token)
+            next_times.append(execution.task.get_next_execution(utc_now, execution.scheduled_at))
+        done = {row["name"] for row in await self._pool.fetch(self._sql.commit, names, tokens, next_times)}
+        return [(e, e.task.canonical_name in done, n) for e, n in zip(executions, next_times, strict=True)]
+
+    async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        held = [
+            e
+            for e in executions
+            if _lease_of(e.lease) is not None and e.task.execution_mode == ExecutionMode.AT_LEAST_ONCE
+        ]
+        if not held:
+            return
+        for execution, done, _ in await self._commit(utc_now, held):
+            if not done:
+                logger.info("Not committing %s: the lease was lost", execution.task)
+
+    async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        held = [(e.task.canonical_name, lease.token) for e in executions if (lease := _lease_of(e.lease)) is not None]
+        if held:
+            names, tokens = zip(*held, strict=True)
+            await self._pool.execute(self._sql.unlock, list(names), list(tokens))
+
+    async def extend_leases(
+        self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
+    ) -> list[Lease | None]:
+        held = [(e, lease) for e in executions if (lease := _lease_of(e.lease)) is not None]
+        if not held:
+            return [None] * len(executions)
+        rows = await self._pool.fetch(
+            self._sql.extend,
+            [e.task.canonical_name for e, _ in held],
+            [lease.token for _, lease in held],
+            [utc_now + e.task.lease_duration for e, _ in held],
+        )
+        extended = {row["name"] for row in rows}
+        return [
+            e.lease if _lease_of(e.lease) is not None and e.task.canonical_name in extended else None
+            for e in executions
+        ]
+
+    async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
+        """Registers instances in one statement. Leased instances (without ``force``) are left alone and
+        the first of them is reported with ``TaskLockedException`` after all the others were written."""
+        unique: dict[str, Task] = {}
+        for task in tasks:
+            if task.parent_task is None:
+                raise ValueError(f"task {task.canonical_name!r}: only dynamic task instances can be registered")
+            unique[task.canonical_name] = task
+        pending: list[tuple[Task, datetime.datetime]] = []
+        for task in unique.values():
+            first = task.get_next_execution(utc_now, None)
+            if first is None:
+                logger.warning("Not registering %s: its schedule has no future execution", task)
+                continue
+            pending.append((task, first))
+        if not pending:
+            return
+        locked = await self._pool.fetch(
+            self._sql.register,
+            [t.canonical_name for t, _ in pending],
+            [t.parent_task.canonical_name for t, _ in pending if t.parent_task is not None],
+            [json.dumps(t.as_spec()) for t, _ in pending],
+            [first for _, first in pending],
+            force,
+            utc_now,
+        )
+        if locked:
+            names = {row["name"]: row["locked_until"] for row in locked}
+            task = next(t for t, _ in pending if t.canonical_name in names)
+            raise TaskLockedException(task, names[task.canonical_name])
+
+    # ---- pyncette 1.x single-entry protocol ----
+
+    async def poll_dynamic_task(
+        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
+    ) -> QueryResponse:
+        batch = await self.lease_due(utc_now, [task], limit=self._batch_size)
+        leased = [
+            (e.task, e.lease if e.lease is not None else Lease(PostgresLease(None, e.scheduled_at)))
+            for e in batch.executions
+        ]
+        return QueryResponse(tasks=leased, continuation_token=ContinuationToken(True) if batch.has_more else None)
+
+    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
+        await self.register_tasks(utc_now, [task], force=force)
+
+    async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
+        await self._pool.execute(self._sql.delete, task.canonical_name)
+
+    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
+        if isinstance(lease, PostgresLease) and lease.token is None:
+            # Handed over by poll_dynamic_task after the AT_MOST_ONCE row was already moved forward.
+            return PollResponse(ResultType.READY, lease.scheduled_at, None)
+        held = _lease_of(lease)
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(self._sql.select_for_update, task.canonical_name)
+            if row is None:
+                if task.parent_task is not None:
+                    raise PyncetteException(f"Task {task.canonical_name} not found")
+                first = task.get_next_execution(utc_now, None)
+                if first is None:
+                    raise PyncetteException(f"Task {task.canonical_name} has no future execution")
+                execute_after, locked_until, locked_by = first, None, None
+                await connection.execute(self._sql.upsert, task.canonical_name, first, None, None)
+            else:
+                execute_after, locked_until, locked_by = row["execute_after"], row["locked_until"], row["locked_by"]
+
+            ours = held is not None and locked_by == held.token
+            if locked_until is not None and locked_until > utc_now and not ours:
+                return PollResponse(ResultType.LOCKED, execute_after, None)
+            if execute_after > utc_now:
+                return PollResponse(ResultType.PENDING, execute_after, None)
+            if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+                next_at = task.get_next_execution(utc_now, execute_after)
+                if next_at is None:
+                    await connection.execute(self._sql.delete, task.canonical_name)
+                else:
+                    await self._update(connection, task, next_at, None, None)
+                return PollResponse(ResultType.READY, execute_after, None)
+            token = held.token if ours and held is not None else uuid.uuid4()
+            await self._update(connection, task, execute_after, utc_now + task.lease_duration, token)
+            return PollResponse(ResultType.READY, execute_after, Lease(PostgresLease(token, execute_after)))
+
+    async def _update(
+        self,
+        connection: asyncpg.Connection,
+        task: Task,
+        execute_after: datetime.datetime,
+        locked_until: datetime.datetime | None,
+        locked_by: uuid.UUID | None,
+    ) -> None:
+        await connection.execute(
+            f'UPDATE "{self._table_name}" SET execute_after = $2, locked_until = $3, locked_by = $4 WHERE name = $1',
+            task.canonical_name,
+            execute_after,
+            locked_until,
+            locked_by,
+        )
+
+    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
+        held = _lease_of(lease)
+        if held is not None:
+            await self.commit_executions(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
+
+    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
+        held = _lease_of(lease)
+        if held is None:
+            return None
+        [result] = await self.extend_leases(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
+        return result
+
+    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
+        held = _lease_of(lease)
+        if held is not None:
+            await self.unlock_executions(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
+
+    def _state(self, row: asyncpg.Record, task: Task) -> TaskState:
+        return TaskState(
+            task=task,
+            scheduled_at=row["execute_after"],
+            locked_until=row["locked_until"],
+            locked_by=str(row["locked_by"]) if row["locked_by"] is not None else None,
+        )
+
+    async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
+        row = await self._pool.fetchrow(self._sql.select, task.canonical_name)
+        if row is None:
+            return None
+        if task.parent_task is not None and row["task_spec"]:
+            task = task.parent_task.instantiate_from_spec(json.loads(row["task_spec"]))
+        return self._state(row, task)
+
+    async def list_task_states(
+        self,
+        utc_now: datetime.datetime,
+        parent_task: Task,
+        limit: int | None = None,
+        continuation_token: ContinuationToken | None = None,
+    ) -> ListTasksResponse:
+        page_size = limit if limit is not None else self._batch_size
+        after = continuation_token if isinstance(continuation_token, str) else ""
+        rows = await self._pool.fetch(self._sql.list, parent_task.canonical_name, after, page_size + 1)
+        page = rows[:page_size]
+        states = [
+            self._state(row, parent_task.instantiate_from_spec(json.loads(row["task_spec"])))
+            for row in page
+            if row["task_spec"]
+        ]
+        token = ContinuationToken(page[-1]["name"]) if len(rows) > page_size and page else None
+        return ListTasksResponse(tasks=states, continuation_token=token)
+
+
+# ---- configuration ----
+
+
+def _describe(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
+def _where(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    except ValueError:
+        return "the server"
+
+
+@contextlib.asynccontextmanager
+async def postgres_repository(**kwargs: Any) -> AsyncIterator[PostgresRepository]:
+    """Connects to PostgreSQL and yields a repository; the connection pool closes on exit.
+
+    Keywords: ``postgres_url`` (required, e.g. ``postgresql://user:password@host/database``),
+    ``postgres_table_name`` (default ``pyncette_tasks``; lower-case letters, digits and underscores),
+    ``postgres_skip_table_create`` (default False: the table and its index are created if missing),
+    ``batch_size`` (default 100: page size of ``poll_dynamic_task`` and ``list_task_states``),
+    ``postgres_pool_size`` (default 10 connections at most). Bad settings or an unreachable server
+    raise ``BackendConfigurationError`` before anything is yielded.
+    """
+    url = kwargs.get("postgres_url")
+    if url is None:
+        raise BackendConfigurationError(BACKEND, "postgres_url", "is required (e.g. postgresql://user@host/db)")
+    if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
+        raise BackendConfigurationError(BACKEND, "postgres_url", f"expected a postgresql:// URL, got {url!r}")
+    table_name = kwargs.get("postgres_table_name")
+    if table_name is None:
+        table_name = "pyncette_tasks"
+    if not isinstance(table_name, str) or not _SAFE_TABLE_NAME.fullmatch(table_name):
+        raise BackendConfigurationError(
+            BACKEND,
+            "postgres_table_name",
+            f"{table_name!r} is not a safe identifier (lower-case letters, digits and underscores, "
+            "not starting with a digit, at most 50 characters)",
+        )
+    batch_size = kwargs.get("batch_size", 100)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise BackendConfigurationError(BACKEND, "batch_size", f"must be an integer of at least 1, got {batch_size!r}")
+    pool_size = kwargs.get("postgres_pool_size", 10)
+    if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
+        raise BackendConfigurationError(
+            BACKEND, "postgres_pool_size", f"must be an integer of at least 1, got {pool_size!r}"
+        )
+
+    try:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, timeout=10)
+    except asyncpg.InvalidPasswordError as e:
+        raise BackendConfigurationError(BACKEND, "postgres_url", f"authentication failed ({_describe(e)})") from None
+    except (OSError, TimeoutError) as e:
+        raise BackendConfigurationError(
+            BACKEND, "postgres_url", f"cannot connect to {_where(url)} ({_describe(e)})"
+        ) from None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
+        raise BackendConfigurationError(BACKEND, "postgres_url", f"connection refused ({_describe(e)})") from None
+    assert pool is not None
+    try:
+        repository = PostgresRepository(pool, table_name=table_name, batch_size=batch_size)
+        if not kwargs.get("postgres_skip_table_create", False):
+            await repository.initialize()
+        yield repository
+    finally:
+        await pool.close()

@@ -177,34 +177,33 @@ class MySQLRepository(Repository):
                 raise
         raise AssertionError("unreachable")
 
-    async def initialize(self) -> None:
-        """Creates the table and its index unless they exist."""
-        async with self._transaction() as cursor:
-            await cursor.execute(
-                f"""
-                CREATE TABLE IF NOT EXISTS {self._table} (
-                    name VARBINARY({MAX_NAME_BYTES}) NOT NULL,
-                    parent_name VARBINARY({MAX_NAME_BYTES}) NOT NULL,
-                    execute_after BIGINT NOT NULL,
-                    locked_until BIGINT NULL,
-                    locked_by VARBINARY(64) NULL,
-                    ready_at BIGINT GENERATED ALWAYS AS (GREATEST(execute_after, COALESCE(locked_until, 0))) STORED,
-                    task_spec LONGTEXT NULL,
-                    PRIMARY KEY (name),
-                    KEY due_entries (parent_name, ready_at)
-                ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
-                """
-            )
-
-    async def check_schema(self) -> None:
-        """Fails clearly when the table exists but is not ours (e.g. a pyncette 1.x table)."""
+    async def initialize(self, *, create: bool) -> None:
+        """Creates the table unless it exists (or ``create`` is False); refuses a table that is not ours."""
         async with self._transaction() as cursor:
             await cursor.execute(
                 "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
                 "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
                 (self._table_name,),
             )
-            columns = {_text(row["COLUMN_NAME"]) for row in await _fetchall(cursor)}
+            columns = {row["COLUMN_NAME"] for row in await _fetchall(cursor)}
+            if not columns and create:
+                await cursor.execute(
+                    f"""
+                    CREATE TABLE IF NOT EXISTS {self._table} (
+                        name VARBINARY({MAX_NAME_BYTES}) NOT NULL,
+                        parent_name VARBINARY({MAX_NAME_BYTES}) NOT NULL,
+                        execute_after BIGINT NOT NULL,
+                        locked_until BIGINT NULL,
+                        locked_by VARBINARY(64) NULL,
+                        ready_at BIGINT GENERATED ALWAYS AS
+                            (GREATEST(execute_after, COALESCE(locked_until, 0))) STORED,
+                        task_spec LONGTEXT NULL,
+                        PRIMARY KEY (name),
+                        KEY due_entries (parent_name, ready_at)
+                    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+                    """
+                )
+                return
         if not columns:
             raise BackendConfigurationError(
                 BACKEND, "mysql_table_name", f"table {self._table_name!r} does not exist (mysql_skip_table_create=True)"
@@ -699,9 +698,7 @@ async def mysql_repository(**kwargs: Any) -> AsyncIterator[MySQLRepository]:
         raise _connect_error(error, host, port, user, database) from None
     try:
         repository = MySQLRepository(pool, table_name=table_name, batch_size=batch_size)
-        if not kwargs.get("mysql_skip_table_create", False):
-            await repository.initialize()
-        await repository.check_schema()
+        await repository.initialize(create=not kwargs.get("mysql_skip_table_create", False))
         yield repository
     finally:
         pool.close()

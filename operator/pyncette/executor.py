@@ -1,0 +1,117 @@
+"""Executors: where task executions run once the main loop has leased them.
+
+An executor is an async context manager with ``spawn_task(awaitable)`` (the pyncette 1.x shape, so
+custom ``executor_cls`` classes written for 1.x keep working). Ours also answer ``free_slots()``:
+the main loop leases at most that many entries per round trip, because a leased entry that cannot
+start yet is a lease ticking away for nothing (and, for AT_MOST_ONCE tasks, a run that may be
+skipped). An executor without ``free_slots`` is assumed to take a whole batch at once.
+
+Leaving the context waits for the running executions, or cancels them if the block is being
+cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY_LIMIT = 100
+
+
+class SynchronousExecutor(contextlib.AbstractAsyncContextManager["SynchronousExecutor"]):
+    """Runs each execution inline: the main loop waits for it before doing anything else.
+
+    Useful for debugging, and for apps that must never run two tasks at once.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        del kwargs
+
+    async def __aenter__(self) -> SynchronousExecutor:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None
+
+    def free_slots(self) -> int:
+        """Always one: the next execution starts as soon as the loop hands it over."""
+        return 1
+
+    async def spawn_task(self, task: Awaitable[None]) -> None:
+        await task
+
+
+class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"]):
+    """Runs executions as asyncio tasks, at most ``concurrency_limit`` (default 100) at a time."""
+
+    _tasks: set[asyncio.Task[None]]
+    _limit: int
+    _slot_freed: asyncio.Event
+
+    def __init__(self, **kwargs: Any) -> None:
+        limit = kwargs.get("concurrency_limit", DEFAULT_CONCURRENCY_LIMIT)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"concurrency_limit: must be an integer >= 1, got {limit!r}")
+        self._limit = limit
+        self._tasks = set()
+        self._slot_freed = asyncio.Event()
+
+    async def __aenter__(self) -> DefaultExecutor:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self._tasks:
+            return
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            logger.warning("Cancelling %d running task(s).", len(self._tasks))
+            for task in self._tasks:
+                task.cancel()
+        logger.info("Waiting for %d running task(s) to finish.", len(self._tasks))
+        await asyncio.wait(list(self._tasks))
+
+    @property
+    def concurrency_limit(self) -> int:
+        return self._limit
+
+    def free_slots(self) -> int:
+        """How many executions could start right now."""
+        return self._limit - len(self._tasks)
+
+    async def wait_for_free_slot(self) -> None:
+        """Returns once at least one execution could start."""
+        while self.free_slots() <= 0:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    async def spawn_task(self, task: Awaitable[None]) -> None:
+        """Starts ``task`` in the background (waiting for a free slot first, like 1.x)."""
+        await self.wait_for_free_slot()
+        running = asyncio.ensure_future(self._run(task))
+        self._tasks.add(running)
+        running.add_done_callback(self._finished)
+
+    @staticmethod
+    async def _run(task: Awaitable[None]) -> None:
+        await task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Execution crashed outside of the task body", exc_info=task.exception())

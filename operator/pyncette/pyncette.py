@@ -1,0 +1,657 @@
+"""The app: task registration (``Pyncette``) and the running scheduler (``PyncetteContext``).
+
+The main loop is where this rewrite differs from pyncette 1.x:
+
+* One round trip leases a whole batch of due entries (``Repository.lease_due``); the lease is the
+  readiness check, so nothing is polled twice. It never leases more than the executor can start
+  right now, so no lease ticks away while its execution waits for a slot.
+* Finished executions are committed or unlocked in batches by a background ``ResultFlusher``.
+* Between polls the loop sleeps until the earliest due time it knows of (what the backend reported,
+  what this process scheduled, what its own commits moved), bounded by ``poll_interval``, and
+  wakes early when this process learns of something sooner. Start lag is therefore not a poll
+  interval.
+* Every "now" and every wait goes through one injectable ``Clock``, so tests drive schedules with
+  ``FakeClock`` instead of sleeping.
+* A failing backend is logged once per outage and retried with a backoff bounded by
+  ``poll_interval``; the loop itself never dies of it.
+
+Shutdown (``shutdown()`` or the first SIGINT/SIGTERM under ``main()``) stops leasing, lets the
+running executions finish, flushes their results, and only then closes fixtures and the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+from pyncette._flusher import ResultFlusher
+from pyncette.clock import Clock
+from pyncette.clock import SystemClock
+from pyncette.errors import LeaseLostException
+from pyncette.errors import PyncetteException
+from pyncette.executor import DEFAULT_CONCURRENCY_LIMIT
+from pyncette.executor import DefaultExecutor
+from pyncette.model import Context
+from pyncette.model import ContinuationToken
+from pyncette.model import Decorator
+from pyncette.model import ExecutionMode
+from pyncette.model import FailureMode
+from pyncette.model import FixtureFunc
+from pyncette.model import LeaseBatch
+from pyncette.model import LeasedExecution
+from pyncette.model import ListTasksResponse
+from pyncette.model import MiddlewareFunc
+from pyncette.model import TaskFunc
+from pyncette.model import TaskState
+from pyncette.repository import Repository
+from pyncette.repository import RepositoryFactory
+from pyncette.schedule import resolve_timezone
+from pyncette.task import PartitionedTask
+from pyncette.task import Task
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_POLL_INTERVAL = datetime.timedelta(seconds=1)
+# First retry delay after a failed poll; doubles per failure, capped at poll_interval.
+_FIRST_BACKOFF = datetime.timedelta(milliseconds=50)
+# A placeholder schedule for instances built only to address a stored entry (get/unschedule).
+_ADDRESS_ONLY = datetime.timedelta(seconds=1)
+
+
+def default_repository_factory(**kwargs: Any) -> AbstractAsyncContextManager[Repository]:
+    """SQLite when ``sqlite_database`` is configured, otherwise the in-memory backend.
+
+    Backends are imported here rather than at module import time, so the app does not depend on
+    any particular one.
+    """
+    if "sqlite_database" in kwargs:
+        from pyncette.sqlite import sqlite_repository
+
+        return sqlite_repository(**kwargs)
+    from pyncette.memory import memory_repository
+
+    return memory_repository(**kwargs)
+
+
+class _Run:
+    """One leased execution while it runs: its (heartbeat-refreshed) lease and whether it was lost."""
+
+    __slots__ = ("execution", "leased_at", "lost")
+
+    def __init__(self, execution: LeasedExecution, leased_at: datetime.datetime) -> None:
+        self.execution = execution
+        self.leased_at = leased_at
+        self.lost = False
+
+
+class PyncetteContext:
+    """A running Pyncette app: the API used at run time, and the main loop."""
+
+    _app: Pyncette
+    _repository: Repository
+    _executor: Any
+    _root_context: Context | None
+    _last_tick: datetime.datetime | None
+
+    def __init__(
+        self,
+        app: Pyncette,
+        repository: Repository,
+        executor: Any,
+        *,
+        clock: Clock | None = None,
+        flusher: ResultFlusher | None = None,
+    ) -> None:
+        self._app = app
+        self._repository = repository
+        self._executor = executor
+        self._clock = clock or app.clock
+        self._flusher = flusher or ResultFlusher(repository, clock=self._clock, on_next_due=self._note_due)
+        self._root_context = None
+        self._last_tick = None
+        self._shutting_down = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._hint: datetime.datetime | None = None
+        self._sleeping_until: datetime.datetime | None = None
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def initialize(self, root_context: Context) -> None:
+        self._root_context = root_context
+        self._last_tick = self._clock.now()
+
+    # ---- public run-time API ----
+
+    @property
+    def clock(self) -> Clock:
+        """The app's time source (use it instead of the wall clock in tasks that must be testable)."""
+        return self._clock
+
+    @property
+    def last_tick(self) -> datetime.datetime | None:
+        """When the last successful poll of the backend happened (by the app's clock)."""
+        return self._last_tick
+
+    @property
+    def repository(self) -> Repository:
+        return self._repository
+
+    async def schedule_task(self, task: Task, instance_name: str, force: bool = False, **kwargs: Any) -> Task:
+        """Creates or updates an instance of a dynamic task and returns it.
+
+        ``schedule=``/``interval=``/``execute_at=`` (and ``timezone=``) set its schedule; other
+        keywords land in ``context.args``. Without ``force`` a running instance raises
+        ``TaskLockedException`` and the sooner of the old and new times is kept; ``force=True``
+        drops the lease and replaces the schedule. The instance is validated before anything is
+        stored, so a bad call leaves the stored state untouched.
+        """
+        if not task.dynamic or task.parent_task is not None:
+            raise ValueError(f"task {task.canonical_name!r}: schedule_task needs a dynamic task template")
+        concrete = task.instantiate(instance_name, **kwargs)
+        now = self._clock.now()
+        await self._repository.register_task(now, concrete, force=force)
+        due = concrete.get_next_execution(now, None)
+        if due is not None:
+            self._note_due(due)
+        return concrete
+
+    async def unschedule_task(self, task: Task, instance_name: str | None = None) -> None:
+        """Removes an instance of a dynamic task (given as the instance, or template + name)."""
+        if task.parent_task is not None:
+            concrete = task
+        else:
+            if instance_name is None:
+                raise ValueError("instance name must be provided")
+            concrete = task.instantiate(instance_name, interval=_ADDRESS_ONLY)
+        await self._repository.unregister_task(self._clock.now(), concrete)
+
+    async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None:
+        """The stored state of a static task, or of a dynamic instance (instance, or template + name)."""
+        if task.parent_task is not None:
+            if instance_name is not None:
+                raise ValueError("Cannot provide instance_name with already-instantiated dynamic task")
+            concrete = task
+        elif instance_name is None:
+            concrete = task
+        else:
+            if not task.dynamic:
+                raise ValueError("instance_name provided but task is not dynamic")
+            concrete = task.instantiate(instance_name, interval=_ADDRESS_ONLY)
+        return await self._repository.get_task_state(self._clock.now(), concrete)
+
+    async def list_tasks(
+        self,
+        task: Task,
+        limit: int | None = None,
+        continuation_token: ContinuationToken | None = None,
+    ) -> ListTasksResponse:
+        """One page of a dynamic task's instances; pass the returned token back for the next page."""
+        if not task.dynamic or task.parent_task is not None:
+            raise ValueError("Cannot list instances of non-dynamic task")
+        now = self._clock.now()
+        if not isinstance(task, PartitionedTask):
+            return await self._repository.list_task_states(now, task, limit, continuation_token)
+        return await self._list_partitioned(now, task, limit, continuation_token)
+
+    async def _list_partitioned(
+        self,
+        now: datetime.datetime,
+        task: PartitionedTask,
+        limit: int | None,
+        continuation_token: ContinuationToken | None,
+    ) -> ListTasksResponse:
+        # The token is (partition index, that partition's own token).
+        index, inner = continuation_token if isinstance(continuation_token, tuple) else (0, None)
+        partitions = task.get_partitions()
+        result = ListTasksResponse(tasks=[], continuation_token=None)
+        while index < len(partitions):
+            remaining = None if limit is None else limit - len(result.tasks)
+            if remaining is not None and remaining <= 0:
+                result.continuation_token = ContinuationToken((index, inner))
+                break
+            page = await self._repository.list_task_states(now, partitions[index], remaining, inner)
+            result.tasks.extend(page.tasks)
+            if page.continuation_token is not None:
+                inner = page.continuation_token
+            else:
+                index, inner = index + 1, None
+        return result
+
+    def add_to_context(self, name: str, value: Any) -> None:
+        """Makes ``value`` available to every task as ``context.<name>``."""
+        if name in Context.__annotations__:
+            raise ValueError(f"Cannot use reserved name {name}")
+        if hasattr(self._root_context, name):
+            raise ValueError(f"Key {name} already exists")
+        setattr(self._root_context, name, value)
+
+    def shutdown(self) -> None:
+        """Stops leasing new work; ``run()`` returns once the running executions finished."""
+        if not self._shutting_down.is_set():
+            logger.info("Initiating graceful shutdown")
+        self._shutting_down.set()
+        self._wakeup.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down.is_set()
+
+    # ---- the main loop ----
+
+    async def run(self) -> None:
+        """Runs the scheduler until ``shutdown()``; then waits for running executions and their commits."""
+        if self._root_context is None:
+            raise PyncetteException("Context is not yet initialized")
+        tasks = [task for task in self._app._tasks if task.enabled]
+        outage: str | None = None
+        backoff = datetime.timedelta()
+
+        while not self._shutting_down.is_set():
+            if not await self._wait_for_capacity():
+                break
+            limit = min(self._app._batch_size, self._free_slots())
+            self._hint = None  # everything learned so far is covered by this poll
+            now = self._clock.now()
+            try:
+                batch = await self._tick(now, tasks, limit)
+            except Exception as e:
+                problem = f"{type(e).__name__}: {e}"
+                if outage is None:
+                    logger.error("Polling the backend failed, retrying: %s", problem)
+                    outage = problem
+                backoff = min(max(backoff * 2, _FIRST_BACKOFF), self._app._poll_interval)
+                self._wakeup.clear()
+                if not self._shutting_down.is_set():
+                    await self._sleep(now + backoff)
+                continue
+            if outage is not None:
+                logger.warning("Polling the backend works again (it failed with %s)", outage)
+                outage, backoff = None, datetime.timedelta()
+            self._last_tick = now
+
+            for execution in batch.executions:
+                await self._spawn(execution, now)
+            if batch.has_more:
+                await asyncio.sleep(0)  # let the spawned executions start before leasing more
+                continue
+            await self._sleep_until_due(now, batch.next_due_at)
+
+        await self._drain()
+
+    async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
+        """One poll: leases up to ``limit`` due entries in one round trip."""
+        return await self._repository.lease_due(now, tasks, limit=limit)
+
+    def _free_slots(self) -> int:
+        free_slots = getattr(self._executor, "free_slots", None)
+        if free_slots is None:
+            return self._app._batch_size
+        return max(0, int(free_slots()))
+
+    async def _wait_for_capacity(self) -> bool:
+        """Waits until the executor can start something; False if shutdown came first."""
+        if self._free_slots() > 0:
+            return True
+        wait = getattr(self._executor, "wait_for_free_slot", None)
+        if wait is None:
+            return True
+        waiter = asyncio.ensure_future(wait())
+        stopper = asyncio.ensure_future(self._shutting_down.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        return not self._shutting_down.is_set()
+
+    async def _sleep_until_due(self, now: datetime.datetime, next_due_at: datetime.datetime | None) -> None:
+        base = now + self._app._poll_interval
+        if next_due_at is not None and next_due_at < base:
+            base = next_due_at
+        while not self._shutting_down.is_set():
+            self._wakeup.clear()
+            deadline = base if self._hint is None or self._hint >= base else self._hint
+            if self._clock.now() >= deadline:
+                return
+            await self._sleep(deadline)
+
+    async def _sleep(self, deadline: datetime.datetime) -> None:
+        """Sleeps until ``deadline`` by the app's clock, or until woken (earlier due time, shutdown)."""
+        if self._wakeup.is_set():
+            return
+        self._sleeping_until = deadline
+        sleeper = asyncio.ensure_future(self._clock.sleep_until(deadline))
+        waker = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._sleeping_until = None
+            sleeper.cancel()
+            waker.cancel()
+
+    def _note_due(self, when: datetime.datetime) -> None:
+        """Something will be due at ``when``: sleep no longer than that."""
+        if self._hint is None or when < self._hint:
+            self._hint = when
+        if self._sleeping_until is not None and when < self._sleeping_until:
+            self._wakeup.set()
+
+    async def _drain(self) -> None:
+        await self._idle.wait()
+        await self._flusher.flush()
+
+    # ---- executing one leased entry ----
+
+    async def _spawn(self, execution: LeasedExecution, now: datetime.datetime) -> None:
+        task = execution.task
+        run = _Run(execution, now)
+        if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+            # Its schedule already moved forward when it was leased.
+            try:
+                due = task.get_next_execution(now, execution.scheduled_at)
+            except Exception:
+                due = None
+            if due is not None:
+                self._note_due(due)
+        logger.debug("Executing task %s scheduled at %s", task, execution.scheduled_at)
+        self._running += 1
+        self._idle.clear()
+        try:
+            await self._executor.spawn_task(self._execute(run))
+        except BaseException:
+            self._finished()
+            raise
+
+    def _finished(self) -> None:
+        self._running -= 1
+        if self._running == 0:
+            self._idle.set()
+
+    def _populate_context(self, run: _Run) -> Context:
+        assert self._root_context is not None
+        execution = run.execution
+        context = Context.__new__(Context)
+        context.__dict__.update(self._root_context.__dict__)
+        context.task = execution.task
+        zone = resolve_timezone(execution.task.timezone)
+        context.scheduled_at = execution.scheduled_at.astimezone(zone)
+        context.args = dict(execution.task.extra_args)
+        context._lease = execution.lease
+        context.heartbeat = partial(self._heartbeat, run, context)
+        return context
+
+    async def _heartbeat(self, run: _Run, context: Context) -> None:
+        execution = run.execution
+        if execution.lease is None:
+            return  # AT_MOST_ONCE: nothing is leased
+        if run.lost:
+            raise LeaseLostException(execution.task)
+        [lease] = await self._repository.extend_leases(self._clock.now(), [execution])
+        if lease is None:
+            run.lost = True
+            context._lease = None
+            raise LeaseLostException(execution.task)
+        run.execution = replace(execution, lease=lease)
+        context._lease = lease
+
+    async def _execute(self, run: _Run) -> None:
+        try:
+            task = run.execution.task
+            context = self._populate_context(run)
+            call: Callable[[], Awaitable[None]] = partial(task, context)
+            for middleware in reversed(self._app._middlewares):
+                call = partial(middleware, context, call)
+            try:
+                await call()
+            except Exception as e:
+                logger.warning("Task %s failed", task, exc_info=e)
+                succeeded = False
+            else:
+                succeeded = True
+            self._settle(run, succeeded=succeeded)
+        finally:
+            self._finished()
+
+    def _settle(self, run: _Run, *, succeeded: bool) -> None:
+        """Queues the result of a finished execution, following execution and failure modes."""
+        execution = run.execution
+        task = execution.task
+        if execution.lease is None or task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+            return
+        if run.lost:
+            # Another worker may own the entry now; committing or unlocking would be wrong.
+            logger.warning("Lease on task %s lost, not committing", task)
+            return
+        if succeeded or task.failure_mode == FailureMode.COMMIT:
+            self._flusher.commit(execution)
+        elif task.failure_mode == FailureMode.UNLOCK:
+            self._flusher.unlock(execution)  # retried on the next poll
+        else:
+            self._note_due(run.leased_at + task.lease_duration)  # retried once the lease expires
+
+
+def _task_name(func: Any, kwargs: dict[str, Any]) -> str:
+    name = kwargs.get("name") or getattr(func, "__name__", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError("Unable to determine name for the task")
+    return name
+
+
+class Pyncette:
+    """A Pyncette app: tasks, fixtures, middlewares and the backend configuration.
+
+    ``repository_factory`` defaults to SQLite when ``sqlite_database=`` is given, else in-memory.
+    Other keywords (``batch_size``, ``concurrency_limit``, backend settings such as
+    ``sqlite_database``) are passed to the repository factory and the executor, as in 1.x.
+    ``clock`` replaces the time source (tests pass a ``FakeClock``).
+    """
+
+    _tasks: list[Task]
+    _fixtures: list[tuple[str, Callable[[PyncetteContext], AbstractAsyncContextManager[Any]]]]
+    _middlewares: list[MiddlewareFunc]
+    _repository_factory: RepositoryFactory
+    _poll_interval: datetime.timedelta
+    _executor_cls: Callable[..., Any]
+    _configuration: dict[str, Any]
+    _batch_size: int
+
+    def __init__(
+        self,
+        repository_factory: RepositoryFactory = default_repository_factory,
+        executor_cls: Callable[..., Any] = DefaultExecutor,
+        poll_interval: datetime.timedelta = DEFAULT_POLL_INTERVAL,
+        *,
+        clock: Clock | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(poll_interval, datetime.timedelta) or poll_interval <= datetime.timedelta():
+            raise ValueError(f"Pyncette: poll_interval: must be a positive timedelta, got {poll_interval!r}")
+        batch_size = kwargs.get("batch_size", DEFAULT_BATCH_SIZE)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"Pyncette: batch_size: must be an integer >= 1, got {batch_size!r}")
+        limit = kwargs.get("concurrency_limit", DEFAULT_CONCURRENCY_LIMIT)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"Pyncette: concurrency_limit: must be an integer >= 1, got {limit!r}")
+        self._tasks = []
+        self._fixtures = []
+        self._middlewares = []
+        self._poll_interval = poll_interval
+        self._executor_cls = executor_cls
+        self._repository_factory = repository_factory
+        self._configuration = kwargs
+        self._batch_size = batch_size
+        self.clock: Clock = clock or SystemClock()
+
+    # ---- declaring tasks ----
+
+    def task(self, **kwargs: Any) -> Callable[[TaskFunc], Task]:
+        """Decorator declaring a static task (``schedule=`` cron or ``interval=``)."""
+
+        def _declare(func: TaskFunc) -> Task:
+            body = func.task_func if isinstance(func, Task) else func
+            name = _task_name(body, kwargs)
+            self._check_task_name(name)
+            task = Task(func=body, dynamic=False, **{**kwargs, "name": name})
+            self._tasks.append(task)
+            return task
+
+        return _declare
+
+    def dynamic_task(self, **kwargs: Any) -> Callable[[TaskFunc], Task]:
+        """Decorator declaring a dynamic task template (instances come from ``schedule_task``)."""
+
+        def _declare(func: TaskFunc) -> Task:
+            body = func.task_func if isinstance(func, Task) else func
+            name = _task_name(body, kwargs)
+            self._check_task_name(name)
+            task = Task(func=body, dynamic=True, **{**kwargs, "name": name})
+            self._tasks.append(task)
+            return task
+
+        return _declare
+
+    def partitioned_task(self, **kwargs: Any) -> Callable[[TaskFunc], PartitionedTask]:
+        """Decorator declaring a dynamic task whose instances are spread over ``partition_count`` partitions."""
+
+        def _declare(func: TaskFunc) -> PartitionedTask:
+            body = func.task_func if isinstance(func, Task) else func
+            name = _task_name(body, kwargs)
+            self._check_task_name(name)
+            task = PartitionedTask(func=body, **{**kwargs, "name": name})
+            self._tasks.extend(task.get_partitions())
+            return task
+
+        return _declare
+
+    def _check_task_name(self, name: str) -> None:
+        if any(task.name == name for task in self._tasks):
+            raise ValueError(f"task {name!r}: name: duplicate task name")
+
+    # ---- fixtures and middlewares ----
+
+    def use_fixture(self, fixture_name: str, func: FixtureFunc) -> None:
+        """Registers an async generator whose yielded value every task sees as ``context.<fixture_name>``."""
+        if fixture_name in Context.__annotations__:
+            raise ValueError(f"fixture {fixture_name!r}: name: reserved name")
+        if any(name == fixture_name for name, _ in self._fixtures):
+            raise ValueError(f"fixture {fixture_name!r}: name: duplicate fixture name")
+        self._fixtures.append((fixture_name, contextlib.asynccontextmanager(func)))
+
+    def use_middleware(self, func: MiddlewareFunc) -> None:
+        """Adds a middleware; the first one added is the outermost."""
+        self._middlewares.append(func)
+
+    def fixture(self, name: str | None = None) -> Decorator[FixtureFunc]:
+        """Decorator form of ``use_fixture`` (the name defaults to the function's)."""
+
+        def _declare(func: FixtureFunc) -> FixtureFunc:
+            fixture_name = name or getattr(func, "__name__", None)
+            if not fixture_name:
+                raise ValueError("Unable to determine name for the fixture")
+            self.use_fixture(fixture_name, func)
+            return func
+
+        return _declare
+
+    def middleware(self, func: MiddlewareFunc) -> MiddlewareFunc:
+        """Decorator form of ``use_middleware``."""
+        self._middlewares.append(func)
+        return func
+
+    # ---- running ----
+
+    @contextlib.asynccontextmanager
+    async def create(self, context_items: dict[str, Any] | None = None) -> AsyncIterator[PyncetteContext]:
+        """Opens the backend and the executor and yields a context to ``run()`` the app with.
+
+        Leaving the block waits for running executions, flushes their results, closes the
+        fixtures and then the backend (in that order).
+        """
+        async with self._repository_factory(**self._configuration) as repository:
+            context: PyncetteContext | None = None
+
+            def on_next_due(when: datetime.datetime) -> None:
+                if context is not None:
+                    context._note_due(when)
+
+            flusher = ResultFlusher(repository, clock=self.clock, on_next_due=on_next_due)
+            # Exit order (reverse): executor drains, fixtures close, results flush, backend closes.
+            async with (
+                flusher,
+                contextlib.AsyncExitStack() as fixtures,
+                self._executor_cls(**self._configuration) as executor,
+            ):
+                context = PyncetteContext(self, repository, executor, clock=self.clock, flusher=flusher)
+                root = Context()
+                root.app_context = context
+                context.initialize(root)
+                for name, fixture in self._fixtures:
+                    setattr(root, name, await fixtures.enter_async_context(fixture(context)))
+                for name, value in (context_items or {}).items():
+                    context.add_to_context(name, value)
+                yield context
+
+    async def _run_main(self) -> None:
+        async with self.create() as context:
+            _install_signal_handlers(context)
+            await context.run()
+            logger.info("Finished.")
+
+    def main(self) -> None:
+        """Entry point for console apps: logging from ``LOG_LEVEL``, graceful SIGINT/SIGTERM handling.
+
+        The first signal stops leasing and waits for running tasks; a second one exits at once.
+        """
+        _configure_logging()
+        if os.environ.get("USE_UVLOOP"):
+            try:
+                uvloop = importlib.import_module("uvloop")
+            except ImportError:
+                logger.warning("USE_UVLOOP is set but uvloop is not installed; using asyncio's loop")
+            else:
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                    runner.run(self._run_main())
+                return
+        asyncio.run(self._run_main())
+
+
+def _configure_logging() -> None:
+    import coloredlogs
+
+    coloredlogs.install(level=os.environ.get("LOG_LEVEL", "INFO"), milliseconds=True)
+
+
+def _install_signal_handlers(context: PyncetteContext) -> None:
+    loop = asyncio.get_running_loop()
+
+    def handler(signum: int) -> None:
+        if not context.shutting_down:
+            logger.info(
+                "Received %s, finishing running tasks (send it again to exit at once)", signal.Signals(signum).name
+            )
+            context.shutdown()
+            return
+        logger.critical("Received %s again, exiting now", signal.Signals(signum).name)
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(1)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not available on every platform
+            loop.add_signal_handler(signum, handler, signum)

@@ -1,0 +1,402 @@
+"""The app around the loop: middlewares, fixtures, executors, shutdown, batching, outages, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from core_helpers import START
+from core_helpers import eventually
+from core_helpers import running
+
+from pyncette import Context
+from pyncette import ExecutionMode
+from pyncette import FakeClock
+from pyncette import Pyncette
+from pyncette import PyncetteContext
+from pyncette.executor import SynchronousExecutor
+from pyncette.memory import MemoryRepository
+from pyncette.model import LeaseBatch
+from pyncette.model import LeasedExecution
+from pyncette.model import NextFunc
+from pyncette.task import Task
+
+
+def at(seconds: float) -> datetime.datetime:
+    return START + datetime.timedelta(seconds=seconds)
+
+
+class RecordingRepository(MemoryRepository):
+    """The in-memory backend, counting batch calls and able to fail polls on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lease_limits: list[int] = []
+        self.commit_batches: list[int] = []
+        self.failing_polls = 0
+
+    async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
+        if self.failing_polls:
+            self.failing_polls -= 1
+            raise ConnectionError("backend is down")
+        self.lease_limits.append(limit)
+        return await super().lease_due(utc_now, tasks, limit=limit)
+
+    async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        self.commit_batches.append(len(executions))
+        await super().commit_executions(utc_now, executions)
+
+
+def recording(repository: RecordingRepository) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
+    @contextlib.asynccontextmanager
+    async def factory(**kwargs: Any) -> AsyncIterator[RecordingRepository]:
+        yield repository
+
+    return factory
+
+
+async def test_middlewares_wrap_in_registration_order(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:
+    app = make_app()
+    calls: list[str] = []
+
+    @app.task(interval=datetime.timedelta(seconds=2))
+    async def ok(context: Context) -> None:
+        calls.append("ok")
+
+    @app.task(interval=datetime.timedelta(seconds=2))
+    async def failing(context: Context) -> None:
+        calls.append("failing")
+        raise RuntimeError("boom")
+
+    def make(n: int) -> Callable[[Context, NextFunc], Any]:
+        async def middleware(context: Context, next: NextFunc) -> None:
+            calls.append(f"enter{n}:{context.task.name}")
+            try:
+                await next()
+                calls.append(f"success{n}:{context.task.name}")
+            except RuntimeError:
+                calls.append(f"caught{n}:{context.task.name}")
+                if n == 1:
+                    raise
+
+        return middleware
+
+    app.middleware(make(1))
+    app.use_middleware(make(2))
+
+    async with running(app):
+        await clock.advance(seconds=2)
+
+    ok_calls = [c for c in calls if c.endswith(":ok") or c == "ok"]
+    failing_calls = [c for c in calls if c.endswith(":failing") or c == "failing"]
+    assert ok_calls == ["enter1:ok", "enter2:ok", "ok", "success2:ok", "success1:ok"]
+    assert failing_calls == ["enter1:failing", "enter2:failing", "failing", "caught2:failing", "success1:failing"]
+
+
+async def test_fixtures_are_set_up_in_order_and_torn_down_after_tasks_finish(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    app = make_app()
+    events: list[str] = []
+    release = asyncio.Event()
+
+    @app.fixture()
+    async def first(app_context: PyncetteContext) -> AsyncIterator[str]:
+        events.append("first up")
+        yield "one"
+        events.append("first down")
+
+    @app.fixture(name="second")
+    async def second_fixture(app_context: PyncetteContext) -> AsyncIterator[str]:
+        events.append("second up")
+        yield "two"
+        events.append("second down")
+
+    @app.task(interval=datetime.timedelta(seconds=1))
+    async def uses(context: Context) -> None:
+        events.append(f"task {context.first} {context.second} {context.extra}")
+        await release.wait()
+        events.append("task done")
+
+    async with app.create(context_items={"extra": "three"}) as ctx:
+        loop = asyncio.create_task(ctx.run())
+        await clock.advance(seconds=1)
+        await eventually(lambda: "task one two three" in events)
+        ctx.shutdown()
+        release.set()
+        await loop
+
+    assert events == [
+        "first up",
+        "second up",
+        "task one two three",
+        "task done",
+        "second down",
+        "first down",
+    ]
+
+
+async def test_fixture_and_context_names_are_checked(make_app: Callable[..., Pyncette]) -> None:
+    app = make_app()
+
+    async def fixture(app_context: PyncetteContext) -> AsyncIterator[None]:
+        yield None
+
+    with pytest.raises(ValueError, match="reserved"):
+        app.use_fixture("scheduled_at", fixture)
+    app.use_fixture("thing", fixture)
+    with pytest.raises(ValueError, match="duplicate"):
+        app.use_fixture("thing", fixture)
+    async with app.create() as ctx:
+        with pytest.raises(ValueError, match="reserved"):
+            ctx.add_to_context("args", 1)
+        with pytest.raises(ValueError, match="already exists"):
+            ctx.add_to_context("thing", 1)
+
+
+async def test_concurrency_limit_is_respected_and_nothing_extra_is_leased(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    repository = RecordingRepository()
+    app = make_app(repository_factory=recording(repository), concurrency_limit=2)
+    running_now: list[str] = []
+    peak = 0
+    release = asyncio.Event()
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        nonlocal peak
+        running_now.append(context.task.name)
+        peak = max(peak, len(running_now))
+        await release.wait()
+        running_now.remove(context.task.name)
+
+    async with running(app) as ctx:
+        for i in range(5):
+            await ctx.schedule_task(job, f"j{i}", execute_at=at(1))
+        await clock.advance(seconds=5)
+        await eventually(lambda: len(running_now) == 2)
+        # Only the two running instances are leased; the other three wait unleased.
+        locked = [state for state in (await ctx.list_tasks(job)).tasks if state.locked_until is not None]
+        assert len(locked) == 2
+        assert all(limit <= 2 for limit in repository.lease_limits)
+        release.set()
+        await eventually(lambda: not (ctx._running or ctx._flusher.pending))
+        await clock.advance(seconds=1)
+        await eventually(lambda: not (ctx._running or ctx._flusher.pending))
+
+    assert peak == 2
+
+
+async def test_shutdown_drains_running_tasks_and_flushes_their_commits(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    repository = RecordingRepository()
+    app = make_app(repository_factory=recording(repository))
+    release = asyncio.Event()
+    finished: list[bool] = []
+
+    @app.task(interval=datetime.timedelta(seconds=5))
+    async def slow(context: Context) -> None:
+        await release.wait()
+        finished.append(True)
+
+    async with app.create() as ctx:
+        loop = asyncio.create_task(ctx.run())
+        await clock.advance(seconds=5)
+        await eventually(lambda: ctx._running == 1)
+        ctx.shutdown()
+        await asyncio.sleep(0)
+        assert not loop.done()  # still waiting for the running task
+        release.set()
+        await asyncio.wait_for(loop, 5)
+        assert finished == [True]
+        state = await ctx.get_task(slow)
+        assert state is not None and state.scheduled_at == at(10) and state.locked_until is None
+
+
+async def test_cancelling_run_cancels_running_tasks(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:
+    app = make_app()
+    cancelled: list[bool] = []
+
+    @app.task(interval=datetime.timedelta(seconds=1), execution_mode=ExecutionMode.AT_MOST_ONCE)
+    async def forever(context: Context) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    with pytest.raises(asyncio.CancelledError):
+        async with app.create() as ctx:
+            loop = asyncio.create_task(ctx.run())
+            await clock.advance(seconds=1)
+            await eventually(lambda: ctx._running == 1)
+            loop.cancel()
+            await loop
+    assert cancelled == [True]
+
+
+async def test_synchronous_executor_runs_one_at_a_time(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:
+    app = make_app(executor_cls=SynchronousExecutor)
+    started: list[datetime.datetime] = []
+    release = asyncio.Event()
+
+    @app.task(interval=datetime.timedelta(seconds=1), execution_mode=ExecutionMode.AT_MOST_ONCE)
+    async def blocking(context: Context) -> None:
+        started.append(clock.now())
+        await release.wait()
+
+    async with app.create() as ctx:
+        loop = asyncio.create_task(ctx.run())
+        await clock.advance(seconds=10)
+        assert started == [at(1)]
+        ctx.shutdown()
+        release.set()
+        await asyncio.wait_for(loop, 5)
+    assert started == [at(1)]
+
+
+async def test_results_are_committed_in_batches(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:
+    repository = RecordingRepository()
+    app = make_app(repository_factory=recording(repository))
+    done: list[str] = []
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        done.append(context.task.name)
+
+    async with running(app) as ctx:
+        for i in range(50):
+            await ctx.schedule_task(job, f"j{i}", execute_at=at(1))
+        await clock.advance(seconds=1)
+        await eventually(lambda: len(done) == 50)
+        await ctx._flusher.flush()
+        assert (await ctx.list_tasks(job)).tasks == []
+
+    assert sum(repository.commit_batches) == 50
+    assert len(repository.commit_batches) < 50
+    assert len(repository.lease_limits) < 50
+
+
+async def test_backend_outage_is_logged_once_and_polling_resumes(
+    make_app: Callable[..., Pyncette], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    repository = RecordingRepository()
+    app = make_app(repository_factory=recording(repository))
+    started: list[datetime.datetime] = []
+
+    @app.task(interval=datetime.timedelta(seconds=2))
+    async def survivor(context: Context) -> None:
+        started.append(clock.now())
+
+    caplog.set_level(logging.INFO, logger="pyncette")
+    repository.failing_polls = 6
+    async with running(app) as ctx:
+        await clock.advance(seconds=5)
+        assert repository.failing_polls == 0
+        healthy_since = ctx.last_tick
+        await clock.advance(seconds=5)
+        assert ctx.last_tick is not None and healthy_since is not None and ctx.last_tick > healthy_since
+
+    failures = [r for r in caplog.records if "Polling the backend failed" in r.getMessage()]
+    recoveries = [r for r in caplog.records if "works again" in r.getMessage()]
+    assert len(failures) == 1 and "backend is down" in failures[0].getMessage()
+    assert len(recoveries) == 1
+    # The static task's schedule starts at the first successful poll, then keeps its interval.
+    assert len(started) >= 2
+    assert {b - a for a, b in itertools.pairwise(started)} == {datetime.timedelta(seconds=2)}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"schedule": "not a cron"}, "schedule"),
+        ({"schedule": "61 * * * *"}, "schedule"),
+        ({"schedule": "* * * * *", "timezone": "Mars/Olympus"}, "timezone"),
+        ({}, "schedule"),
+        ({"schedule": "* * * * *", "interval": datetime.timedelta(seconds=1)}, "schedule"),
+        ({"interval": datetime.timedelta(seconds=1), "payload": object()}, "args"),
+    ],
+)
+def test_bad_static_task_definitions_name_task_and_field(
+    make_app: Callable[..., Pyncette], kwargs: dict[str, Any], field: str
+) -> None:
+    app = make_app()
+    with pytest.raises(ValueError, match=f"task 'broken': {field}:"):
+
+        @app.task(**kwargs)
+        async def broken(context: Context) -> None:
+            pass
+
+
+def test_duplicate_task_names_are_rejected(make_app: Callable[..., Pyncette]) -> None:
+    app = make_app()
+
+    @app.task(interval=datetime.timedelta(seconds=1))
+    async def twin(context: Context) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="task 'twin': name: duplicate task name"):
+
+        @app.dynamic_task(name="twin")
+        async def other(context: Context) -> None:
+            pass
+
+    with pytest.raises(ValueError, match="duplicate task name"):
+
+        @app.partitioned_task(partition_count=2, name="twin")
+        async def third(context: Context) -> None:
+            pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"poll_interval": datetime.timedelta(0)}, "poll_interval"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"concurrency_limit": "many"}, "concurrency_limit"),
+    ],
+)
+def test_bad_app_settings(make_app: Callable[..., Pyncette], kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_app(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"schedule": "every day"}, "schedule"),
+        ({"schedule": "0 3 * * *", "timezone": "Nowhere/Special"}, "timezone"),
+        ({"interval": datetime.timedelta(seconds=5), "callback": lambda: None}, "args"),
+        ({}, "schedule"),
+        ({"interval": datetime.timedelta(seconds=5), "execute_at": START}, "schedule"),
+    ],
+)
+async def test_bad_schedule_task_calls_change_nothing(
+    make_app: Callable[..., Pyncette], kwargs: dict[str, Any], field: str
+) -> None:
+    app = make_app()
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        pass
+
+    async with app.create() as ctx:
+        await ctx.schedule_task(job, "keep", interval=datetime.timedelta(minutes=1), payload=1)
+        before = await ctx.get_task(job, "keep")
+        with pytest.raises(ValueError, match=f"task 'job:keep': {field}:"):
+            await ctx.schedule_task(job, "keep", **kwargs)
+        after = await ctx.get_task(job, "keep")
+        assert before is not None and after is not None
+        assert after.scheduled_at == before.scheduled_at
+        assert after.task.as_spec() == before.task.as_spec()
+        assert len((await ctx.list_tasks(job)).tasks) == 1

@@ -533,7 +533,14 @@ async def postgres_repository(**kwargs: Any) -> AsyncIterator[PostgresRepository
         )
 
     try:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, timeout=10)
+        # min_size=0: no background "restore the floor" reconnect loop (which logs a traceback per
+        # attempt while the server is down); a connection is opened on demand, checked right here.
+        pool = await asyncpg.create_pool(url, min_size=0, max_size=pool_size, timeout=10)
+        try:
+            await pool.fetchval("SELECT 1")
+        except BaseException:
+            await pool.close()
+            raise
     except asyncpg.InvalidPasswordError as e:
         raise BackendConfigurationError(BACKEND, "postgres_url", f"authentication failed ({_describe(e)})") from None
     except (OSError, TimeoutError) as e:

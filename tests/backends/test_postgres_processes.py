@@ -1,0 +1,43 @@
+"""PostgreSQL under several OS processes: exactly-once, kill -9 of a lease holder, a server restart."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backends.drain_helpers import DrainWorkers
+from backends.drain_helpers import scenario_exactly_once
+from backends.drain_helpers import scenario_kill_lease_holder
+from backends.drain_helpers import scenario_restart_server
+from conformance_backends.postgres import drop_table
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+@pytest.fixture
+async def workers(postgres_url: str, tmp_path: Path) -> AsyncIterator[DrainWorkers]:
+    table_name = f"processes_{uuid.uuid4().hex[:16]}"
+    settings = {"postgres_url": postgres_url, "postgres_table_name": table_name}
+    try:
+        async with DrainWorkers(
+            tmp_path, factory="pyncette.postgres:postgres_repository", settings=settings, task={"lease_duration": 2}
+        ) as workers:
+            yield workers
+    finally:
+        await drop_table(postgres_url, table_name)
+
+
+async def test_two_processes_run_every_due_instance_exactly_once(workers: DrainWorkers) -> None:
+    await scenario_exactly_once(workers)
+
+
+async def test_instances_of_a_killed_worker_run_on_the_survivor(workers: DrainWorkers) -> None:
+    await scenario_kill_lease_holder(workers)
+
+
+async def test_app_survives_a_postgres_restart(workers: DrainWorkers, restart_service: Callable[[str], None]) -> None:
+    await scenario_restart_server(workers, lambda: restart_service("postgres"))

@@ -1,0 +1,46 @@
+"""The DynamoDB backend under the conformance suite: a fresh table per test, deleted after.
+
+The local endpoint is moto's server (``dynamodb_endpoint`` fixture of plugins.services).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aioboto3
+import pytest
+
+from pyncette.dynamodb import dynamodb_repository
+
+MARKS: list[pytest.MarkDecorator] = [pytest.mark.services]
+REGION = "us-east-1"
+
+
+def dynamodb_kwargs(endpoint: str, table_name: str, **extra: Any) -> dict[str, Any]:
+    """``Pyncette`` keywords for the local endpoint and the given table."""
+    return {
+        "repository_factory": dynamodb_repository,
+        "dynamodb_endpoint": endpoint,
+        "dynamodb_region_name": REGION,
+        "dynamodb_table_name": table_name,
+        **extra,
+    }
+
+
+async def delete_table(endpoint: str, table_name: str) -> None:
+    async with aioboto3.Session().client("dynamodb", region_name=REGION, endpoint_url=endpoint) as client:
+        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+            await client.delete_table(TableName=table_name)
+
+
+@contextlib.asynccontextmanager
+async def backend_kwargs(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
+    endpoint: str = request.getfixturevalue("dynamodb_endpoint")
+    table_name = f"conformance-{uuid.uuid4().hex}"
+    try:
+        yield dynamodb_kwargs(endpoint, table_name)
+    finally:
+        await delete_table(endpoint, table_name)

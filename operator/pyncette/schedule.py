@@ -14,6 +14,7 @@ first occurrence. Interval schedules are pure elapsed time and ignore time zones
 from __future__ import annotations
 
 import datetime
+import zoneinfo
 from typing import Any
 
 import dateutil.tz
@@ -36,30 +37,56 @@ def check_cron(expression: str) -> None:
 
 
 def resolve_timezone(name: str | None) -> datetime.tzinfo:
-    """The tzinfo for a name (UTC when None); ValueError for an unknown name."""
+    """The tzinfo for a name (UTC when None); ValueError for an unknown name.
+
+    IANA names go to ``zoneinfo`` (dateutil's tzfile mishandles zones with negative DST such as
+    Europe/Dublin); anything else (``UTC+12``...) goes to dateutil's ``tz.gettz`` like pyncette 1.x.
+    """
     if name is None:
         return UTC
-    zone = dateutil.tz.gettz(name) if isinstance(name, str) and name.strip() else None
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"unknown timezone {name!r}")
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        pass
+    zone = dateutil.tz.gettz(name)
     if zone is None:
         raise ValueError(f"unknown timezone {name!r}")
     return zone
 
 
+def _exists(wall: datetime.datetime, zone: datetime.tzinfo) -> bool:
+    """Whether a naive wall-clock time happens in ``zone`` (False inside a spring-forward gap)."""
+    there_and_back = wall.replace(tzinfo=zone).astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    return there_and_back == wall
+
+
 def next_cron_time(
     expression: str, after: datetime.datetime, timezone: str | None
 ) -> datetime.datetime | None:
-    """The first time strictly after ``after`` that matches ``expression`` in ``timezone`` (UTC result)."""
+    """The first time strictly after ``after`` that matches ``expression`` in ``timezone`` (UTC result).
+
+    The expression is matched against naive wall-clock times of the zone; a wall-clock time that
+    does not exist (clocks went forward) is skipped, and one that exists twice (clocks went back)
+    is taken at its first occurrence only.
+    """
     zone = resolve_timezone(timezone)
-    start = after.astimezone(zone)
-    cron: Any = croniter(expression, start_time=start, ret_type=datetime.datetime)
-    nxt = cron.get_next()
-    if nxt is None:
-        return None
-    result: datetime.datetime = nxt.astimezone(UTC)
-    # croniter may return a time that is not after the start around DST folds; never go backwards.
-    guard = 0
-    while result <= after.astimezone(UTC) and guard < 4:
-        nxt = cron.get_next()
-        result = nxt.astimezone(UTC)
-        guard += 1
-    return result
+    after_utc = after.astimezone(UTC)
+    wall = after_utc.astimezone(zone).replace(tzinfo=None)
+    cron: Any = croniter(expression, start_time=wall, ret_type=datetime.datetime)
+    for _ in range(_MAX_SKIPPED):
+        candidate: datetime.datetime | None = cron.get_next()
+        if candidate is None:
+            return None
+        if zone is not UTC and not _exists(candidate, zone):
+            continue  # inside the gap when clocks go forward
+        result = candidate.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        if result > after_utc:  # not: the first occurrence of a repeated wall time already passed
+            return result
+    return None
+
+
+# Candidates skipped at most while looking for the next time (a seconds-resolution cron inside a
+# repeated hour skips up to 3600): a bound against looping forever on a pathological zone.
+_MAX_SKIPPED = 10_000

@@ -62,9 +62,7 @@ def _exists(wall: datetime.datetime, zone: datetime.tzinfo) -> bool:
     return there_and_back == wall
 
 
-def next_cron_time(
-    expression: str, after: datetime.datetime, timezone: str | None
-) -> datetime.datetime | None:
+def next_cron_time(expression: str, after: datetime.datetime, timezone: str | None) -> datetime.datetime | None:
     """The first time strictly after ``after`` that matches ``expression`` in ``timezone`` (UTC result).
 
     The expression is matched against naive wall-clock times of the zone; a wall-clock time that

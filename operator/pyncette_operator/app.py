@@ -1,0 +1,261 @@
+"""Wiring: one asyncio loop running kopf (watches), the pyncette app (workers) and our writers.
+
+Every replica runs the same thing; there is no leader. kopf runs embedded (``kopf.operator``) in
+standalone mode, so no peering pauses a replica, and only with low-level ``@kopf.on.event``
+handlers, so kopf keeps no progress annotations and adds no finalizers: a PyncetteTask can always be
+deleted, operator or not. kopf's own Event posting and cluster scanning are off: the operator
+posts its own rate-limited Events, and needs no RBAC on namespaces or CRDs.
+
+Tasks started here and stopped in reverse on SIGINT/SIGTERM (kopf catches the signal and returns):
+kopf; the pyncette main loop; the status writer; the Event poster; the sweep and dirty-retry
+loops; the HTTP endpoints (metrics, liveness).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Awaitable
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from pyncette.pyncette import Pyncette
+from pyncette.pyncette import PyncetteContext
+from pyncette_operator.backend_url import BackendConfig
+from pyncette_operator.events import EventRecorder
+from pyncette_operator.kube import Kube
+from pyncette_operator.kube import NotFound
+from pyncette_operator.kube import make_api_client
+from pyncette_operator.metrics import Metrics
+from pyncette_operator.metrics import health_handler
+from pyncette_operator.metrics import metrics_handler
+from pyncette_operator.metrics import serve
+from pyncette_operator.mirror import Mirror
+from pyncette_operator.runs.execute import RunExecutor
+from pyncette_operator.runs.handlers import HandlerRegistry
+from pyncette_operator.runs.pod_runner import PodRunHooks
+from pyncette_operator.runs.pod_runner import PodRunner
+from pyncette_operator.runs.pod_watch import PodTracker
+from pyncette_operator.runs.pods import TASK_LABEL
+from pyncette_operator.settings import Settings
+from pyncette_operator.spec import GROUP
+from pyncette_operator.spec import PLURAL
+from pyncette_operator.spec import VERSION
+from pyncette_operator.status import ObjectGone
+from pyncette_operator.status import StatusWriter
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "pyncettetask"
+DIRTY_RETRY_SECONDS = 2.0
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+    return settings
+
+
+class Operator:
+    """One operator replica. ``run()`` returns when kopf stops (signal) or a core task fails."""
+
+    def __init__(self, settings: Settings, backend: BackendConfig, *, handlers: HandlerRegistry) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.handlers = handlers
+        self.metrics = Metrics()
+        self.tracker = PodTracker()
+        self.stopping = asyncio.Event()
+
+    def _namespaces(self) -> list[str] | None:
+        s = self.settings
+        return None if s.all_namespaces or not s.namespaces else list(s.namespaces)
+
+    async def run(self) -> None:
+        api_client = await make_api_client()
+        kube = Kube(api_client, on_request=self.metrics.count_request)
+        try:
+            await self._run(kube)
+        finally:
+            await kube.close()
+
+    async def _run(self, kube: Kube) -> None:
+        s = self.settings
+        metrics = self.metrics
+
+        async def send_status(namespace: str, name: str, body: dict[str, Any]) -> None:
+            try:
+                await kube.apply_status(namespace, name, body)
+            except NotFound:
+                raise ObjectGone() from None
+
+        status = StatusWriter(
+            send=send_status,
+            interval=s.status_interval,
+            rate=s.status_writes_per_second,
+            burst=s.status_burst,
+            on_write=metrics.status_writes.inc,
+        )
+        events = EventRecorder(
+            send=kube.create_event,
+            rate=s.events_per_second,
+            burst=max(1, int(s.events_per_second * 4)),
+            per_task_interval=s.status_interval,
+            instance=s.replica_id,
+            on_posted=lambda reason: metrics.events_posted.labels(reason=reason).inc(),
+            on_dropped=lambda reason: metrics.events_dropped.labels(reason=reason).inc(),
+        )
+        app = Pyncette(
+            repository_factory=self.backend.load_factory(),
+            poll_interval=datetime.timedelta(seconds=s.poll_interval),
+            concurrency_limit=s.concurrency_limit,
+            **self.backend.kwargs,
+        )
+        pods = PodRunner(
+            kube=kube,
+            tracker=self.tracker,
+            hooks=PodRunHooks(
+                on_created=metrics.pods_created.inc,
+                on_adopted=metrics.pods_adopted.inc,
+                on_pruned=lambda n: metrics.pods_pruned.inc(n),
+            ),
+        )
+
+        async def execute(context: Any) -> None:
+            await executor(context)
+
+        template = app.dynamic_task(name=TEMPLATE_NAME)(execute)
+        mirror = Mirror(
+            template=template,
+            status=status,
+            events=events,
+            handlers=self.handlers,
+            kube=kube,
+            metrics=metrics,
+            namespaces=self._namespaces(),
+            allowed_service_accounts=s.allowed_service_accounts,
+        )
+        executor = RunExecutor(
+            mirror=mirror,
+            pods=pods,
+            tracker=self.tracker,
+            handlers=self.handlers,
+            status=status,
+            events=events,
+            metrics=metrics,
+            stopping=self.stopping,
+        )
+        registry = self._kopf_registry(mirror)
+
+        logger.info(
+            "pyncette-operator %s starting: backend %s, namespaces %s",
+            s.replica_id,
+            self.backend.description,
+            ", ".join(s.namespaces) if self._namespaces() else "all",
+        )
+        async with app.create() as ctx:
+            mirror.bind(ctx)
+            runners = await self._http(ctx, mirror)
+            background = [
+                asyncio.ensure_future(ctx.run()),
+                asyncio.ensure_future(status.run()),
+                asyncio.ensure_future(events.run()),
+                asyncio.ensure_future(self._every(s.sweep_interval, mirror.sweep, "sweep")),
+                asyncio.ensure_future(self._every(DIRTY_RETRY_SECONDS, mirror.retry_dirty, "retry")),
+            ]
+            kopf_task = asyncio.ensure_future(
+                kopf.operator(
+                    registry=registry,
+                    settings=kopf_settings(),
+                    standalone=True,
+                    clusterwide=self._namespaces() is None,
+                    namespaces=self._namespaces() or (),
+                    memo=kopf.Memo(),
+                )
+            )
+            try:
+                done, _ = await asyncio.wait([kopf_task, *background], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not kopf_task and task.exception() is not None:
+                        logger.error("A core task failed: %r", task.exception())
+            finally:
+                logger.info("Stopping: finishing status writes; Pod runs in flight are left to the other replicas")
+                self.stopping.set()
+                ctx.shutdown()
+                kopf_task.cancel()
+                for task in background[1:]:
+                    task.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(background[0], timeout=30)
+                await executor.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(status.close(), timeout=10)
+                for runner in runners:
+                    await runner.cleanup()
+
+    def _kopf_registry(self, mirror: Mirror) -> kopf.OperatorRegistry:
+        registry = kopf.OperatorRegistry()
+        tracker = self.tracker
+
+        @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+        async def on_task(event: kopf.RawEvent, **_: Any) -> None:
+            await mirror.on_event(event.get("type"), dict(event.get("object") or {}))
+
+        @kopf.on.event("", "v1", "pods", labels={TASK_LABEL: kopf.PRESENT}, registry=registry)
+        async def on_pod(event: kopf.RawEvent, **_: Any) -> None:
+            tracker.observe(event.get("type"), dict(event.get("object") or {}))
+
+        return registry
+
+    async def _http(self, ctx: PyncetteContext, mirror: Mirror) -> list[Any]:
+        s = self.settings
+        runners = []
+        if s.metrics_port:
+            runners.append(
+                await serve(host="0.0.0.0", port=s.metrics_port, routes={"/metrics": metrics_handler(self.metrics)})
+            )
+            logger.info("Metrics on :%s/metrics", s.metrics_port)
+        if s.liveness_url:
+            import urllib.parse
+
+            url = urllib.parse.urlsplit(s.liveness_url)
+            runners.append(
+                await serve(
+                    host=url.hostname or "0.0.0.0",
+                    port=url.port or 8080,
+                    routes={url.path or "/healthz": health_handler(self._health(ctx, mirror))},
+                )
+            )
+            logger.info("Liveness probe on %s", s.liveness_url)
+        return runners
+
+    def _health(self, ctx: PyncetteContext, mirror: Mirror) -> Callable[[], Awaitable[dict[str, Any]]]:
+        limit = datetime.timedelta(seconds=max(30.0, self.settings.poll_interval * 10))
+
+        async def check() -> dict[str, Any]:
+            await ctx.repository.check_health()
+            last = ctx.last_tick
+            now = ctx.clock.now()
+            if last is None or now - last > limit:
+                raise RuntimeError(f"the scheduler loop has not polled the backend since {last}")
+            return {"lastPoll": last.isoformat(), "tasks": len(mirror), "podsWatched": len(self.tracker)}
+
+        return check
+
+    @staticmethod
+    async def _every(seconds: float, action: Callable[[], Awaitable[Any]], name: str) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await action()
+            except Exception as e:
+                logger.warning("The %s loop failed (retrying in %ss): %s", name, seconds, e)

@@ -1,0 +1,203 @@
+"""``pyncette-operator run``: flags and environment variables → ``Settings`` → a running replica.
+
+Configuration errors (a bad backend URL, a handler module that does not import, a bad number) are
+reported as one line on stderr with exit code 2, never a traceback: they are the operator's
+user's mistakes, not the operator's bugs. Every flag has an environment variable, so the Helm
+chart can configure everything through ``env``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pyncette_operator.backend_url import BackendUrlError
+from pyncette_operator.backend_url import parse_backend_url
+from pyncette_operator.runs.handlers import HandlerImportError
+from pyncette_operator.runs.handlers import default_registry
+from pyncette_operator.runs.handlers import import_handler_modules
+from pyncette_operator.settings import Settings
+from pyncette_operator.settings import default_data_dir
+
+EXIT_USAGE = 2
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _flag_true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyncette-operator", description="Runs PyncetteTask resources on a schedule (a Kubernetes operator)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run one operator replica")
+    env = os.environ.get
+    run.add_argument(
+        "--backend",
+        default=env("PYNCETTE_BACKEND_URL"),
+        metavar="URL",
+        help="sqlite:///file.db, redis://host:6379/0, postgresql://user:pw@host/db, mysql://user:pw@host/db, "
+        "dynamodb://region/table?endpoint=URL (env PYNCETTE_BACKEND_URL; default: an embedded SQLite file)",
+    )
+    where = run.add_mutually_exclusive_group()
+    where.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="watch this namespace (repeatable; env PYNCETTE_NAMESPACES, comma-separated)",
+    )
+    where.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        default=None,
+        help="watch every namespace (env PYNCETTE_ALL_NAMESPACES=1; the default when no namespace is given)",
+    )
+    run.add_argument(
+        "--handlers",
+        action="append",
+        default=None,
+        metavar="MODULE",
+        help="import this module to register @pyncette_operator.handler functions (repeatable; env PYNCETTE_HANDLERS)",
+    )
+    run.add_argument(
+        "--liveness",
+        default=env("PYNCETTE_LIVENESS"),
+        metavar="URL",
+        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz (env PYNCETTE_LIVENESS)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve Prometheus metrics on :N/metrics (env PYNCETTE_METRICS_PORT; default off)",
+    )
+    run.add_argument(
+        "--allowed-service-accounts",
+        action="append",
+        default=None,
+        metavar="SA",
+        help="ServiceAccounts a podTemplate may use (repeatable or comma-separated; "
+        "env PYNCETTE_ALLOWED_SERVICE_ACCOUNTS; default any)",
+    )
+    run.add_argument(
+        "--status-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="at most one status write per task per interval (env PYNCETTE_STATUS_INTERVAL; default 10)",
+    )
+    run.add_argument(
+        "--log-level", default=env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL)"
+    )
+    return parser
+
+
+class UsageError(Exception):
+    pass
+
+
+def _number(raw: str | None, name: str, *, default: float, minimum: float) -> float:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{name}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise UsageError(f"{name}: must be >= {minimum:g}, got {raw!r}")
+    return value
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    env = os.environ.get
+    namespaces = tuple(args.namespace or _split(env("PYNCETTE_NAMESPACES")))
+    all_namespaces = bool(args.all_namespaces) or (not args.namespace and _flag_true(env("PYNCETTE_ALL_NAMESPACES")))
+    if args.namespace:
+        all_namespaces = False
+    handlers = tuple(args.handlers or _split(env("PYNCETTE_HANDLERS")))
+    accounts_raw = args.allowed_service_accounts
+    accounts: frozenset[str] | None = None
+    if accounts_raw:
+        accounts = frozenset(a for raw in accounts_raw for a in _split(raw))
+    elif env("PYNCETTE_ALLOWED_SERVICE_ACCOUNTS") is not None:
+        accounts = frozenset(_split(env("PYNCETTE_ALLOWED_SERVICE_ACCOUNTS")))
+    metrics_port = (
+        args.metrics_port
+        if args.metrics_port is not None
+        else int(_number(env("PYNCETTE_METRICS_PORT"), "PYNCETTE_METRICS_PORT", default=0, minimum=0))
+    )
+    if not 0 <= metrics_port <= 65535:
+        raise UsageError(f"--metrics-port: must be 0..65535, got {metrics_port}")
+    interval = args.status_interval
+    if interval is None:
+        interval = _number(env("PYNCETTE_STATUS_INTERVAL"), "PYNCETTE_STATUS_INTERVAL", default=10.0, minimum=0.1)
+    elif interval < 0.1:
+        raise UsageError(f"--status-interval: must be >= 0.1 seconds, got {interval}")
+    if args.liveness and not args.liveness.startswith("http://"):
+        raise UsageError(f"--liveness: expected http://HOST:PORT/PATH, got {args.liveness!r}")
+    level = str(args.log_level).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise UsageError(f"--log-level: expected DEBUG, INFO, WARNING or ERROR, got {args.log_level!r}")
+    return Settings(
+        backend_url=args.backend,
+        namespaces=namespaces,
+        all_namespaces=all_namespaces or not namespaces,
+        handler_modules=handlers,
+        liveness_url=args.liveness,
+        metrics_port=metrics_port,
+        allowed_service_accounts=accounts,
+        status_interval=interval,
+        status_writes_per_second=_number(env("PYNCETTE_STATUS_QPS"), "PYNCETTE_STATUS_QPS", default=20.0, minimum=0.1),
+        status_burst=int(_number(env("PYNCETTE_STATUS_BURST"), "PYNCETTE_STATUS_BURST", default=50, minimum=1)),
+        events_per_second=_number(env("PYNCETTE_EVENTS_QPS"), "PYNCETTE_EVENTS_QPS", default=5.0, minimum=0.1),
+        sweep_interval=_number(env("PYNCETTE_SWEEP_INTERVAL"), "PYNCETTE_SWEEP_INTERVAL", default=60.0, minimum=1),
+        poll_interval=_number(env("PYNCETTE_POLL_INTERVAL"), "PYNCETTE_POLL_INTERVAL", default=1.0, minimum=0.05),
+        concurrency_limit=int(
+            _number(env("PYNCETTE_CONCURRENCY_LIMIT"), "PYNCETTE_CONCURRENCY_LIMIT", default=1000, minimum=1)
+        ),
+        data_dir=default_data_dir(),
+        log_level=level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        backend = parse_backend_url(settings.backend_url, data_dir=settings.data_dir)
+        backend.load_factory()
+        import_handler_modules(settings.handler_modules)
+    except (UsageError, BackendUrlError, HandlerImportError) as e:
+        print(f"pyncette-operator: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    if not backend.shared:
+        logging.getLogger(__name__).info("Backend %s serves one replica only", backend.description)
+
+    from pyncette_operator.app import Operator
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(Operator(settings, backend, handlers=default_registry).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

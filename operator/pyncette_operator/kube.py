@@ -1,0 +1,182 @@
+"""The operator's own Kubernetes API calls (Pods, status, Events, one-off reads), as plain dicts.
+
+kopf owns the watches; everything the operator writes goes through this adapter over
+kubernetes-asyncio, so there is one place that counts apiserver requests (for metrics and the
+status-write cap) and one place that turns API errors into the few outcomes callers care about
+(``AlreadyExists``, ``NotFound``). Responses are read as JSON (``_preload_content=False``) so the
+rest of the operator sees the same camelCase dicts that kopf hands to handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from pyncette_operator.spec import GROUP
+from pyncette_operator.spec import PLURAL
+from pyncette_operator.spec import VERSION
+
+logger = logging.getLogger(__name__)
+
+FIELD_MANAGER = "pyncette-operator"
+
+
+class AlreadyExists(Exception):
+    """409 on create."""
+
+
+class NotFound(Exception):
+    """404."""
+
+
+async def make_api_client() -> client.ApiClient:
+    """In-cluster credentials if running in a Pod, else the kubeconfig (``$KUBECONFIG``)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    """Thin async wrappers; ``on_request(verb, resource)`` is called once per apiserver request."""
+
+    def __init__(self, api_client: client.ApiClient, *, on_request: Callable[[str, str], None] | None = None) -> None:
+        self._api = api_client
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._on_request = on_request or (lambda verb, resource: None)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._on_request(verb, resource)
+        try:
+            response = await fn(*args, _preload_content=False, **kwargs)
+        except ApiException as e:
+            if e.status == 404:
+                raise NotFound(_reason(e)) from None
+            if e.status == 409 and verb == "create":
+                raise AlreadyExists(_reason(e)) from None
+            raise
+        try:
+            return json.loads(await response.read())
+        finally:
+            response.release()
+
+    # ---- Pods ----
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("create", "pods", self._core.create_namespaced_pod, namespace, body)
+        return result
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call("get", "pods", self._core.read_namespaced_pod, name, namespace)
+        except NotFound:
+            return None
+        return result
+
+    async def delete_pod(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        """Deletes a Pod (only that incarnation when ``uid`` is given); a missing Pod is fine."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self._call("delete", "pods", self._core.delete_namespaced_pod, name, namespace, body=body)
+        except NotFound:
+            pass
+        except ApiException as e:
+            if e.status != 409:  # precondition failed: a different Pod by that name now
+                raise
+
+    # ---- PyncetteTasks ----
+
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call(
+                "get", PLURAL, self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            )
+        except NotFound:
+            return None
+        return result
+
+    async def list_tasks(self, namespaces: Iterable[str] | None) -> list[dict[str, Any]]:
+        """A fresh (quorum) LIST of PyncetteTasks in ``namespaces`` (None: all), paginated."""
+        items: list[dict[str, Any]] = []
+        for namespace in [None] if namespaces is None else list(namespaces):
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {"limit": 500}
+                if token:
+                    kwargs["_continue"] = token
+                if namespace is None:
+                    page = await self._call(
+                        "list", PLURAL, self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **kwargs
+                    )
+                else:
+                    page = await self._call(
+                        "list",
+                        PLURAL,
+                        self._custom.list_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        PLURAL,
+                        **kwargs,
+                    )
+                items.extend(page.get("items") or [])
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+        return items
+
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Server-side apply of ``status`` on the status subresource (manager ``pyncette-operator``)."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "PyncetteTask",
+            "metadata": {"name": name},
+            "status": status,
+        }
+        await self._call(
+            "patch",
+            f"{PLURAL}/status",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    # ---- Events ----
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        await self._call("create", "events", self._core.create_namespaced_event, namespace, body)
+
+
+def _reason(e: ApiException) -> str:
+    try:
+        return str(json.loads(e.body or b"{}").get("message") or e.reason)
+    except Exception:
+        return str(e.reason)
+
+
+def api_error_message(e: BaseException) -> str:
+    """One line for an API error (the apiserver's own message where there is one)."""
+    if isinstance(e, ApiException):
+        return f"{e.status} {_reason(e)}"
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,369 @@
+"""Mirroring: every PyncetteTask becomes one dynamic task instance in the backend.
+
+Level-triggered and idempotent. Each watch event (from kopf, on every replica, no leader) brings
+the backend in line with the object as it is now:
+
+* valid, not suspended → the instance ``namespace/name`` exists with the object's uid and
+  generation (written only when the stored one differs, so replicas seeing the same event do not
+  all write, and status-only events cost nothing);
+* invalid → no instance, Ready=False with the reason, one Warning Event per generation;
+* suspended, or a one-off that already ran → no instance;
+* deleted → no instance (its Pods go by ownerReference garbage collection).
+
+A spec change applies from the next run: the stored instance is replaced (``force=True``) unless a
+run holds its lease; then the key is marked dirty and retried every few seconds until the run ends.
+Runs themselves read the *latest* spec from this mirror's cache (fed by the same watch), so a new
+podTemplate or handler args are used by the very next run even before the retry lands.
+
+The periodic ``sweep`` repairs drift the watch cannot see: entries whose PyncetteTask is gone
+(deleted while no operator ran) are removed, and tasks the backend lacks (a wiped backend) are
+registered again. It compares a fresh LIST with the backend's own listing, never the cache.
+
+"Run now": a new value of the ``pyncette.dev/run-now`` annotation registers a one-off instance
+``namespace/name@run-now:value`` due now. ``status.lastRunNow`` records the value once its run has
+started, so neither another replica nor a restart runs it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Collection
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyncette.errors import TaskLockedException
+from pyncette.model import TaskState
+from pyncette.pyncette import PyncetteContext
+from pyncette.task import Task
+from pyncette_operator.conditions import READY
+from pyncette_operator.conditions import Condition
+from pyncette_operator.conditions import ReadyReason
+from pyncette_operator.events import EventReason
+from pyncette_operator.events import EventRecorder
+from pyncette_operator.events import ObjectRef
+from pyncette_operator.kube import Kube
+from pyncette_operator.metrics import Metrics
+from pyncette_operator.runs.handlers import HandlerRegistry
+from pyncette_operator.spec import InvalidTask
+from pyncette_operator.spec import TaskSpec
+from pyncette_operator.spec import parse_task
+from pyncette_operator.spec import parse_time
+from pyncette_operator.spec import run_now_key
+from pyncette_operator.spec import split_instance_name
+from pyncette_operator.spec import task_key
+from pyncette_operator.status import StatusWriter
+
+logger = logging.getLogger(__name__)
+
+Fingerprint = tuple[str, int, str]
+
+
+@dataclass
+class Cached:
+    body: dict[str, Any]
+    parsed: TaskSpec | InvalidTask
+    uid: str
+
+
+class Mirror:
+    def __init__(
+        self,
+        *,
+        template: Task,
+        status: StatusWriter,
+        events: EventRecorder,
+        handlers: HandlerRegistry,
+        kube: Kube,
+        metrics: Metrics,
+        namespaces: Collection[str] | None,
+        allowed_service_accounts: Collection[str] | None,
+    ) -> None:
+        self._template = template
+        self._status = status
+        self._events = events
+        self._handlers = handlers
+        self._kube = kube
+        self._metrics = metrics
+        self._namespaces = None if namespaces is None else frozenset(namespaces)
+        self._allowed_service_accounts = allowed_service_accounts
+        self._ctx: PyncetteContext | None = None
+        self._cache: dict[str, Cached] = {}
+        self._fingerprints: dict[str, Fingerprint] = {}
+        self._dirty: set[str] = set()
+        self._invalid_reported: dict[str, tuple[int, str]] = {}
+        self._run_now_registered: dict[str, str] = {}
+        self._lock: dict[str, asyncio.Lock] = {}
+        self.created = 0
+        """Instances this replica created in the backend (not updates): the sweep reports re-registrations."""
+
+    def bind(self, ctx: PyncetteContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def ctx(self) -> PyncetteContext:
+        if self._ctx is None:
+            raise RuntimeError("the mirror is not bound to a running Pyncette app yet")
+        return self._ctx
+
+    # ---- the cache the runs read ----
+
+    def cached(self, namespace: str, name: str) -> Cached | None:
+        return self._cache.get(task_key(namespace, name))
+
+    async def current(self, namespace: str, name: str) -> Cached | None:
+        """The latest known state of a task: the watch cache, or a GET if the watch has not seen it."""
+        cached = self.cached(namespace, name)
+        if cached is not None:
+            return cached
+        body = await self._kube.get_task(namespace, name)
+        if body is None:
+            return None
+        return self._parse(body)
+
+    def _parse(self, body: Mapping[str, Any]) -> Cached:
+        parsed = parse_task(
+            body, handlers=self._handlers.names(), allowed_service_accounts=self._allowed_service_accounts
+        )
+        meta = body.get("metadata") or {}
+        cached = Cached(dict(body), parsed, str(meta.get("uid") or ""))
+        self._cache[task_key(meta.get("namespace", ""), meta.get("name", ""))] = cached
+        return cached
+
+    def invalid_count(self) -> int:
+        return sum(1 for c in self._cache.values() if isinstance(c.parsed, InvalidTask))
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    # ---- watch events ----
+
+    async def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Handles one kopf watch event; never raises (a bad object must not stop the watch)."""
+        meta = body.get("metadata") or {}
+        key = task_key(meta.get("namespace", ""), meta.get("name", ""))
+        lock = self._lock.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                if event_type == "DELETED":
+                    await self._remove(meta.get("namespace", ""), meta.get("name", ""))
+                else:
+                    await self._reconcile(body)
+        except Exception:
+            logger.exception("Mirroring %s failed; retrying later", key)
+            self._dirty.add(key)
+        finally:
+            if event_type == "DELETED":
+                self._lock.pop(key, None)
+            self._metrics.invalid_tasks.set(self.invalid_count())
+
+    async def _remove(self, namespace: str, name: str) -> None:
+        key = task_key(namespace, name)
+        cached = self._cache.pop(key, None)
+        self._dirty.discard(key)
+        self._invalid_reported.pop(key, None)
+        await self._unschedule(key)
+        value = self._run_now_registered.pop(key, None)
+        if value is None and cached is not None and isinstance(cached.parsed, TaskSpec):
+            value = cached.parsed.run_now
+        if value:
+            await self._unschedule(run_now_key(namespace, name, value))
+        self._status.forget(namespace, name)
+        self._events.forget(namespace, name)
+        logger.info("PyncetteTask %s deleted: schedule removed", key)
+
+    async def _unschedule(self, instance: str) -> None:
+        self._fingerprints.pop(instance, None)
+        await self.ctx.unschedule_task(self._template, instance)
+        self._metrics.registrations.labels(action="unschedule").inc()
+
+    async def _reconcile(self, body: Mapping[str, Any]) -> None:
+        cached = self._parse(body)
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        key = task_key(namespace, name)
+        generation = int(meta.get("generation") or 0)
+        self._status.observe(namespace, name, body.get("status"))
+        state = self._status.state(namespace, name)
+        previous_ready = state.ready
+        parsed = cached.parsed
+        ref = ObjectRef(namespace, name, cached.uid)
+
+        if isinstance(parsed, InvalidTask):
+            if key in self._fingerprints or key not in self._invalid_reported:
+                await self._unschedule(key)
+            self._dirty.discard(key)
+            state.generation = generation
+            state.ready = Condition(READY, False, parsed.reason, parsed.message, generation)
+            state.next_run_time, state.next_run_known = None, True
+            if self._invalid_reported.get(key) != (generation, parsed.reason):
+                self._invalid_reported[key] = (generation, parsed.reason)
+                self._events.record(
+                    ref, reason=EventReason.INVALID_SPEC, message=parsed.message, warning=True, force=True
+                )
+                logger.warning("PyncetteTask %s is invalid (%s): %s", key, parsed.reason, parsed.message)
+            self._status.changed(namespace, name, urgent=previous_ready != state.ready)
+            return
+        self._invalid_reported.pop(key, None)
+        state.generation = generation
+        state.schedule_text = parsed.describe_schedule()
+
+        if parsed.suspend or self._one_off_done(parsed, body):
+            await self._unschedule(key)
+            self._dirty.discard(key)
+            reason = ReadyReason.SUSPENDED if parsed.suspend else ReadyReason.COMPLETED
+            message = "suspended: no new runs start" if parsed.suspend else "the one-off run has run"
+            state.ready = Condition(READY, True, reason, message, generation)
+            state.next_run_time, state.next_run_known = None, True
+        else:
+            try:
+                next_run = await self._ensure_registered(parsed)
+            except TaskLockedException:
+                logger.info("PyncetteTask %s changed while a run holds its lease; applying after the run", key)
+                self._dirty.add(key)
+            except Exception as e:
+                problem = f"{type(e).__name__}: {e}"
+                logger.warning("Cannot mirror %s into the backend: %s", key, problem)
+                self._dirty.add(key)
+                state.ready = Condition(READY, False, ReadyReason.BACKEND_UNAVAILABLE, problem, generation)
+                self._status.changed(namespace, name, urgent=previous_ready != state.ready)
+                return
+            else:
+                self._dirty.discard(key)
+                if next_run is not None:
+                    state.next_run_time, state.next_run_known = next_run, True
+            state.ready = Condition(
+                READY, True, ReadyReason.SCHEDULED, f"scheduled {parsed.describe_schedule()}", generation
+            )
+            await self._maybe_run_now(parsed, body)
+        self._status.changed(namespace, name, urgent=previous_ready != state.ready)
+
+    def _one_off_done(self, parsed: TaskSpec, body: Mapping[str, Any]) -> bool:
+        if parsed.execute_at is None:
+            return False
+        last = (body.get("status") or {}).get("lastScheduleTime")
+        local = self._status.state(parsed.namespace, parsed.name).last_schedule_time
+        try:
+            seen = parse_time(last) if last else None
+        except ValueError:
+            seen = None
+        return any(t is not None and t >= parsed.execute_at for t in (seen, local))
+
+    def _fingerprint(self, parsed: TaskSpec) -> Fingerprint:
+        return (parsed.uid, parsed.generation, repr(sorted(parsed.schedule_kwargs().items(), key=lambda kv: kv[0])))
+
+    async def _ensure_registered(self, parsed: TaskSpec) -> datetime.datetime | None:
+        """Makes the stored instance match ``parsed``; returns its next run time when it was read or written."""
+        key = parsed.key
+        fingerprint = self._fingerprint(parsed)
+        if self._fingerprints.get(key) == fingerprint:
+            return None
+        ctx = self.ctx
+        stored = await ctx.get_task(self._template, key)
+        if stored is not None and self._matches(stored, parsed):
+            self._fingerprints[key] = fingerprint
+            return stored.scheduled_at
+        force = False
+        if stored is not None:
+            now = ctx.clock.now()
+            if stored.locked_until is not None and stored.locked_until > now:
+                raise TaskLockedException(stored.task, stored.locked_until)
+            force = True  # a changed spec replaces the stored schedule instead of keeping the sooner time
+        await ctx.schedule_task(
+            self._template, key, force=force, uid=parsed.uid, generation=parsed.generation, **parsed.schedule_kwargs()
+        )
+        self._metrics.registrations.labels(action="update" if force else "create").inc()
+        self.created += 0 if force else 1
+        self._fingerprints[key] = fingerprint
+        stored = await ctx.get_task(self._template, key)
+        logger.info("PyncetteTask %s mirrored (generation %s)", key, parsed.generation)
+        return stored.scheduled_at if stored is not None else None
+
+    @staticmethod
+    def _matches(stored: TaskState, parsed: TaskSpec) -> bool:
+        args = stored.task.extra_args
+        return args.get("uid") == parsed.uid and args.get("generation") == parsed.generation
+
+    async def _maybe_run_now(self, parsed: TaskSpec, body: Mapping[str, Any]) -> None:
+        value = parsed.run_now
+        if not value:
+            return
+        state = self._status.state(parsed.namespace, parsed.name)
+        done = (body.get("status") or {}).get("lastRunNow")
+        if value in (done, state.last_run_now, self._run_now_registered.get(parsed.key)):
+            return
+        instance = run_now_key(parsed.namespace, parsed.name, value)
+        kwargs = parsed.schedule_kwargs()
+        overrides = {k: kwargs[k] for k in ("execution_mode", "failure_mode", "lease_duration")}
+        await self.ctx.schedule_task(
+            self._template,
+            instance,
+            execute_at=self.ctx.clock.now(),
+            uid=parsed.uid,
+            generation=parsed.generation,
+            run_now=value,
+            **overrides,
+        )
+        self._run_now_registered[parsed.key] = value
+        self._metrics.registrations.labels(action="run-now").inc()
+        logger.info("PyncetteTask %s: run now (%s)", parsed.key, value)
+
+    # ---- repair loops ----
+
+    async def retry_dirty(self) -> None:
+        """Re-reconciles the keys whose last attempt failed or hit a running lease."""
+        for key in list(self._dirty):
+            cached = self._cache.get(key)
+            if cached is None:
+                self._dirty.discard(key)
+                continue
+            await self.on_event("MODIFIED", cached.body)
+
+    def _mine(self, namespace: str) -> bool:
+        return self._namespaces is None or namespace in self._namespaces
+
+    async def sweep(self) -> tuple[int, int]:
+        """Removes backend entries without a PyncetteTask and registers tasks the backend lacks.
+
+        Returns (removed, re-registered). The backend is listed first and the apiserver second, so a
+        task created in between is simply seen by the LIST (and its registration is idempotent).
+        """
+        ctx = self.ctx
+        stored: dict[str, TaskState] = {}
+        token = None
+        while True:
+            page = await ctx.list_tasks(self._template, limit=1000, continuation_token=token)
+            for state in page.tasks:
+                stored[state.task.name] = state
+            token = page.continuation_token
+            if token is None:
+                break
+        bodies = await self._kube.list_tasks(None if self._namespaces is None else sorted(self._namespaces))
+        live: dict[str, dict[str, Any]] = {}
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            live[task_key(meta.get("namespace", ""), meta.get("name", ""))] = body
+
+        removed = 0
+        for instance, state in stored.items():
+            namespace, name, _ = split_instance_name(instance)
+            if not self._mine(namespace):
+                continue
+            found = live.get(task_key(namespace, name))
+            uid = ((found or {}).get("metadata") or {}).get("uid")
+            if found is None or uid != state.task.extra_args.get("uid"):
+                logger.info("Sweep: removing %s from the backend (its PyncetteTask is gone)", instance)
+                await self._unschedule(instance)
+                removed += 1
+        added = 0
+        for key, body in live.items():
+            if key not in stored:
+                self._fingerprints.pop(key, None)
+                before = self.created
+                await self.on_event("MODIFIED", body)
+                if self.created > before:
+                    logger.info("Sweep: re-registered %s (the backend lacked it)", key)
+                    added += 1
+        return removed, added

@@ -1,0 +1,92 @@
+"""Operator settings: one frozen dataclass, filled by the CLI from flags and environment variables.
+
+Every field says its default, its unit and why that default, so an operator of the operator can
+tune it without reading the code that uses it (the style of kopf's ``OperatorSettings``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from dataclasses import field
+
+DEFAULT_SQLITE_FILE = "pyncette-operator.db"
+
+
+def default_data_dir() -> str:
+    """``$PYNCETTE_DATA_DIR`` or the working directory: where the embedded SQLite file lives."""
+    return os.environ.get("PYNCETTE_DATA_DIR") or "."
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend_url: str | None = None
+    """``--backend`` / ``PYNCETTE_BACKEND_URL``. Default None: an embedded SQLite file
+    (``<data_dir>/pyncette-operator.db``), fine for one replica only. See ``backend_url.py``."""
+
+    namespaces: tuple[str, ...] = ()
+    """``--namespace`` (repeatable) / ``PYNCETTE_NAMESPACES`` (comma-separated). The namespaces whose
+    PyncetteTasks and Pods this replica watches. Empty together with ``all_namespaces=False`` means
+    all namespaces (kopf's behaviour); give namespaces to run with namespaced RBAC only."""
+
+    all_namespaces: bool = False
+    """``--all-namespaces`` / ``PYNCETTE_ALL_NAMESPACES=1``. Watch the whole cluster (needs cluster-wide
+    RBAC for pyncettetasks, pods and events)."""
+
+    handler_modules: tuple[str, ...] = ()
+    """``--handlers`` (repeatable) / ``PYNCETTE_HANDLERS`` (comma-separated). Python modules imported at
+    start-up; they register in-process handlers with ``@pyncette_operator.handler("name")``."""
+
+    liveness_url: str | None = None
+    """``--liveness`` / ``PYNCETTE_LIVENESS``, e.g. ``http://0.0.0.0:8080/healthz``. Default None: no
+    probe endpoint. It answers 200 only while the backend answers and the scheduler loop ticks."""
+
+    metrics_port: int = 0
+    """``--metrics-port`` / ``PYNCETTE_METRICS_PORT``. Prometheus metrics on ``0.0.0.0:<port>/metrics``.
+    Default 0: disabled (the chart enables it)."""
+
+    allowed_service_accounts: frozenset[str] | None = None
+    """``--allowed-service-accounts`` / ``PYNCETTE_ALLOWED_SERVICE_ACCOUNTS`` (comma-separated). When
+    set, a podTemplate may only name these ServiceAccounts (or none, meaning ``default``); any other
+    gives Ready=False, reason ForbiddenServiceAccount. Default None: any ServiceAccount of the task's
+    namespace, because creating a PyncetteTask is already as powerful as creating a Pod there."""
+
+    status_interval: float = 10.0
+    """``--status-interval`` / ``PYNCETTE_STATUS_INTERVAL``, seconds. At most one status write per task
+    per interval: changes in between are merged and written together. 10 s keeps a task that runs
+    every second at 0.1 writes/s while ``kubectl get`` stays fresh enough for humans."""
+
+    status_writes_per_second: float = 20.0
+    """``PYNCETTE_STATUS_QPS``, writes/s. A global token bucket over all status writes of this replica,
+    so the apiserver load stays bounded however many tasks there are (flushes wait, merged)."""
+
+    status_burst: int = 50
+    """``PYNCETTE_STATUS_BURST``. Size of that token bucket: a burst of changes (start-up, an
+    ``kubectl apply`` of many tasks) is written at once up to this many."""
+
+    events_per_second: float = 5.0
+    """``PYNCETTE_EVENTS_QPS``, Events/s. A global token bucket for Kubernetes Events; on top of it each
+    task posts at most one Event per reason per ``status_interval``. Excess Events are dropped and
+    counted (``pyncette_operator_events_dropped_total``): status stays exact, Events are a hint."""
+
+    sweep_interval: float = 60.0
+    """``PYNCETTE_SWEEP_INTERVAL``, seconds. How often every replica compares the backend with a fresh
+    LIST of PyncetteTasks, removing orphans and re-registering what is missing. The watch keeps them
+    in step; the sweep only repairs drift (a missed delete while no replica ran)."""
+
+    poll_interval: float = 1.0
+    """``PYNCETTE_POLL_INTERVAL``, seconds. The scheduler's longest sleep between backend polls; due
+    runs start sooner when the scheduler knows the next due time."""
+
+    concurrency_limit: int = 1000
+    """``PYNCETTE_CONCURRENCY_LIMIT``. Runs in flight per replica (a waiting Pod run costs one asyncio
+    task and no thread)."""
+
+    replica_id: str = field(default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename)
+    """``POD_NAME`` or the host name: shown in logs and Events as the reporting instance."""
+
+    data_dir: str = field(default_factory=default_data_dir)
+    """``$PYNCETTE_DATA_DIR``, default the working directory: where the embedded SQLite file goes."""
+
+    log_level: str = "INFO"
+    """``--log-level`` / ``LOG_LEVEL``."""

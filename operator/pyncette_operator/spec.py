@@ -1,0 +1,345 @@
+"""A PyncetteTask's spec → a validated ``TaskSpec``, or the reason it cannot run.
+
+The API server already enforces the CRD schema and its CEL rules; this module re-checks the same
+one-of rules (a CRD applied from an older version, or a schema bypassed, must not crash the
+operator) and adds what only the operator can judge: cron syntax, time zone names, handler names,
+allowed ServiceAccounts. A problem is an ``InvalidTask`` with a condition reason and a one-line
+message naming the field, so it can go straight into ``Ready=False`` and a Warning Event.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Collection
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from pyncette.model import ExecutionMode
+from pyncette.model import FailureMode
+from pyncette.schedule import check_cron
+from pyncette.schedule import resolve_timezone
+
+GROUP = "pyncette.dev"
+VERSION = "v1"
+PLURAL = "pyncettetasks"
+KIND = "PyncetteTask"
+RUN_NOW_ANNOTATION = "pyncette.dev/run-now"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_EXECUTION_MODES = {"AtLeastOnce": ExecutionMode.AT_LEAST_ONCE, "AtMostOnce": ExecutionMode.AT_MOST_ONCE}
+_FAILURE_MODES = {"None": FailureMode.NONE, "Unlock": FailureMode.UNLOCK, "Commit": FailureMode.COMMIT}
+CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+
+
+class Reason:
+    """Condition reasons for Ready=False that the operator decides (the API server rejects the rest)."""
+
+    INVALID_SCHEDULE = "InvalidSchedule"
+    UNKNOWN_TIMEZONE = "UnknownTimezone"
+    UNKNOWN_HANDLER = "UnknownHandler"
+    FORBIDDEN_SERVICE_ACCOUNT = "ForbiddenServiceAccount"
+    INVALID_SPEC = "InvalidSpec"
+
+
+@dataclass(frozen=True)
+class InvalidTask:
+    """Why a PyncetteTask cannot be scheduled: a condition reason and a one-line message."""
+
+    reason: str
+    message: str
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """``30s``, ``5m``, ``1h30m``, ``1d``, ``500ms`` → timedelta; ValueError otherwise."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {text!r}")
+    pos = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {text!r}")
+    return datetime.timedelta(seconds=total)
+
+
+def format_duration(delta: datetime.timedelta) -> str:
+    """The inverse of ``parse_duration`` for display (``90s`` → ``1m30s``)."""
+    seconds = delta.total_seconds()
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            out.append(f"{count}{unit}")
+            seconds -= count * size
+    if seconds:
+        out.append(f"{seconds:g}s")
+    return "".join(out)
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """An RFC 3339 time (``Z`` or an offset) → aware UTC datetime; ValueError otherwise."""
+    value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"time {text!r} has no time zone offset")
+    return value.astimezone(datetime.UTC)
+
+
+def format_time(value: datetime.datetime) -> str:
+    """UTC RFC 3339 with a ``Z`` and whole seconds, as Kubernetes writes times."""
+    return value.astimezone(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def task_key(namespace: str, name: str) -> str:
+    """The backend instance name of a PyncetteTask: ``namespace/name`` (unique in a cluster)."""
+    return f"{namespace}/{name}"
+
+
+def run_now_key(namespace: str, name: str, value: str) -> str:
+    """The one-off backend instance of a "run now" request: ``namespace/name@run-now:value``."""
+    return f"{task_key(namespace, name)}@run-now:{value}"
+
+
+def split_instance_name(instance: str) -> tuple[str, str, str | None]:
+    """``ns/name[@run-now:value]`` → (namespace, name, run-now value or None)."""
+    base, sep, rest = instance.partition("@run-now:")
+    namespace, _, name = base.partition("/")
+    return namespace, name, (rest if sep else None)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A validated PyncetteTask: everything the mirror and the runs need, and nothing else."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    schedule: str | None = None
+    interval: datetime.timedelta | None = None
+    execute_at: datetime.datetime | None = None
+    timezone: str | None = None
+    suspend: bool = False
+    execution_mode: ExecutionMode = ExecutionMode.AT_LEAST_ONCE
+    failure_mode: FailureMode = FailureMode.NONE
+    lease_duration: datetime.timedelta = datetime.timedelta(seconds=60)
+    concurrency_policy: str = "Allow"
+    pod_template: dict[str, Any] | None = None
+    handler_name: str | None = None
+    handler_args: dict[str, Any] = field(default_factory=dict)
+    successful_runs_history_limit: int = 3
+    failed_runs_history_limit: int = 1
+    run_now: str | None = None
+
+    @property
+    def key(self) -> str:
+        return task_key(self.namespace, self.name)
+
+    @property
+    def is_pod(self) -> bool:
+        return self.pod_template is not None
+
+    def schedule_kwargs(self) -> dict[str, Any]:
+        """The ``schedule_task`` keywords for the recurring instance: when, and the per-task overrides.
+
+        Forbid skips the scheduled times that pass while a run is in flight (``fast_forward``); Allow
+        and Replace never hold the schedule while a Pod runs, so there is nothing to skip.
+        """
+        when: dict[str, Any]
+        if self.schedule is not None:
+            when = {"schedule": self.schedule, "timezone": self.timezone}
+        elif self.interval is not None:
+            when = {"interval": self.interval}
+        else:
+            when = {"execute_at": self.execute_at}
+        return {
+            **when,
+            "execution_mode": self.execution_mode,
+            "failure_mode": self.failure_mode,
+            "lease_duration": self.lease_duration,
+            "fast_forward": self.concurrency_policy == "Forbid",
+        }
+
+    def describe_schedule(self) -> str:
+        """The schedule in words for the printer column (``*/10 * * * * * (Europe/Dublin)``, ``every 30s``)."""
+        if self.schedule is not None:
+            return f"{self.schedule} ({self.timezone})" if self.timezone else self.schedule
+        if self.interval is not None:
+            return f"every {format_duration(self.interval)}"
+        assert self.execute_at is not None
+        return f"at {format_time(self.execute_at)}"
+
+
+def parse_task(
+    body: Mapping[str, Any],
+    *,
+    handlers: Collection[str],
+    allowed_service_accounts: Collection[str] | None = None,
+) -> TaskSpec | InvalidTask:
+    """Validates a PyncetteTask object (as the API returns it) into a ``TaskSpec``."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec")
+    if not isinstance(spec, Mapping):
+        return InvalidTask(Reason.INVALID_SPEC, "spec: missing or not an object")
+    try:
+        return _parse(meta, spec, handlers=handlers, allowed_service_accounts=allowed_service_accounts)
+    except _Invalid as e:
+        return InvalidTask(e.reason, e.message)
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _parse(
+    meta: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    *,
+    handlers: Collection[str],
+    allowed_service_accounts: Collection[str] | None,
+) -> TaskSpec:
+    def bad(field_name: str, problem: str, reason: str = Reason.INVALID_SPEC) -> _Invalid:
+        return _Invalid(reason, f"spec.{field_name}: {problem}")
+
+    given = [k for k in ("schedule", "interval", "executeAt") if spec.get(k) is not None]
+    if len(given) != 1:
+        raise _Invalid(
+            Reason.INVALID_SPEC,
+            f"spec: exactly one of schedule, interval or executeAt must be set (got {', '.join(given) or 'none'})",
+        )
+    if (spec.get("podTemplate") is None) == (spec.get("handler") is None):
+        raise _Invalid(Reason.INVALID_SPEC, "spec: exactly one of podTemplate or handler must be set")
+
+    schedule = spec.get("schedule")
+    timezone = spec.get("timezone")
+    if timezone is not None and schedule is None:
+        raise bad("timezone", "may only be set together with spec.schedule")
+    if schedule is not None:
+        if not isinstance(schedule, str):
+            raise bad("schedule", f"expected a string, got {schedule!r}", Reason.INVALID_SCHEDULE)
+        try:
+            check_cron(schedule)
+        except ValueError as e:
+            raise bad("schedule", str(e), Reason.INVALID_SCHEDULE) from None
+    if timezone is not None:
+        try:
+            resolve_timezone(timezone if isinstance(timezone, str) else "")
+        except ValueError:
+            raise bad("timezone", f"unknown time zone {timezone!r}", Reason.UNKNOWN_TIMEZONE) from None
+
+    interval = _duration(spec, "interval", bad)
+    if interval is not None and interval <= datetime.timedelta():
+        raise bad("interval", "must be positive")
+    lease = _duration(spec, "leaseDuration", bad) or datetime.timedelta(seconds=60)
+    if lease < datetime.timedelta(seconds=1):
+        raise bad("leaseDuration", f"must be at least 1s, got {spec.get('leaseDuration')!r}")
+
+    execute_at = None
+    if spec.get("executeAt") is not None:
+        try:
+            execute_at = parse_time(str(spec["executeAt"]))
+        except ValueError:
+            raise bad("executeAt", f"expected an RFC 3339 time, got {spec['executeAt']!r}") from None
+
+    execution_mode = _enum(spec, "executionMode", _EXECUTION_MODES, "AtLeastOnce", bad)
+    failure_mode = _enum(spec, "failureMode", _FAILURE_MODES, "None", bad)
+    if execution_mode == ExecutionMode.AT_MOST_ONCE and failure_mode != FailureMode.NONE:
+        raise bad("failureMode", "must be None when executionMode is AtMostOnce")
+    policy = spec.get("concurrencyPolicy") or "Allow"
+    if policy not in CONCURRENCY_POLICIES:
+        raise bad("concurrencyPolicy", f"expected one of {', '.join(CONCURRENCY_POLICIES)}, got {policy!r}")
+
+    pod_template = spec.get("podTemplate")
+    handler_name = None
+    handler_args: dict[str, Any] = {}
+    if pod_template is not None:
+        pod_template = _check_pod_template(pod_template, allowed_service_accounts, bad)
+    else:
+        handler = spec["handler"]
+        if not isinstance(handler, Mapping) or not isinstance(handler.get("name"), str) or not handler["name"]:
+            raise bad("handler.name", "missing")
+        handler_name = handler["name"]
+        if handler_name not in handlers:
+            known = ", ".join(sorted(handlers)) or "none are registered; start the operator with --handlers MODULE"
+            raise bad("handler.name", f"no handler named {handler_name!r} (known: {known})", Reason.UNKNOWN_HANDLER)
+        args = handler.get("args") or {}
+        if not isinstance(args, Mapping):
+            raise bad("handler.args", "expected an object")
+        handler_args = dict(args)
+
+    annotations = meta.get("annotations") or {}
+    run_now = annotations.get(RUN_NOW_ANNOTATION) or None
+    return TaskSpec(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        generation=int(meta.get("generation") or 0),
+        schedule=schedule,
+        interval=interval,
+        execute_at=execute_at,
+        timezone=timezone,
+        suspend=bool(spec.get("suspend", False)),
+        execution_mode=execution_mode,
+        failure_mode=failure_mode,
+        lease_duration=lease,
+        concurrency_policy=policy,
+        pod_template=pod_template,
+        handler_name=handler_name,
+        handler_args=handler_args,
+        successful_runs_history_limit=_limit(spec, "successfulRunsHistoryLimit", 3, bad),
+        failed_runs_history_limit=_limit(spec, "failedRunsHistoryLimit", 1, bad),
+        run_now=str(run_now) if run_now is not None else None,
+    )
+
+
+def _duration(spec: Mapping[str, Any], name: str, bad: Any) -> datetime.timedelta | None:
+    raw = spec.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise bad(name, str(e)) from None
+
+
+def _enum(spec: Mapping[str, Any], name: str, values: Mapping[str, Any], default: str, bad: Any) -> Any:
+    raw = spec.get(name) or default
+    if raw not in values:
+        raise bad(name, f"expected one of {', '.join(values)}, got {raw!r}")
+    return values[raw]
+
+
+def _limit(spec: Mapping[str, Any], name: str, default: int, bad: Any) -> int:
+    raw = spec.get(name, default)
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+        raise bad(name, f"expected an integer >= 0, got {raw!r}")
+    return raw
+
+
+def _check_pod_template(template: Any, allowed: Collection[str] | None, bad: Any) -> dict[str, Any]:
+    if not isinstance(template, Mapping) or not isinstance(template.get("spec"), Mapping):
+        raise bad("podTemplate.spec", "missing or not an object")
+    pod_spec = template["spec"]
+    containers = pod_spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise bad("podTemplate.spec.containers", "at least one container is required")
+    account = pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or "default"
+    if allowed is not None and account not in allowed:
+        raise bad(
+            "podTemplate.spec.serviceAccountName",
+            f"ServiceAccount {account!r} is not allowed by the operator"
+            f" (allowed: {', '.join(sorted(allowed)) or 'none'})",
+            Reason.FORBIDDEN_SERVICE_ACCOUNT,
+        )
+    return dict(template)

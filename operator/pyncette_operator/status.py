@@ -1,0 +1,273 @@
+"""What each PyncetteTask's status should say, and a writer that bounds how often it is written.
+
+Why coalescing: a task running every second changes its status (lastScheduleTime, active,
+Running) twice a second. Writing each change would make apiserver load grow with execution rate.
+Instead every change lands in an in-memory ``TaskStatus`` and the ``StatusWriter`` writes a task's
+status at most once per ``interval`` (the first change after a quiet period goes out at once, later
+ones are merged into the next write), and all writes of the replica share a token bucket. The cap
+is therefore ``min(tasks / interval, rate)`` writes per second per replica, whatever the schedules.
+
+How: server-side apply of the status subresource with field manager ``pyncette-operator``. Each
+write carries the full status this operator owns (conditions Ready and Running, times, active), so
+fields owned by other managers (other condition types) are never touched. Replicas all use the same
+manager and merge what they observed from the watch with what they did themselves (times only
+move forward), so one replica's write does not roll back another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import heapq
+import logging
+import time
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from pyncette_operator.conditions import READY
+from pyncette_operator.conditions import RUNNING
+from pyncette_operator.conditions import Condition
+from pyncette_operator.conditions import RunningReason
+from pyncette_operator.conditions import find
+from pyncette_operator.conditions import render_condition
+from pyncette_operator.ratelimit import TokenBucket
+from pyncette_operator.spec import format_time
+from pyncette_operator.spec import parse_time
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+Sender = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+
+
+class ObjectGone(Exception):
+    """Raised by a sender when the PyncetteTask no longer exists (its status is dropped)."""
+
+
+def _max_time(a: datetime.datetime | None, b: datetime.datetime | None) -> datetime.datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _observed_time(status: Mapping[str, Any], name: str) -> datetime.datetime | None:
+    raw = status.get(name)
+    if not raw:
+        return None
+    try:
+        return parse_time(str(raw))
+    except ValueError:
+        return None
+
+
+@dataclass
+class ActiveRun:
+    name: str
+    kind: str
+    scheduled_at: datetime.datetime
+
+    def render(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "scheduledAt": format_time(self.scheduled_at)}
+
+
+@dataclass
+class TaskStatus:
+    """The status one replica wants a task to have (its own changes over what it observed)."""
+
+    observed: dict[str, Any] = field(default_factory=dict)
+    ready: Condition | None = None
+    generation: int | None = None
+    schedule_text: str | None = None
+    next_run_time: datetime.datetime | None = None
+    next_run_known: bool = False
+    last_schedule_time: datetime.datetime | None = None
+    last_successful_time: datetime.datetime | None = None
+    last_failure_time: datetime.datetime | None = None
+    last_run_now: str | None = None
+    active: dict[str, ActiveRun] = field(default_factory=dict)
+    finished: dict[str, None] = field(default_factory=dict)
+    """Runs this replica saw finish (bounded): a stale echo of ``active`` must not bring them back."""
+
+    def render(self, now: datetime.datetime) -> dict[str, Any]:
+        """The full status this operator owns, ready for server-side apply."""
+        obs = self.observed
+        out: dict[str, Any] = {}
+        generation = self.generation if self.generation is not None else obs.get("observedGeneration")
+        if generation is not None:
+            out["observedGeneration"] = int(generation)
+        text = self.schedule_text or obs.get("scheduleText")
+        if text:
+            out["scheduleText"] = text
+        for key, local in (
+            ("lastScheduleTime", self.last_schedule_time),
+            ("lastSuccessfulTime", self.last_successful_time),
+            ("lastFailureTime", self.last_failure_time),
+        ):
+            value = _max_time(local, _observed_time(obs, key))
+            if value is not None:
+                out[key] = format_time(value)
+        next_run = self.next_run_time if self.next_run_known else _observed_time(obs, "nextRunTime")
+        if next_run is not None:
+            out["nextRunTime"] = format_time(next_run)
+        run_now = self.last_run_now or obs.get("lastRunNow")
+        if run_now:
+            out["lastRunNow"] = run_now
+        active = self._merged_active()
+        out["active"] = [run.render() for run in sorted(active, key=lambda r: (r.scheduled_at, r.name))]
+
+        previous = obs.get("conditions") or []
+        conditions = []
+        ready = self.ready
+        if ready is None:
+            seen = find(previous, READY)
+            if seen is not None:
+                conditions.append(dict(seen))
+        else:
+            conditions.append(render_condition(ready, previous=find(previous, READY), now=now))
+        if active:
+            names = ", ".join(run.name for run in active[:3]) + (" …" if len(active) > 3 else "")
+            running = Condition(RUNNING, True, RunningReason.RUN_IN_FLIGHT, f"{len(active)} run(s) in flight: {names}")
+        else:
+            running = Condition(RUNNING, False, RunningReason.IDLE, "no run in flight")
+        conditions.append(render_condition(running, previous=find(previous, RUNNING), now=now))
+        out["conditions"] = conditions
+        return out
+
+    def _merged_active(self) -> list[ActiveRun]:
+        merged = dict(self.active)
+        for item in self.observed.get("active") or []:
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if not name or name in merged or name in self.finished:
+                continue
+            try:
+                when = parse_time(str(item.get("scheduledAt")))
+            except ValueError:
+                continue
+            merged[name] = ActiveRun(name, str(item.get("kind") or "Pod"), when)
+        return list(merged.values())
+
+
+class StatusWriter:
+    """Coalesces status changes per task and writes them within a per-task interval and a global rate."""
+
+    def __init__(
+        self,
+        *,
+        send: Sender,
+        interval: float,
+        rate: float,
+        burst: int,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        on_write: Callable[[], None] | None = None,
+    ) -> None:
+        self._send = send
+        self._interval = interval
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
+        self._bucket = TokenBucket(rate=rate, burst=burst, monotonic=monotonic)
+        self._on_write = on_write
+        self._states: dict[Key, TaskStatus] = {}
+        self._last_write: dict[Key, float] = {}
+        self._scheduled: dict[Key, float] = {}
+        self._heap: list[tuple[float, Key]] = []
+        self._wakeup = asyncio.Event()
+        self.writes = 0
+
+    # ---- what changed (called by the mirror and the runs) ----
+
+    def state(self, namespace: str, name: str) -> TaskStatus:
+        return self._states.setdefault((namespace, name), TaskStatus())
+
+    def observe(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+        """Records the status seen in a watch event (no write)."""
+        self.state(namespace, name).observed = dict(status or {})
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self._states.pop(key, None)
+        self._scheduled.pop(key, None)
+        self._last_write.pop(key, None)
+
+    def changed(self, namespace: str, name: str, *, urgent: bool = False) -> None:
+        """Asks for a write of this task's status: now if the last was ``interval`` ago, else then.
+
+        ``urgent`` skips the per-task interval (still within the global rate); it is for the rare
+        writes whose delay would cause a wrong decision (a run-now or one-off that has started).
+        """
+        key = (namespace, name)
+        now = self._monotonic()
+        last = self._last_write.get(key)
+        due = now if urgent or last is None else max(now, last + self._interval)
+        current = self._scheduled.get(key)
+        if current is not None and current <= due:
+            return
+        self._scheduled[key] = due
+        heapq.heappush(self._heap, (due, key))
+        self._wakeup.set()
+
+    # ---- the writing loop ----
+
+    def pending(self) -> int:
+        return len(self._scheduled)
+
+    async def flush_due(self) -> float | None:
+        """Writes every task whose time has come (rate permitting); returns seconds until the next, or None."""
+        while self._heap:
+            due, key = self._heap[0]
+            if self._scheduled.get(key) != due:
+                heapq.heappop(self._heap)  # superseded by an earlier or a finished schedule
+                continue
+            now = self._monotonic()
+            if due > now:
+                return due - now
+            wait = self._bucket.wait_time()
+            if wait > 0:
+                return wait
+            self._bucket.try_take()
+            heapq.heappop(self._heap)
+            del self._scheduled[key]
+            await self._write(key)
+        return None
+
+    async def _write(self, key: Key) -> None:
+        state = self.state(*key)
+        self._last_write[key] = self._monotonic()
+        body = state.render(self._wall_clock())
+        try:
+            await self._send(key[0], key[1], body)
+        except ObjectGone:
+            self.forget(*key)
+            return
+        except Exception as e:
+            logger.warning("Writing the status of %s/%s failed, retrying later: %s", key[0], key[1], e)
+            self.changed(*key)
+            return
+        self.writes += 1
+        if self._on_write is not None:
+            self._on_write()
+        # What we wrote is now what the next write builds on, even before the watch echoes it.
+        state.observed = {**state.observed, **body}
+
+    async def run(self) -> None:
+        while True:
+            wait = await self.flush_due()
+            self._wakeup.clear()
+            if wait is None:
+                await self._wakeup.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+
+    async def close(self) -> None:
+        """Writes everything still pending, ignoring the per-task interval (used at shutdown)."""
+        for key in list(self._scheduled):
+            self._scheduled.pop(key, None)
+            await self._write(key)

@@ -1,0 +1,162 @@
+"""Spec parsing: what the operator alone can judge becomes (reason, one-line message)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from pyncette.model import ExecutionMode
+from pyncette.model import FailureMode
+from pyncette_operator.spec import InvalidTask
+from pyncette_operator.spec import TaskSpec
+from pyncette_operator.spec import format_duration
+from pyncette_operator.spec import parse_duration
+from pyncette_operator.spec import parse_task
+from pyncette_operator.spec import run_now_key
+from pyncette_operator.spec import split_instance_name
+
+POD = {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": "hello", "uid": "u-1", "generation": 4, "annotations": {}},
+        "spec": spec,
+    }
+
+
+def parse(
+    *, handlers: tuple[str, ...] = ("report",), accounts: set[str] | None = None, **spec: Any
+) -> TaskSpec | InvalidTask:
+    return parse_task(body(**spec), handlers=handlers, allowed_service_accounts=accounts)
+
+
+def test_valid_pod_task_with_overrides() -> None:
+    task = parse(
+        schedule="*/10 * * * * *",
+        timezone="Europe/Dublin",
+        podTemplate=POD,
+        executionMode="AtLeastOnce",
+        failureMode="Unlock",
+        leaseDuration="1m30s",
+        concurrencyPolicy="Forbid",
+    )
+    assert isinstance(task, TaskSpec)
+    assert (task.namespace, task.name, task.uid, task.generation) == ("ns", "hello", "u-1", 4)
+    assert task.key == "ns/hello"
+    kwargs = task.schedule_kwargs()
+    assert kwargs == {
+        "schedule": "*/10 * * * * *",
+        "timezone": "Europe/Dublin",
+        "execution_mode": ExecutionMode.AT_LEAST_ONCE,
+        "failure_mode": FailureMode.UNLOCK,
+        "lease_duration": datetime.timedelta(seconds=90),
+        "fast_forward": True,
+    }
+    assert task.describe_schedule() == "*/10 * * * * * (Europe/Dublin)"
+
+
+def test_interval_handler_task() -> None:
+    task = parse(interval="30s", handler={"name": "report", "args": {"to": ["a@b"]}})
+    assert isinstance(task, TaskSpec)
+    assert task.interval == datetime.timedelta(seconds=30)
+    assert task.handler_args == {"to": ["a@b"]}
+    assert not task.is_pod
+    assert task.describe_schedule() == "every 30s"
+    assert task.schedule_kwargs()["fast_forward"] is False
+
+
+def test_execute_at() -> None:
+    task = parse(executeAt="2030-01-01T00:00:00Z", podTemplate=POD)
+    assert isinstance(task, TaskSpec)
+    assert task.execute_at == datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    assert task.describe_schedule() == "at 2030-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "fragment"),
+    [
+        ({"schedule": "not a cron", "podTemplate": POD}, "InvalidSchedule", "spec.schedule"),
+        ({"schedule": "61 * * * *", "podTemplate": POD}, "InvalidSchedule", "spec.schedule"),
+        ({"schedule": "* * * * *", "timezone": "Mars/Olympus", "podTemplate": POD}, "UnknownTimezone", "Mars/Olympus"),
+        ({"interval": "10s", "handler": {"name": "nope"}}, "UnknownHandler", "'nope'"),
+        ({"interval": "10s"}, "InvalidSpec", "exactly one of podTemplate or handler"),
+        ({"interval": "10s", "schedule": "* * * * *", "podTemplate": POD}, "InvalidSpec", "exactly one of schedule"),
+        ({"interval": "10s", "timezone": "UTC", "podTemplate": POD}, "InvalidSpec", "spec.timezone"),
+        ({"interval": "0s", "podTemplate": POD}, "InvalidSpec", "spec.interval"),
+        ({"interval": "ten", "podTemplate": POD}, "InvalidSpec", "spec.interval"),
+        ({"interval": "1s", "leaseDuration": "100ms", "podTemplate": POD}, "InvalidSpec", "spec.leaseDuration"),
+        (
+            {"interval": "1s", "executionMode": "AtMostOnce", "failureMode": "Unlock", "podTemplate": POD},
+            "InvalidSpec",
+            "failureMode",
+        ),
+        ({"interval": "1s", "podTemplate": {"spec": {"containers": []}}}, "InvalidSpec", "containers"),
+        (
+            {"interval": "1s", "podTemplate": POD, "successfulRunsHistoryLimit": -1},
+            "InvalidSpec",
+            "successfulRunsHistoryLimit",
+        ),
+    ],
+)
+def test_invalid_specs_give_a_reason_and_a_one_line_message(spec: dict[str, Any], reason: str, fragment: str) -> None:
+    result = parse(**spec)
+    assert isinstance(result, InvalidTask)
+    assert result.reason == reason
+    assert fragment in result.message
+    assert "\n" not in result.message
+
+
+def test_forbidden_service_account() -> None:
+    template = {"spec": {"serviceAccountName": "admin", "containers": [{"name": "c", "image": "x"}]}}
+    result = parse(interval="1s", podTemplate=template, accounts={"runner"})
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "ForbiddenServiceAccount"
+    assert "'admin'" in result.message
+    allowed = parse(
+        interval="1s",
+        podTemplate={**template, "spec": {**template["spec"], "serviceAccountName": "runner"}},
+        accounts={"runner"},
+    )
+    assert isinstance(allowed, TaskSpec)
+    # Without the setting, any ServiceAccount is accepted.
+    assert isinstance(parse(interval="1s", podTemplate=template), TaskSpec)
+
+
+def test_missing_spec() -> None:
+    result = parse_task({"metadata": {}}, handlers=())
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "InvalidSpec"
+
+
+def test_run_now_annotation_and_instance_names() -> None:
+    raw = body(interval="1m", podTemplate=POD)
+    raw["metadata"]["annotations"]["pyncette.dev/run-now"] = "2030-01-01T10:00:00Z"
+    task = parse_task(raw, handlers=())
+    assert isinstance(task, TaskSpec)
+    assert task.run_now == "2030-01-01T10:00:00Z"
+    key = run_now_key("ns", "hello", "v1:x")
+    assert split_instance_name(key) == ("ns", "hello", "v1:x")
+    assert split_instance_name("ns/hello") == ("ns", "hello", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1d", 86400), ("500ms", 0.5), ("1.5s", 1.5)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10", "s", "10x", "1h 30m", "-1s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_format_duration() -> None:
+    assert format_duration(datetime.timedelta(seconds=90)) == "1m30s"
+    assert format_duration(datetime.timedelta(milliseconds=250)) == "250ms"
+    assert format_duration(datetime.timedelta(days=1, hours=2)) == "1d2h"

@@ -1,0 +1,103 @@
+"""The health check and Prometheus endpoints, over real HTTP on 127.0.0.1 ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable
+
+from core_helpers import eventually
+from core_helpers import running
+from prometheus_client import CollectorRegistry
+
+from pyncette import Context
+from pyncette import FailureMode
+from pyncette import FakeClock
+from pyncette import Pyncette
+from pyncette import PyncetteContext
+from pyncette._http import bound_port
+from pyncette.healthcheck import use_healthcheck_server
+from pyncette.prometheus import use_prometheus
+
+
+async def http(port: int, path: str = "/health", method: str = "GET") -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return int(head.split(" ")[1]), body
+
+
+def port_of(ctx: PyncetteContext, fixture: str) -> int:
+    return bound_port(getattr(ctx._root_context, fixture))
+
+
+async def test_healthcheck_follows_the_last_successful_poll(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    app = make_app()
+    use_healthcheck_server(app, port=0, bind_address="127.0.0.1")
+
+    async with app.create() as ctx:
+        port = port_of(ctx, "_healthcheck")
+        assert await http(port) == (200, "OK")
+        # Not polling for three poll intervals (the loop is not running) makes it unhealthy.
+        await clock.advance(seconds=3)
+        assert await http(port) == (500, "Not OK")
+        loop = asyncio.create_task(ctx.run())
+        await eventually(lambda: ctx.last_tick == clock.now())
+        assert await http(port) == (200, "OK")
+        assert (await http(port, method="POST"))[0] == 405
+        ctx.shutdown()
+        await loop
+
+
+async def test_custom_healthcheck_handler_and_its_errors(make_app: Callable[..., Pyncette]) -> None:
+    app = make_app()
+    verdicts: list[bool | Exception] = [False, RuntimeError("broken")]
+
+    async def handler(app_context: PyncetteContext) -> bool:
+        verdict = verdicts.pop(0)
+        if isinstance(verdict, Exception):
+            raise verdict
+        return verdict
+
+    use_healthcheck_server(app, port=0, bind_address="127.0.0.1", healthcheck_handler=handler)
+    async with app.create() as ctx:
+        port = port_of(ctx, "_healthcheck")
+        assert await http(port) == (500, "Not OK")
+        assert await http(port) == (500, "Not OK")
+
+
+async def test_prometheus_metrics_are_served(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:
+    registry = CollectorRegistry()
+    app = make_app()
+    use_prometheus(app, registry=registry, port=0, bind_address="127.0.0.1")
+    done: list[str] = []
+
+    @app.task(interval=datetime.timedelta(seconds=1))
+    async def fine(context: Context) -> None:
+        done.append("fine")
+
+    @app.task(interval=datetime.timedelta(seconds=1), failure_mode=FailureMode.COMMIT)
+    async def broken(context: Context) -> None:
+        done.append("broken")
+        raise ValueError("nope")
+
+    async with running(app) as ctx:
+        await clock.advance(seconds=3)
+        await eventually(lambda: len(done) == 6)
+        await ctx._flusher.flush()
+        status, body = await http(port_of(ctx, "_prometheus_http"), "/metrics")
+        assert (await http(port_of(ctx, "_prometheus_http"), "/elsewhere"))[0] == 404
+
+    assert status == 200
+    assert 'pyncette_tasks_total{task_name="fine"} 3.0' in body
+    assert 'pyncette_tasks_failures_total{exception_type="ValueError",task_name="broken"} 3.0' in body
+    assert 'pyncette_tasks_staleness_seconds_count{task_name="fine"} 3.0' in body
+    assert 'pyncette_repository_ops_total{operation="lease_due",task_name="*"}' in body
+    assert 'pyncette_repository_ops_total{operation="commit_executions",task_name="*"}' in body
+    assert "pyncette_ticks_total" in body

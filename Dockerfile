@@ -15,9 +15,10 @@ ENV VIRTUAL_ENV=/opt/pyncette \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv "${VIRTUAL_ENV}"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY operator ./operator
-RUN "${VIRTUAL_ENV}/bin/pip" install --no-cache-dir ".[all]" \
+# constraints.txt pins the versions CI tests with (and spares pip's resolver its backtracking).
+RUN "${VIRTUAL_ENV}/bin/pip" install --no-cache-dir --constraint constraints.txt ".[all]" \
     && "${VIRTUAL_ENV}/bin/pip" uninstall --yes pip \
     && "${VIRTUAL_ENV}/bin/pyncette-operator" --help >/dev/null
 

@@ -118,15 +118,15 @@ def grants(rules: list[Obj]) -> set[tuple[str, str, str]]:
 
 
 #: What the operator does in each watched namespace, as (apiGroup, resource, verb): kopf's watches
-#: of PyncetteTasks and Pods, operator/pyncette_operator/kube.py's calls (Pod get/create/delete,
-#: status server-side apply, Event create) and kopf's own patches of the task (its annotations).
-#: The cluster tests prove it is enough by running the operator under the chart's ServiceAccount.
+#: of PyncetteTasks and of its Pods (low-level event handlers only, so kopf patches nothing, and
+#: cluster scanning is off), and operator/pyncette_operator/kube.py's calls: task get and list,
+#: status server-side apply, Pod get/create/delete, Event create. The cluster tests prove it is
+#: enough by running the operator under the chart's ServiceAccount.
 NAMESPACED_NEEDS: frozenset[tuple[str, str, str]] = frozenset(
     {
         ("pyncette.dev", "pyncettetasks", "get"),
         ("pyncette.dev", "pyncettetasks", "list"),
         ("pyncette.dev", "pyncettetasks", "watch"),
-        ("pyncette.dev", "pyncettetasks", "patch"),
         ("pyncette.dev", "pyncettetasks/status", "patch"),
         ("", "pods", "get"),
         ("", "pods", "list"),
@@ -134,14 +134,5 @@ NAMESPACED_NEEDS: frozenset[tuple[str, str, str]] = frozenset(
         ("", "pods", "create"),
         ("", "pods", "delete"),
         ("", "events", "create"),
-    }
-)
-
-#: Cluster-scoped reads kopf makes in either mode (it watches CRDs to notice its resource change).
-CLUSTER_NEEDS: frozenset[tuple[str, str, str]] = frozenset(
-    {
-        ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     }
 )

@@ -6,7 +6,6 @@ widened rule before anything is installed.
 
 from __future__ import annotations
 
-from chart.chartkit import CLUSTER_NEEDS
 from chart.chartkit import NAMESPACE
 from chart.chartkit import NAMESPACED_NEEDS
 from chart.chartkit import Chart
@@ -54,12 +53,10 @@ def test_namespaced_mode_grants_exactly_the_needs_in_each_watched_namespace(char
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert grants(rules_of(role)) == NAMESPACED_NEEDS
-    # The one cluster-scoped grant reads CRDs, nothing else; nothing namespaced is granted cluster-wide.
-    cluster_roles = find(objs, "ClusterRole")
-    assert len(cluster_roles) == 1
-    assert grants(rules_of(cluster_roles[0])) == CLUSTER_NEEDS
+    # Nothing cluster-scoped at all: outside the watched namespaces the operator can do nothing.
+    assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
     bound = _bound_roles(objs)
-    assert {ns for (_, ns) in bound} == {"team-a", "team-b", None}
+    assert {ns for (_, ns) in bound} == {"team-a", "team-b"}
 
 
 def test_default_watches_only_the_release_namespace(chart: Chart) -> None:
@@ -71,8 +68,8 @@ def test_default_watches_only_the_release_namespace(chart: Chart) -> None:
 def test_cluster_wide_mode_uses_one_cluster_role_with_the_same_rules(chart: Chart) -> None:
     objs = chart.render({"watch": {"allNamespaces": True}})
     assert not find(objs, "Role") and not find(objs, "RoleBinding")
-    assert _all_grants(objs) == NAMESPACED_NEEDS | CLUSTER_NEEDS
-    assert len(_bound_roles(objs)) == 2
+    assert _all_grants(objs) == NAMESPACED_NEEDS
+    assert len(_bound_roles(objs)) == 1
 
 
 def test_cluster_scoped_names_include_the_release_namespace(chart: Chart) -> None:

@@ -52,8 +52,6 @@ def test_default_render_has_the_expected_objects(chart: Chart) -> None:
     kinds = sorted(o["kind"] for o in chart.render())
     assert kinds == sorted(
         [
-            "ClusterRole",
-            "ClusterRoleBinding",
             "Deployment",
             "PodDisruptionBudget",
             "Role",

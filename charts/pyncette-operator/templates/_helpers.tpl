@@ -107,7 +107,7 @@ their Pods, and report Events. Kept in one place for both RBAC modes.
 {{- define "pyncette-operator.rules" -}}
 - apiGroups: ["pyncette.dev"]
   resources: ["pyncettetasks"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["pyncette.dev"]
   resources: ["pyncettetasks/status"]
   verbs: ["patch"]

@@ -1,0 +1,116 @@
+"""Three operator replicas on Redis: no leader, one Pod per scheduled slot, no slot lost to kill -9."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import itertools
+from typing import Any
+
+import pytest
+
+from conftest import Kubectl
+from conftest import pod_template
+from conftest import ptask
+from conftest import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.services, pytest.mark.slow]
+
+
+def slots(pods: list[dict[str, Any]]) -> collections.Counter[str]:
+    return collections.Counter(p["metadata"]["annotations"]["pyncette.dev/scheduled-at"] for p in pods)
+
+
+def _t(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def backend(redis_url: str, namespace: str) -> str:
+    base = redis_url.split("?", 1)[0]
+    return f"{base}?namespace={namespace}"
+
+
+def test_kill_a_replica_mid_run_loses_no_slot_and_duplicates_none(
+    k: Kubectl, start_operator: Any, redis_url: str
+) -> None:
+    url = backend(redis_url, k.namespace)
+    replicas = [start_operator("--namespace", k.namespace, backend=url, name=f"replica{i}") for i in range(3)]
+    k.apply(
+        ptask(
+            "every-second",
+            interval="1s",
+            leaseDuration="3s",
+            successfulRunsHistoryLimit=1000,
+            podTemplate=pod_template(duration="1500ms"),
+        )
+    )
+    wait_until(lambda: len(k.pods("every-second")) >= 4, timeout=90, what="four runs")
+
+    # Kill -9 a replica while it has a run in flight (its lease is held, its Pod may be running).
+    def busy_replica() -> Any:
+        for op in replicas:
+            m = op.metrics()
+            if m.get("pyncette_operator_runs_started_total", 0) > m.get("pyncette_operator_runs_finished_total", 0):
+                return op
+        return None
+
+    victim = wait_until(busy_replica, timeout=60, what="a replica with a run in flight")
+    victim.kill()
+    killed_at = datetime.datetime.now(datetime.UTC)
+    survivors = [op for op in replicas if op is not victim]
+
+    # The survivors take over once the lease expires and keep going well past the kill.
+    def progressed() -> bool:
+        times = [_t(s) for s in slots(k.pods("every-second"))]
+        return bool(times) and max(times) > killed_at + datetime.timedelta(seconds=8)
+
+    wait_until(progressed, timeout=120, what="runs scheduled well after the kill")
+    counts = slots(k.pods("every-second"))
+    duplicates = {slot: n for slot, n in counts.items() if n > 1}
+    assert duplicates == {}, duplicates
+    times = sorted(_t(s) for s in counts)
+    gaps = [(a, b) for a, b in itertools.pairwise(times) if b - a != datetime.timedelta(seconds=1)]
+    assert gaps == [], gaps
+    assert all(op.alive() for op in survivors)
+
+
+def test_forbid_run_is_adopted_after_the_lease(k: Kubectl, start_operator: Any, redis_url: str) -> None:
+    url = backend(redis_url, k.namespace)
+    replicas = [start_operator("--namespace", k.namespace, backend=url, name=f"r{i}") for i in range(3)]
+    k.apply(
+        ptask(
+            "long",
+            interval="1s",
+            concurrencyPolicy="Forbid",
+            leaseDuration="3s",
+            successfulRunsHistoryLimit=100,
+            podTemplate=pod_template(duration="8s"),
+        )
+    )
+
+    def owner() -> Any:
+        for op in replicas:
+            m = op.metrics()
+            if m.get("pyncette_operator_runs_started_total", 0) > m.get("pyncette_operator_runs_finished_total", 0):
+                return op
+        return None
+
+    victim = wait_until(owner, timeout=60, what="the replica waiting for the first Pod")
+    first = {p["metadata"]["name"] for p in k.pods("long")}
+    victim.kill()
+    survivors = [op for op in replicas if op is not victim]
+    wait_until(
+        lambda: sum(op.metric("pyncette_operator_pods_adopted_total") for op in survivors) >= 1,
+        timeout=60,
+        what="a survivor adopting the running Pod after the lease expired",
+    )
+    wait_until(
+        lambda: any(
+            op.metric('pyncette_operator_runs_finished_total{kind="Pod",outcome="succeeded"}') >= 1 for op in survivors
+        ),
+        timeout=60,
+        what="the adopted run finishing on a survivor",
+    )
+    counts = slots(k.pods("long"))
+    assert all(n == 1 for n in counts.values()), counts
+    assert first <= {p["metadata"]["name"] for p in k.pods("long")}

@@ -19,10 +19,12 @@ import datetime
 import logging
 from collections.abc import Awaitable
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
+from pyncette.clock import Clock
 from pyncette.pyncette import Pyncette
 from pyncette.pyncette import PyncetteContext
 from pyncette_operator.backend_url import BackendConfig
@@ -65,6 +67,96 @@ def kopf_settings() -> kopf.OperatorSettings:
     return settings
 
 
+@dataclass
+class Parts:
+    """Everything one replica runs besides kopf and the HTTP endpoints (tests build it directly)."""
+
+    app: Pyncette
+    status: StatusWriter
+    events: EventRecorder
+    mirror: Mirror
+    executor: RunExecutor
+    pods: PodRunner
+
+
+def build_parts(
+    s: Settings,
+    backend: BackendConfig,
+    *,
+    kube: Kube,
+    handlers: HandlerRegistry,
+    metrics: Metrics,
+    tracker: PodTracker,
+    stopping: asyncio.Event,
+    namespaces: list[str] | None,
+    clock: Clock | None = None,
+) -> Parts:
+    async def send_status(namespace: str, name: str, body: dict[str, Any]) -> None:
+        try:
+            await kube.apply_status(namespace, name, body)
+        except NotFound:
+            raise ObjectGone() from None
+
+    status = StatusWriter(
+        send=send_status,
+        interval=s.status_interval,
+        rate=s.status_writes_per_second,
+        burst=s.status_burst,
+        on_write=metrics.status_writes.inc,
+    )
+    events = EventRecorder(
+        send=kube.create_event,
+        rate=s.events_per_second,
+        burst=max(1, int(s.events_per_second * 4)),
+        per_task_interval=s.status_interval,
+        instance=s.replica_id,
+        on_posted=lambda reason: metrics.events_posted.labels(reason=reason).inc(),
+        on_dropped=lambda reason: metrics.events_dropped.labels(reason=reason).inc(),
+    )
+    app = Pyncette(
+        repository_factory=backend.load_factory(),
+        poll_interval=datetime.timedelta(seconds=s.poll_interval),
+        concurrency_limit=s.concurrency_limit,
+        clock=clock,
+        **backend.kwargs,
+    )
+    pods = PodRunner(
+        kube=kube,
+        tracker=tracker,
+        hooks=PodRunHooks(
+            on_created=metrics.pods_created.inc,
+            on_adopted=metrics.pods_adopted.inc,
+            on_pruned=lambda n: metrics.pods_pruned.inc(n),
+        ),
+    )
+
+    async def execute(context: Any) -> None:
+        await executor(context)
+
+    template = app.dynamic_task(name=TEMPLATE_NAME)(execute)
+    mirror = Mirror(
+        template=template,
+        status=status,
+        events=events,
+        handlers=handlers,
+        kube=kube,
+        metrics=metrics,
+        namespaces=namespaces,
+        allowed_service_accounts=s.allowed_service_accounts,
+    )
+    executor = RunExecutor(
+        mirror=mirror,
+        pods=pods,
+        tracker=tracker,
+        handlers=handlers,
+        status=status,
+        events=events,
+        metrics=metrics,
+        stopping=stopping,
+    )
+    return Parts(app=app, status=status, events=events, mirror=mirror, executor=executor, pods=pods)
+
+
 class Operator:
     """One operator replica. ``run()`` returns when kopf stops (signal) or a core task fails."""
 
@@ -90,70 +182,17 @@ class Operator:
 
     async def _run(self, kube: Kube) -> None:
         s = self.settings
-        metrics = self.metrics
-
-        async def send_status(namespace: str, name: str, body: dict[str, Any]) -> None:
-            try:
-                await kube.apply_status(namespace, name, body)
-            except NotFound:
-                raise ObjectGone() from None
-
-        status = StatusWriter(
-            send=send_status,
-            interval=s.status_interval,
-            rate=s.status_writes_per_second,
-            burst=s.status_burst,
-            on_write=metrics.status_writes.inc,
-        )
-        events = EventRecorder(
-            send=kube.create_event,
-            rate=s.events_per_second,
-            burst=max(1, int(s.events_per_second * 4)),
-            per_task_interval=s.status_interval,
-            instance=s.replica_id,
-            on_posted=lambda reason: metrics.events_posted.labels(reason=reason).inc(),
-            on_dropped=lambda reason: metrics.events_dropped.labels(reason=reason).inc(),
-        )
-        app = Pyncette(
-            repository_factory=self.backend.load_factory(),
-            poll_interval=datetime.timedelta(seconds=s.poll_interval),
-            concurrency_limit=s.concurrency_limit,
-            **self.backend.kwargs,
-        )
-        pods = PodRunner(
+        parts = build_parts(
+            s,
+            self.backend,
             kube=kube,
-            tracker=self.tracker,
-            hooks=PodRunHooks(
-                on_created=metrics.pods_created.inc,
-                on_adopted=metrics.pods_adopted.inc,
-                on_pruned=lambda n: metrics.pods_pruned.inc(n),
-            ),
-        )
-
-        async def execute(context: Any) -> None:
-            await executor(context)
-
-        template = app.dynamic_task(name=TEMPLATE_NAME)(execute)
-        mirror = Mirror(
-            template=template,
-            status=status,
-            events=events,
             handlers=self.handlers,
-            kube=kube,
-            metrics=metrics,
-            namespaces=self._namespaces(),
-            allowed_service_accounts=s.allowed_service_accounts,
-        )
-        executor = RunExecutor(
-            mirror=mirror,
-            pods=pods,
+            metrics=self.metrics,
             tracker=self.tracker,
-            handlers=self.handlers,
-            status=status,
-            events=events,
-            metrics=metrics,
             stopping=self.stopping,
+            namespaces=self._namespaces(),
         )
+        app, status, events, mirror, executor = parts.app, parts.status, parts.events, parts.mirror, parts.executor
         registry = self._kopf_registry(mirror)
 
         logger.info(

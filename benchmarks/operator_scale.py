@@ -217,9 +217,8 @@ def main() -> None:
         print("  " + json.dumps(result), flush=True)
         results.append(result)
     print()
-    print(
-        f"{'tasks':>6} {'runs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'req/s':>7} {'status/s':>8} {'RSS MiB':>8}"
-    )
+    header = ("tasks", "runs/s", "p50 ms", "p99 ms", "max ms", "req/s", "status/s", "RSS MiB")
+    print(" ".join(f"{h:>8}" for h in header))
     for r in results:
         keys = ("tasks", "runs_per_s", "skew_p50_ms", "skew_p99_ms", "skew_max_ms")
         keys += ("apiserver_requests_per_s", "status_writes_per_s", "rss_mib_max")

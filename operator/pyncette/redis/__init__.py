@@ -160,7 +160,7 @@ class RedisRepository(Repository):
             args += [static_name, initial, task.lease_duration // _MICROSECOND]
 
         response = await self._scripts.lease(keys=[self._index_key(t) for t in tasks], args=args)
-        has_more, next_due, missing, *rows = response
+        has_more, next_due, missing, rows = json.loads(response)
         for index in missing:
             # The entry of a static task vanished (e.g. flushed): create it again on the next poll.
             self._ensured.discard(tasks[int(index) - 1].canonical_name)
@@ -190,18 +190,19 @@ class RedisRepository(Repository):
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[tuple[LeasedExecution, bool, datetime.datetime | None]]:
         """Moves leased entries to their next time in one call; reports which leases were still held."""
-        keys: list[str] = []
-        args: list[Any] = [self._prefix]
+        keys: dict[str, int] = {}
+        items: list[list[Any]] = []
         next_times: list[datetime.datetime | None] = []
         for execution in executions:
             lease = _lease_of(execution.lease)
             assert lease is not None
             next_at = execution.task.get_next_execution(utc_now, execution.scheduled_at)
             next_times.append(next_at)
-            keys.append(self._index_key(self._owner(execution.task)))
-            args += [execution.task.canonical_name, lease.token, _to_us(next_at) if next_at is not None else ""]
-        flags = await self._scripts.commit(keys=keys, args=args)
-        return [(e, bool(int(f)), n) for e, f, n in zip(executions, flags, next_times, strict=True)]
+            key = keys.setdefault(self._index_key(self._owner(execution.task)), len(keys) + 1)
+            next_text = str(_to_us(next_at)) if next_at is not None else ""
+            items.append([key, execution.task.canonical_name, lease.token, next_text])
+        flags = await self._scripts.commit(keys=list(keys), args=[self._prefix, json.dumps(items)])
+        return [(e, f == "1", n) for e, f, n in zip(executions, _text(flags), next_times, strict=True)]
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
         held = [

@@ -10,8 +10,10 @@
 --
 -- Every returned entry is locked by the token until now + its lease duration; the caller moves
 -- AT_MOST_ONCE entries forward with commit.lua before running them.
--- Returns {has_more, next_due ('' if none), {indexes of static tasks whose entry is missing},
---          {task index, entry name, execute_after, spec or ''}...}
+-- Returns one JSON document (a single bulk reply decodes much faster than nested arrays):
+--   [has_more (0/1), next_due ('' if none), [indexes of static tasks whose entry is missing],
+--    [[task index, entry name, execute_after, spec or ''], ...]]
+-- Times stay strings: cjson would print large numbers with 14 significant digits.
 
 local prefix, now, limit, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 
@@ -38,7 +40,8 @@ if #KEYS > 1 then
     table.sort(candidates, function(a, b) return a[1] < b[1] end)
 end
 
-local result = {#candidates > limit and 1 or 0, '', missing}
+local rows = {}
+local rescored = {}  -- per task index: flat {score, name, ...} for one ZADD per index
 for c = 1, math.min(limit, #candidates) do
     local i, name = candidates[c][2], candidates[c][3]
     local entry = prefix .. 'e:' .. name
@@ -50,8 +53,20 @@ for c = 1, math.min(limit, #candidates) do
         local duration = tonumber(fields[2]) or tonumber(ARGV[4 + 3 * (i - 1) + 3])
         local locked_until = string.format('%d', now + duration)
         redis.call('hset', entry, 'lu', locked_until, 'lb', token)
-        redis.call('zadd', KEYS[i], locked_until, name)
-        result[#result + 1] = {i, name, fields[1], fields[3] or ''}
+        local pairs_ = rescored[i]
+        if pairs_ == nil then
+            pairs_ = {}
+            rescored[i] = pairs_
+        end
+        pairs_[#pairs_ + 1] = locked_until
+        pairs_[#pairs_ + 1] = name
+        rows[#rows + 1] = {i, name, fields[1], fields[3] or ''}
+    end
+end
+for i, pairs_ in pairs(rescored) do
+    -- unpack() takes at most a few thousand values: big batches go in chunks.
+    for first = 1, #pairs_, 1000 do
+        redis.call('zadd', KEYS[i], unpack(pairs_, first, math.min(first + 999, #pairs_)))
     end
 end
 
@@ -65,7 +80,10 @@ for _, key in ipairs(KEYS) do
         end
     end
 end
-if next_due ~= nil then
-    result[2] = string.format('%d', next_due)
+local has_more = #candidates > limit and 1 or 0
+local next_text = next_due ~= nil and string.format('%d', next_due) or ''
+-- Empty Lua tables would encode as {}: send a bare [] instead.
+local function array(t)
+    return #t == 0 and '[]' or cjson.encode(t)
 end
-return result
+return '[' .. has_more .. ',"' .. next_text .. '",' .. array(missing) .. ',' .. array(rows) .. ']'

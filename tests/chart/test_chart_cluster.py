@@ -338,4 +338,3 @@ def test_the_image_entrypoint_runs_the_chart_deployment(
     assert_task_runs(kube_cluster, kube_namespace, "from-image")
     assert_no_permission_errors(op)
     assert "pyncette_operator" in op.metrics_text()
-

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from chart.chartkit import CHART_DIR
+from chart.chartkit import REPO
+from chart.kubelet import free_port
 from chart.values_doc import DOC_PATH
 from chart.values_doc import load_schema
 from chart.values_doc import render_table
@@ -54,3 +64,49 @@ def _schema_defaults(schema: dict[str, Any], prefix: str = "") -> dict[str, Any]
         else:
             out[f"{prefix}{name}"] = node.get("default")
     return out
+
+
+WALK_START = "<!-- walkthrough:start -->"
+WALK_END = "<!-- walkthrough:end -->"
+
+
+def walkthrough_script() -> str:
+    text = DOC_PATH.read_text()
+    block = text[text.index(WALK_START) + len(WALK_START) : text.index(WALK_END)].strip()
+    assert block.startswith("```bash\n") and block.endswith("```"), "the walkthrough must be one bash block"
+    return block.removeprefix("```bash\n").removesuffix("```")
+
+
+@pytest.mark.cluster
+def test_local_walkthrough_works_as_written(kube_cluster: Any, tmp_path: Path) -> None:
+    """docs/helm.md's local control plane walkthrough, run verbatim but for its namespace and port."""
+    if not kube_cluster.local:
+        pytest.skip("the walkthrough is written for the local control plane (make cluster-up)")
+    namespace = f"walkthrough-{secrets.token_hex(3)}"
+    script = walkthrough_script().replace("pyncette-system", namespace).replace("18080", str(free_port()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYNCETTE_")}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=420)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"the walkthrough did not finish:\n{output[-5000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the operator it started in the background, if still there
+        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
+    assert proc.returncode == 0, output[-5000:]
+    assert "no Secrets: as it should be" in output
+    # `kubectl get ptask hello` printed the task with its columns, and its runs were listed.
+    assert re.search(r"^hello\s", output, re.MULTILINE), output[-3000:]
+    assert re.search(r"^hello-\S+\s", output, re.MULTILINE), output[-3000:]

@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 
 from conformance_backends.redis import delete_namespace
+from core.core_helpers import eventually
+from core.core_helpers import running
+from pyncette import FakeClock
+from pyncette import Pyncette
 from pyncette.errors import BackendConfigurationError
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
@@ -208,3 +212,31 @@ async def test_static_entry_is_recreated_after_it_vanished(redis_url: str, names
         state = await repo.get_task_state(NOW, static)
         assert state is not None
         assert state.scheduled_at == NOW + datetime.timedelta(seconds=10)
+
+
+async def test_app_runs_partitioned_instances_from_every_partition(redis_url: str, namespace: str) -> None:
+    clock = FakeClock(NOW)
+    app = Pyncette(clock=clock, repository_factory=redis_repository, redis_url=redis_url, redis_namespace=namespace)
+    runs: dict[str, datetime.datetime] = {}
+
+    @app.partitioned_task(partition_count=4)
+    async def sharded(context: Context) -> None:
+        runs[context.task.name] = context.scheduled_at
+
+    names = {f"n{i}" for i in range(20)}
+    async with running(app) as ctx:
+        for name in sorted(names):
+            await ctx.schedule_task(sharded, name, interval=datetime.timedelta(seconds=5))
+        await clock.advance(seconds=5)
+        await eventually(lambda: set(runs) == names)
+        listed = await ctx.list_tasks(sharded, limit=100)
+        assert {state.task.name for state in listed.tasks} == names
+
+    assert set(runs.values()) == {NOW + datetime.timedelta(seconds=5)}
+    async with redis_repository(redis_url=redis_url, redis_namespace=namespace) as repo:
+        used = {
+            number
+            for number, partition in enumerate(sharded.get_partitions())
+            if await repo._client.zcard(repo._index_key(partition))
+        }
+    assert len(used) > 1, "every instance landed in one partition"

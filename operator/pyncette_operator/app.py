@@ -64,6 +64,8 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    # The Pod watch is filtered by the apiserver: only run Pods are sent, not every Pod.
+    settings.watching.label_selectors["", "v1", "pods"] = TASK_LABEL
     return settings
 
 

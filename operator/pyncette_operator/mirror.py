@@ -211,7 +211,8 @@ class Mirror:
         state.schedule_text = parsed.describe_schedule()
 
         if parsed.suspend or self._one_off_done(parsed, body):
-            await self._unschedule(key)
+            if parsed.suspend or not await self._leased(key):
+                await self._unschedule(key)  # a one-off still running keeps its entry, for failureMode
             self._dirty.discard(key)
             reason = ReadyReason.SUSPENDED if parsed.suspend else ReadyReason.COMPLETED
             message = "suspended: no new runs start" if parsed.suspend else "the one-off run has run"
@@ -250,6 +251,10 @@ class Mirror:
         except ValueError:
             seen = None
         return any(t is not None and t >= parsed.execute_at for t in (seen, local))
+
+    async def _leased(self, instance: str) -> bool:
+        stored = await self.ctx.get_task(self._template, instance)
+        return bool(stored and stored.locked_until and stored.locked_until > self.ctx.clock.now())
 
     def _fingerprint(self, parsed: TaskSpec) -> Fingerprint:
         return (parsed.uid, parsed.generation, repr(sorted(parsed.schedule_kwargs().items(), key=lambda kv: kv[0])))

@@ -1,0 +1,387 @@
+"""Throughput and start-lag benchmark, optionally side by side with pyncette 1.1.0.
+
+Two workloads, each run in a fresh child process per backend:
+
+* **drain**: N dynamic instances, each a one-off whose ``execute_at`` is already past, are drained by
+  W worker processes. Reported: executions per second (from the moment every worker is ready to
+  the last execution), duplicates (executions beyond the first of an instance) and misses
+  (instances never executed before the deadline). Every worker counts executions per instance
+  in shared memory.
+* **lag**: K recurring instances with intervals spread evenly over 5..15 s run in one process for
+  a while; start lag = actual start - scheduled time, reported as p50 and p99.
+
+``--compare`` runs the very same script under pyncette 1.1.0 from the package index, installed
+once into ``~/.cache/pyncette/bench-venv-1.1.0`` with pip as this machine is configured, and prints
+both in one table with ratios. The script detects which pyncette it runs on; the workload only
+uses the 1.x API, so both do identical work. pyncette 1.1.0 has no in-memory backend: its
+default (SQLite ``:memory:``) stands in for "memory", and there a single worker drains.
+
+Numbers only, no assertions: this measures, the tests judge behaviour.
+
+    python benchmarks/throughput.py --compare                      # memory and sqlite
+    python benchmarks/throughput.py --backend redis --workers 4    # needs make services-up
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import multiprocessing
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+BACKENDS = ["memory", "sqlite", "redis", "postgres", "mysql", "dynamodb"]
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BENCH_VENV = pathlib.Path.home() / ".cache" / "pyncette" / "bench-venv-1.1.0"
+V1_EXTRAS = {"redis": "redis", "postgres": "postgres", "mysql": "mysql", "dynamodb": "dynamodb"}
+DRAIN_DEADLINE_SECONDS = 300.0
+DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+# ---------------------------------------------------------------- backend settings
+
+
+def service_urls() -> dict[str, str]:
+    """The same environment overrides and defaults as tests/plugins/services.py."""
+
+    def port(name: str, default: int) -> int:
+        return int(os.environ.get(f"PYNCETTE_{name}_PORT", default))
+
+    return {
+        "redis": os.environ.get("PYNCETTE_TEST_REDIS_URL") or f"redis://127.0.0.1:{port('REDIS', 16379)}/0",
+        "postgres": os.environ.get("PYNCETTE_TEST_POSTGRES_URL")
+        or f"postgresql://postgres:postgres@127.0.0.1:{port('POSTGRES', 15432)}/pyncette",
+        "mysql": os.environ.get("PYNCETTE_TEST_MYSQL_URL")
+        or f"mysql://pyncette:pyncette@127.0.0.1:{port('MYSQL', 13306)}/pyncette",
+        "dynamodb": os.environ.get("PYNCETTE_TEST_DYNAMODB_ENDPOINT") or f"http://127.0.0.1:{port('DYNAMODB', 18000)}",
+    }
+
+
+def backend_config(backend: str, workdir: pathlib.Path, run_id: str) -> dict[str, Any]:
+    """Pyncette keyword arguments (minus the factory) for a fresh, empty store of ``backend``."""
+    urls = service_urls()
+    table = f"bench_{run_id}"
+    if backend == "memory":
+        return {}
+    if backend == "sqlite":
+        return {"sqlite_database": str(workdir / f"{table}.db")}
+    if backend == "redis":
+        return {"redis_url": urls["redis"], "redis_namespace": table}
+    if backend == "postgres":
+        return {"postgres_url": urls["postgres"], "postgres_table_name": table}
+    if backend == "mysql":
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(urls["mysql"])
+        return {
+            "mysql_host": parts.hostname or "127.0.0.1",
+            "mysql_port": parts.port or 3306,
+            "mysql_user": parts.username or "pyncette",
+            "mysql_password": parts.password or "",
+            "mysql_database": parts.path.lstrip("/") or "pyncette",
+            "mysql_table_name": table,
+        }
+    if backend == "dynamodb":
+        return {
+            "dynamodb_endpoint": urls["dynamodb"],
+            "dynamodb_region_name": "us-east-1",
+            "dynamodb_table_name": table,
+        }
+    raise SystemExit(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+def make_app(backend: str, config: dict[str, Any], batch_size: int) -> Any:
+    """A Pyncette app on ``backend``, through the API both 1.x and this version understand."""
+    from pyncette import Pyncette
+
+    kwargs: dict[str, Any] = {**config, "batch_size": batch_size}
+    if backend in V1_EXTRAS:
+        import importlib
+
+        module = importlib.import_module(f"pyncette.{backend}")
+        kwargs["repository_factory"] = getattr(module, f"{backend}_repository")
+    return Pyncette(**kwargs)
+
+
+def pyncette_version() -> str:
+    import pyncette
+
+    return str(getattr(pyncette, "__version__", "?"))
+
+
+# ---------------------------------------------------------------- drain workload
+
+
+def _declare_drain(app: Any, counts: Any, last: Any, slot: int, n: int) -> Any:
+    @app.dynamic_task(name="drain")
+    async def drain(context: Any) -> None:
+        counts[slot * n + int(context.task.name)] += 1
+        last[slot] = time.time()
+
+    return drain
+
+
+async def _populate(ctx: Any, task: Any, n: int) -> None:
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    for start in range(0, n, 50):
+        await asyncio.gather(
+            *(ctx.schedule_task(task, str(i), execute_at=past) for i in range(start, min(n, start + 50)))
+        )
+
+
+def _drain_worker(args: dict[str, Any], slot: int, counts: Any, last: Any, ready: Any, stop: Any) -> None:
+    async def main() -> None:
+        app = make_app(args["backend"], args["config"], args["batch_size"])
+        task = _declare_drain(app, counts, last, slot, args["n"])
+        async with app.create() as ctx:
+            if args["populate_in_worker"]:
+                await _populate(ctx, task, args["n"])
+            ready.wait()
+            loop = asyncio.create_task(ctx.run())
+            await asyncio.to_thread(stop.wait)
+            ctx.shutdown()
+            await loop
+
+    asyncio.run(main())
+
+
+def run_drain(backend: str, n: int, workers: int, batch_size: int) -> dict[str, Any]:
+    if backend == "memory":
+        workers = 1  # in-process state: nothing to share between processes
+    run_id = uuid.uuid4().hex[:10]
+    with tempfile.TemporaryDirectory(prefix="pyncette-bench-") as tmp:
+        config = backend_config(backend, pathlib.Path(tmp), run_id)
+        args = {"backend": backend, "config": config, "batch_size": batch_size, "n": n, "populate_in_worker": False}
+        if backend == "memory":
+            args["populate_in_worker"] = True
+        else:
+
+            async def populate() -> None:
+                app = make_app(backend, config, batch_size)
+                task = _declare_drain(app, [0] * n, [0.0], 0, n)
+                async with app.create() as ctx:
+                    await _populate(ctx, task, n)
+
+            asyncio.run(populate())
+
+        mp = multiprocessing.get_context("spawn")
+        counts = mp.RawArray("i", workers * n)
+        last = mp.RawArray("d", workers)
+        ready = mp.Barrier(workers + 1)
+        stop = mp.Event()
+        processes = [
+            mp.Process(target=_drain_worker, args=(args, slot, counts, last, ready, stop)) for slot in range(workers)
+        ]
+        for process in processes:
+            process.start()
+        ready.wait()
+        started = time.time()
+        deadline = started + DRAIN_DEADLINE_SECONDS
+        while time.time() < deadline:
+            executed = sum(1 for i in range(n) if any(counts[w * n + i] for w in range(workers)))
+            if executed == n or not any(p.is_alive() for p in processes):
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)  # let in-flight duplicates, if any, land
+        stop.set()
+        for process in processes:
+            process.join(60)
+            if process.is_alive():
+                process.kill()
+        totals = [sum(counts[w * n + i] for w in range(workers)) for i in range(n)]
+        finished = max(last) if max(last) > 0 else time.time()
+        elapsed = max(finished - started, 1e-9)
+        executed = sum(1 for t in totals if t)
+        return {
+            "workers": workers,
+            "exec_per_s": executed / elapsed,
+            "seconds": elapsed,
+            "duplicates": sum(t - 1 for t in totals if t > 1),
+            "misses": sum(1 for t in totals if t == 0),
+        }
+
+
+# ---------------------------------------------------------------- lag workload
+
+
+def run_lag(backend: str, k: int, seconds: float, batch_size: int) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:10]
+    lags: list[float] = []
+
+    async def main(config: dict[str, Any]) -> None:
+        app = make_app(backend, config, batch_size)
+
+        @app.dynamic_task(name="lag")
+        async def lag(context: Any) -> None:
+            lags.append(time.time() - context.scheduled_at.timestamp())
+
+        async with app.create() as ctx:
+            for start in range(0, k, 50):
+                await asyncio.gather(
+                    *(
+                        ctx.schedule_task(lag, str(i), interval=datetime.timedelta(seconds=5 + 10 * i / k))
+                        for i in range(start, min(k, start + 50))
+                    )
+                )
+            loop = asyncio.create_task(ctx.run())
+            await asyncio.sleep(seconds)
+            ctx.shutdown()
+            await loop
+
+    with tempfile.TemporaryDirectory(prefix="pyncette-bench-") as tmp:
+        asyncio.run(main(backend_config(backend, pathlib.Path(tmp), run_id)))
+    if not lags:
+        return {"samples": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
+    cuts = statistics.quantiles(lags, n=100) if len(lags) > 1 else [lags[0]] * 99
+    return {"samples": len(lags), "p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000, "max_ms": max(lags) * 1000}
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run_child(python: str, argv: list[str], *, ours: bool) -> dict[str, Any]:
+    env = {**os.environ, **DUMMY_AWS}
+    env.pop("PYTHONPATH", None)
+    if ours:
+        env["PYTHONPATH"] = str(REPO / "operator")
+    result = subprocess.run(
+        [python, str(pathlib.Path(__file__).resolve()), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DRAIN_DEADLINE_SECONDS + 120,
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+        return {"error": tail or f"exit status {result.returncode}"}
+    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def ensure_v1_venv(backends: list[str]) -> str:
+    python = BENCH_VENV / "bin" / "python"
+    extras = sorted({V1_EXTRAS[b] for b in backends if b in V1_EXTRAS})
+    requirement = f"pyncette[{','.join(extras)}]==1.1.0" if extras else "pyncette==1.1.0"
+    stamp = BENCH_VENV / f".installed-{'-'.join(extras) or 'base'}"
+    if not python.exists():
+        print(f"Creating {BENCH_VENV} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    if not stamp.exists():
+        print(f"Installing {requirement} into it ...", file=sys.stderr)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+        stamp.touch()
+    return str(python)
+
+
+def fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def ratio(ours: Any, theirs: Any, *, higher_is_better: bool) -> str:
+    if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or not ours or not theirs:
+        return "-"
+    better = ours / theirs if higher_is_better else theirs / ours
+    return f"{better:.1f}x"
+
+
+def print_table(rows: list[dict[str, Any]], compare: bool) -> None:
+    header = ["backend", "metric", "ours"] + (["1.1.0", "ours better by"] if compare else [])
+    lines = [header]
+    for row in rows:
+        for metric, key, digits, higher in [
+            ("drain exec/s", "exec_per_s", 0, True),
+            ("drain duplicates", "duplicates", 0, None),
+            ("drain misses", "misses", 0, None),
+            ("start lag p50 (ms)", "p50_ms", 1, False),
+            ("start lag p99 (ms)", "p99_ms", 1, False),
+        ]:
+            ours = row["ours"].get(key)
+            line = [row["backend"], metric, fmt(ours, digits)]
+            if compare:
+                theirs = row["v1"].get(key)
+                line += [
+                    fmt(theirs, digits),
+                    ratio(ours, theirs, higher_is_better=bool(higher)) if higher is not None else "",
+                ]
+            lines.append(line)
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    for i, line in enumerate(lines):
+        print(
+            "  ".join(
+                str(cell).ljust(widths[j]) if j < 2 else str(cell).rjust(widths[j]) for j, cell in enumerate(line)
+            )
+        )
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", action="append", choices=BACKENDS, help="repeatable; default: memory and sqlite")
+    parser.add_argument("--instances", type=int, default=1000, help="N: due one-off instances to drain")
+    parser.add_argument("--workers", type=int, default=2, help="W: worker processes draining (memory: always 1)")
+    parser.add_argument("--lag-tasks", type=int, default=1000, help="K: recurring instances for the lag workload")
+    parser.add_argument("--lag-seconds", type=float, default=15.0, help="how long the lag workload runs")
+    parser.add_argument("--batch-size", type=int, default=100, help="batch_size given to both versions")
+    parser.add_argument("--compare", action="store_true", help="also run pyncette 1.1.0 and print ratios")
+    parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
+    parser.add_argument("--child", choices=["drain", "lag"], help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    backends = options.backend or ["memory", "sqlite"]
+
+    if options.child:
+        backend = backends[0]
+        if options.child == "drain":
+            result = run_drain(backend, options.instances, options.workers, options.batch_size)
+        else:
+            result = run_lag(backend, options.lag_tasks, options.lag_seconds, options.batch_size)
+        print(json.dumps({"version": pyncette_version(), **result}))
+        return
+
+    v1_python = ensure_v1_venv(backends) if options.compare else None
+    common = ["--instances", str(options.instances), "--workers", str(options.workers)]
+    common += ["--lag-tasks", str(options.lag_tasks), "--lag-seconds", str(options.lag_seconds)]
+    common += ["--batch-size", str(options.batch_size)]
+    rows = []
+    for backend in backends:
+        row: dict[str, Any] = {"backend": backend, "ours": {}, "v1": {}}
+        runs = [("ours", sys.executable, True)] + ([("v1", v1_python, False)] if v1_python else [])
+        for label, python, ours in runs:
+            assert python is not None
+            for workload in ("drain", "lag"):
+                print(f"[{backend}] {label}: {workload} ...", file=sys.stderr, flush=True)
+                result = run_child(python, ["--child", workload, "--backend", backend, *common], ours=ours)
+                if "error" in result:
+                    print(f"[{backend}] {label} {workload} failed: {result['error']}", file=sys.stderr)
+                row[label].update({f"{workload}_{k}" if k in ("error", "version") else k: v for k, v in result.items()})
+        rows.append(row)
+
+    print()
+    print(
+        f"pyncette throughput benchmark: drain N={options.instances} due one-offs with W={options.workers} processes "
+        f"(memory: 1); start lag of K={options.lag_tasks} interval instances over {options.lag_seconds:.0f}s; "
+        f"batch_size={options.batch_size}, poll_interval=1s (both defaults)"
+    )
+    print_table(rows, bool(v1_python))
+    if options.json:
+        print(json.dumps(rows, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -247,6 +247,12 @@ class Operator:
         registry = kopf.OperatorRegistry()
         tracker = self.tracker
 
+        # A fresh registry has no login handlers: use the same credentials as our own client
+        # (in-cluster ServiceAccount, else the kubeconfig).
+        @kopf.on.login(registry=registry)
+        async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+            return await kopf.login_via_async_client(**kwargs)
+
         @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
         async def on_task(event: kopf.RawEvent, **_: Any) -> None:
             await mirror.on_event(event.get("type"), dict(event.get("object") or {}))

@@ -61,16 +61,22 @@ class Kube:
         self._on_request(verb, resource)
         try:
             response = await fn(*args, _preload_content=False, **kwargs)
+            try:
+                data = await response.read()
+            finally:
+                response.release()
+            if not 200 <= response.status <= 299:
+                # Without _preload_content the client does not raise on errors; do it here.
+                error = ApiException(status=response.status, reason=response.reason)
+                error.body = data
+                raise error
         except ApiException as e:
             if e.status == 404:
                 raise NotFound(_reason(e)) from None
             if e.status == 409 and verb == "create":
                 raise AlreadyExists(_reason(e)) from None
             raise
-        try:
-            return json.loads(await response.read())
-        finally:
-            response.release()
+        return json.loads(data)
 
     # ---- Pods ----
 

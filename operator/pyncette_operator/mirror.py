@@ -41,6 +41,7 @@ from pyncette.task import Task
 from pyncette_operator.conditions import READY
 from pyncette_operator.conditions import Condition
 from pyncette_operator.conditions import ReadyReason
+from pyncette_operator.conditions import find
 from pyncette_operator.events import EventReason
 from pyncette_operator.events import EventRecorder
 from pyncette_operator.events import ObjectRef
@@ -198,6 +199,16 @@ class Mirror:
             state.generation = generation
             state.ready = Condition(READY, False, parsed.reason, parsed.message, generation)
             state.next_run_time, state.next_run_known = None, True
+            seen = find((body.get("status") or {}).get("conditions"), READY) or {}
+            if (seen.get("status"), seen.get("reason"), seen.get("observedGeneration")) == (
+                "False",
+                parsed.reason,
+                generation,
+            ):
+                self._invalid_reported[key] = (
+                    generation,
+                    parsed.reason,
+                )  # reported before (another replica, a restart)
             if self._invalid_reported.get(key) != (generation, parsed.reason):
                 self._invalid_reported[key] = (generation, parsed.reason)
                 self._events.record(

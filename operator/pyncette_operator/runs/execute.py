@@ -21,6 +21,7 @@ import asyncio
 import datetime
 import logging
 
+from pyncette.errors import LeaseLostException
 from pyncette.model import Context
 from pyncette_operator.events import EventReason
 from pyncette_operator.events import EventRecorder
@@ -182,6 +183,12 @@ class RunExecutor:
                 "Stopped waiting for Pod %s/%s (shutting down); another replica adopts it", task.namespace, pod_name
             )
             raise
+        except LeaseLostException:
+            # The entry was removed (task deleted or changed) or taken over after a stall: someone
+            # else owns the schedule now. Follow the Pod to its end for status, commit nothing.
+            logger.info("Lease on %s lost while Pod %s runs; following it without the lease", task.key, pod_name)
+            self._hand_over(task, run, one_off=one_off)
+            return
         if not result.finished:
             # Allow/Replace: the next run is due; let the schedule move on and watch this Pod to its end.
             self._hand_over(task, run, one_off=one_off)

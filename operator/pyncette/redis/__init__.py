@@ -169,7 +169,7 @@ class RedisRepository(Repository):
         at_most_once: list[LeasedExecution] = []
         for index, _name, execute_after, spec in rows:
             owner = tasks[int(index) - 1]
-            task = owner.instantiate_from_spec(json.loads(spec)) if owner.dynamic else owner
+            task = owner.instantiate_from_spec(spec) if owner.dynamic else owner
             scheduled_at = _from_us(execute_after)
             execution = LeasedExecution(task, scheduled_at, Lease(RedisLease(token, scheduled_at)))
             if task.execution_mode == ExecutionMode.AT_MOST_ONCE:

@@ -12,8 +12,9 @@
 -- AT_MOST_ONCE entries forward with commit.lua before running them.
 -- Returns one JSON document (a single bulk reply decodes much faster than nested arrays):
 --   [has_more (0/1), next_due ('' if none), [indexes of static tasks whose entry is missing],
---    [[task index, entry name, execute_after, spec or ''], ...]]
--- Times stay strings: cjson would print large numbers with 14 significant digits.
+--    [[task index, entry name, execute_after, spec object or null], ...]]
+-- Stored specs are JSON already and are spliced in as they are, not re-encoded. Times stay
+-- strings: cjson would print large numbers with 14 significant digits.
 
 local prefix, now, limit, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 
@@ -60,7 +61,7 @@ for c = 1, math.min(limit, #candidates) do
         end
         pairs_[#pairs_ + 1] = locked_until
         pairs_[#pairs_ + 1] = name
-        rows[#rows + 1] = {i, name, fields[1], fields[3] or ''}
+        rows[#rows + 1] = '[' .. i .. ',' .. cjson.encode(name) .. ',"' .. fields[1] .. '",' .. (fields[3] or 'null') .. ']'
     end
 end
 for i, pairs_ in pairs(rescored) do
@@ -86,4 +87,4 @@ local next_text = next_due ~= nil and string.format('%d', next_due) or ''
 local function array(t)
     return #t == 0 and '[]' or cjson.encode(t)
 end
-return '[' .. has_more .. ',"' .. next_text .. '",' .. array(missing) .. ',' .. array(rows) .. ']'
+return '[' .. has_more .. ',"' .. next_text .. '",' .. array(missing) .. ',[' .. table.concat(rows, ',') .. ']]'

@@ -74,7 +74,9 @@ build_one() {
     ldflags=$(ldflags_for "$component")
     rm -rf "$tmp"
     mkdir -p "$tmp" "$LOG_DIR"
-    log "$component: building $(component_version "$component") (log: $buildlog; a cold Kubernetes build takes 15-30 minutes on 2 cores)"
+    local hint=""
+    [[ "$component" != kubernetes ]] || hint="; a cold build takes 15-30 minutes on 2 cores"
+    log "$component: building $(component_version "$component") (log: $buildlog$hint)"
     start=$(date +%s)
     local timer=()
     [[ -x /usr/bin/time ]] && timer=(/usr/bin/time -v -o "$tmp/.build-resources")
@@ -116,4 +118,4 @@ main() {
     done
 }
 
-main "$@"
+main "$@"; exit $?

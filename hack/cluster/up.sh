@@ -334,4 +334,4 @@ up() {
     log "ready in $((SECONDS - t0))s: export KUBECONFIG=$ADMIN_KUBECONFIG (https://127.0.0.1:$(api_port)); kubectl and helm are in $BIN_DIR"
 }
 
-with_lock "$STATE_DIR/.lock" up
+with_lock "$STATE_DIR/.lock" up; exit $?

@@ -110,9 +110,7 @@ class KubeCluster:
         """``kubectl get ARGS -o json``, parsed."""
         return json.loads(self.kubectl("get", *args, "-o", "json", kubeconfig=kubeconfig).stdout)
 
-    def token_kubeconfig(
-        self, namespace: str, service_account: str, path: Path, *, duration: str = "1h"
-    ) -> Path:
+    def token_kubeconfig(self, namespace: str, service_account: str, path: Path, *, duration: str = "1h") -> Path:
         """Write a kubeconfig at ``path`` that authenticates as a ServiceAccount.
 
         The token comes from the TokenRequest API (``kubectl create token``); server and CA
@@ -198,8 +196,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if any("kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_line(f"starting the local Kubernetes control plane ({UP_SCRIPT.relative_to(REPO_ROOT)}; "
-                                f"the first run builds it, logs in {LOG_DIR.relative_to(REPO_ROOT)}/)")
+            reporter.write_line(
+                f"starting the local Kubernetes control plane ({UP_SCRIPT.relative_to(REPO_ROOT)}; "
+                f"the first run builds it, logs in {LOG_DIR.relative_to(REPO_ROOT)}/)"
+            )
         _run_up()
 
 

@@ -306,18 +306,19 @@ class PyncetteContext:
 
     async def _wait_for_capacity(self) -> bool:
         """Waits until the executor can start something; False if shutdown came first."""
-        if self._free_slots() > 0:
-            return True
         wait = getattr(self._executor, "wait_for_free_slot", None)
-        if wait is None:
-            return True
-        waiter = asyncio.ensure_future(wait())
-        stopper = asyncio.ensure_future(self._shutting_down.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        while self._free_slots() <= 0 and not self._shutting_down.is_set():
+            if wait is None:  # an executor that cannot tell when a slot frees up: check every poll interval
+                self._wakeup.clear()
+                await self._sleep(self._clock.now() + self._app._poll_interval)
+                continue
+            waiter = asyncio.ensure_future(wait())
+            stopper = asyncio.ensure_future(self._shutting_down.wait())
+            try:
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stopper.cancel()
         return not self._shutting_down.is_set()
 
     async def _sleep_until_due(self, now: datetime.datetime, next_due_at: datetime.datetime | None) -> None:

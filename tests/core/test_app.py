@@ -400,3 +400,38 @@ async def test_bad_schedule_task_calls_change_nothing(
         assert after.scheduled_at == before.scheduled_at
         assert after.task.as_spec() == before.task.as_spec()
         assert len((await ctx.list_tasks(job)).tasks) == 1
+
+
+class OneXStyleExecutor:
+    """An executor written for pyncette 1.x: only ``spawn_task``, no capacity information."""
+
+    spawned = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> OneXStyleExecutor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.tasks:
+            await asyncio.wait(self.tasks)
+
+    async def spawn_task(self, task: Any) -> None:
+        OneXStyleExecutor.spawned += 1
+        self.tasks.append(asyncio.ensure_future(task))
+
+
+async def test_custom_1x_style_executor_works(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:
+    app = make_app(executor_cls=OneXStyleExecutor)
+    started: list[datetime.datetime] = []
+
+    @app.task(interval=datetime.timedelta(seconds=2))
+    async def job(context: Context) -> None:
+        started.append(clock.now())
+
+    async with running(app):
+        await clock.advance(seconds=6)
+
+    assert started == [at(2), at(4), at(6)]
+    assert OneXStyleExecutor.spawned == 3

@@ -107,7 +107,9 @@ def test_pod_runs_with_status_events_and_history(k: Kubectl, start_operator: Any
 
 
 def test_invalid_specs_give_ready_false_and_never_crash(k: Kubectl, start_operator: Any) -> None:
-    op = start_operator("--namespace", k.namespace, "--allowed-service-accounts", "runner", "--status-interval", "1")
+    op = start_operator(
+        "--namespace", k.namespace, "--allowed-service-accounts", "default,runner", "--status-interval", "1"
+    )
     k.apply(ptask("cron", schedule="61 * * * *", podTemplate=pod_template()))
     k.apply(ptask("zone", schedule="* * * * *", timezone="Mars/Olympus_Mons", podTemplate=pod_template()))
     k.apply(ptask("nohandler", interval="10s", handler={"name": "does-not-exist"}))

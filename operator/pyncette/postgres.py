@@ -169,16 +169,29 @@ class _Statements:
             WHERE t.name = d.name AND t.locked_by = d.token
             RETURNING t.name
         """
-        # $1 names, $2 parents, $3 specs, $4 execute_after, $5 force, $6 now. Reports the rows left
-        # alone because they are leased (read from the statement's snapshot, i.e. before it ran).
+        # $1 names, $2 parents, $3 specs, $4 execute_after (NULL: no future run, delete), $5 force,
+        # $6 now. All or nothing: without force, any leased instance blocks the whole batch and is
+        # returned; otherwise the result is empty. Existing rows are locked first, so a worker
+        # cannot lease one of them between the check and the write.
         self.register = f"""
             WITH d AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
                 AS d(name, parent, spec, execute_after)
             ),
+            existing AS (
+                SELECT t.name, t.locked_until FROM {t} t WHERE t.name = ANY($1::text[]) FOR UPDATE
+            ),
+            blocked AS (
+                SELECT name, locked_until FROM existing WHERE NOT $5 AND locked_until > $6
+            ),
+            removed AS (
+                DELETE FROM {t} t USING d
+                WHERE t.name = d.name AND d.execute_after IS NULL AND NOT EXISTS (SELECT 1 FROM blocked)
+            ),
             written AS (
                 INSERT INTO {t} AS t (name, parent_name, task_spec, execute_after)
                 SELECT name, parent, spec::json, execute_after FROM d
+                WHERE d.execute_after IS NOT NULL AND NOT EXISTS (SELECT 1 FROM blocked)
                 ON CONFLICT (name) DO UPDATE SET
                     parent_name = EXCLUDED.parent_name,
                     task_spec = EXCLUDED.task_spec,
@@ -186,11 +199,8 @@ class _Statements:
                                          ELSE LEAST(t.execute_after, EXCLUDED.execute_after) END,
                     locked_until = CASE WHEN $5 THEN NULL ELSE t.locked_until END,
                     locked_by = CASE WHEN $5 THEN NULL ELSE t.locked_by END
-                WHERE $5 OR t.locked_until IS NULL OR t.locked_until <= $6
-                RETURNING t.name
             )
-            SELECT t.name, t.locked_until FROM {t} t JOIN d ON t.name = d.name
-            WHERE t.name NOT IN (SELECT name FROM written)
+            SELECT name, locked_until FROM blocked
         """
         self.select_for_update = f"SELECT * FROM {t} WHERE name = $1 FOR UPDATE"
         self.upsert = f"""
@@ -330,34 +340,29 @@ class PostgresRepository(Repository):
         ]
 
     async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
-        """Registers instances in one statement. Leased instances (without ``force``) are left alone and
-        the first of them is reported with ``TaskLockedException`` after all the others were written."""
+        """Registers instances in one statement, all or nothing: without ``force`` a leased instance
+        raises ``TaskLockedException`` and none of the batch is written. An instance whose schedule
+        has no future run is deleted."""
         unique: dict[str, Task] = {}
         for task in tasks:
             if task.parent_task is None:
                 raise ValueError(f"task {task.canonical_name!r}: only dynamic task instances can be registered")
             unique[task.canonical_name] = task
-        pending: list[tuple[Task, datetime.datetime]] = []
-        for task in unique.values():
-            first = task.get_next_execution(utc_now, None)
-            if first is None:
-                logger.warning("Not registering %s: its schedule has no future execution", task)
-                continue
-            pending.append((task, first))
-        if not pending:
+        if not unique:
             return
+        pending = list(unique.values())
         locked = await self._pool.fetch(
             self._sql.register,
-            [t.canonical_name for t, _ in pending],
-            [t.parent_task.canonical_name for t, _ in pending if t.parent_task is not None],
-            [json.dumps(t.as_spec()) for t, _ in pending],
-            [first for _, first in pending],
+            [t.canonical_name for t in pending],
+            [t.parent_task.canonical_name for t in pending if t.parent_task is not None],
+            [json.dumps(t.as_spec()) for t in pending],
+            [t.get_next_execution(utc_now, None) for t in pending],
             force,
             utc_now,
         )
         if locked:
             names = {row["name"]: row["locked_until"] for row in locked}
-            task = next(t for t, _ in pending if t.canonical_name in names)
+            task = next(t for t in pending if t.canonical_name in names)
             raise TaskLockedException(task, names[task.canonical_name])
 
     # ---- pyncette 1.x single-entry protocol ----

@@ -16,6 +16,7 @@ import pytest
 
 from conformance_backends.postgres import drop_table
 from pyncette.errors import BackendConfigurationError
+from pyncette.errors import TaskLockedException
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.postgres import PostgresRepository
@@ -235,3 +236,14 @@ async def test_scheduled_time_keeps_microseconds(repo: PostgresRepository) -> No
     await repo.register_task(NOW, tpl.instantiate("precise", execute_at=at))
     batch = await repo.lease_due(at, [tpl], limit=10)
     assert [e.scheduled_at for e in batch.executions] == [at]
+
+
+async def test_a_leased_instance_blocks_the_whole_batch(repo: PostgresRepository) -> None:
+    tpl = template()
+    await repo.register_task(NOW, tpl.instantiate("busy", execute_at=NOW))
+    await repo.lease_due(NOW, [tpl], limit=10)
+    with pytest.raises(TaskLockedException, match="busy"):
+        await repo.register_tasks(
+            NOW, [tpl.instantiate("fresh", execute_at=NOW), tpl.instantiate("busy", execute_at=NOW)]
+        )
+    assert await repo.get_task_state(NOW, tpl.instantiate("fresh", execute_at=NOW)) is None

@@ -18,6 +18,7 @@ from core.core_helpers import running
 from pyncette import FakeClock
 from pyncette import Pyncette
 from pyncette.errors import BackendConfigurationError
+from pyncette.errors import TaskLockedException
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.redis import RedisRepository
@@ -240,3 +241,14 @@ async def test_app_runs_partitioned_instances_from_every_partition(redis_url: st
             if await repo._client.zcard(repo._index_key(partition))
         }
     assert len(used) > 1, "every instance landed in one partition"
+
+
+async def test_a_leased_instance_blocks_the_whole_batch(repo: RedisRepository) -> None:
+    tpl = template()
+    await repo.register_task(NOW, tpl.instantiate("busy", execute_at=NOW))
+    await repo.lease_due(NOW, [tpl], limit=10)
+    with pytest.raises(TaskLockedException, match="busy"):
+        await repo.register_tasks(
+            NOW, [tpl.instantiate("fresh", execute_at=NOW), tpl.instantiate("busy", execute_at=NOW)]
+        )
+    assert await repo.get_task_state(NOW, tpl.instantiate("fresh", execute_at=NOW)) is None

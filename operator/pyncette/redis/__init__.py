@@ -243,30 +243,32 @@ class RedisRepository(Repository):
         return results
 
     async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
-        """Registers instances in one call. Leased instances (without ``force``) are left alone and the
-        first of them is reported with ``TaskLockedException`` after all the others were registered."""
+        """Registers instances in one call, all or nothing: without ``force`` a leased instance raises
+        ``TaskLockedException`` and none of the batch is written. An instance whose schedule has no
+        future run is deleted."""
         unique: dict[str, Task] = {}
         for task in tasks:
             if task.parent_task is None:
                 raise ValueError(f"task {task.canonical_name!r}: only dynamic task instances can be registered")
             unique[task.canonical_name] = task
+        if not unique:
+            return
+        pending = list(unique.values())
         keys: list[str] = []
         args: list[Any] = [self._prefix, _to_us(utc_now), "1" if force else "0"]
-        pending: list[Task] = []
-        for task in unique.values():
+        for task in pending:
             first = task.get_next_execution(utc_now, None)
-            if first is None:
-                logger.warning("Not registering %s: its schedule has no future execution", task)
-                continue
-            pending.append(task)
             keys.append(self._index_key(self._owner(task)))
             spec = json.dumps(task.as_spec(), separators=(",", ":"))
-            args += [task.canonical_name, _to_us(first), spec, task.lease_duration // _MICROSECOND]
-        if not pending:
-            return
+            args += [
+                task.canonical_name,
+                _to_us(first) if first is not None else "",
+                spec,
+                task.lease_duration // _MICROSECOND,
+            ]
         locked = await self._scripts.register(keys=keys, args=args)
         if locked:
-            index, locked_until = locked[0]
+            index, locked_until = locked
             raise TaskLockedException(pending[int(index) - 1], _from_us(locked_until))
 
     # ---- pyncette 1.x single-entry protocol ----

@@ -1,31 +1,43 @@
--- Creates or updates dynamic task instances.
+-- Creates, updates or deletes dynamic task instances, all or nothing.
 --
--- KEYS[i]  the index of instance i
+-- KEYS[i]  the index of instance i (ARGV[1] .. 'i:' .. PARENT); every instance is also listed by
+--          name (score 0) in ARGV[1] .. 'n:' .. PARENT, which list.lua pages through.
 -- ARGV[1]  key prefix of the namespace     ARGV[2]  now (microseconds)     ARGV[3]  '1' to force
 -- ARGV[4 * i], ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3]
---          instance i: name, execute_after (microseconds), spec (JSON), lease duration (microseconds)
+--          instance i: name, execute_after (microseconds; '' = no future run: delete it),
+--          spec (JSON), lease duration (microseconds)
 --
--- Index keys are ARGV[1] .. 'i:' .. PARENT; every instance is also listed by name (score 0) in
--- ARGV[1] .. 'n:' .. PARENT, which list.lua pages through.
--- A new instance is created as given. An existing one is overwritten (lease dropped) when forced;
--- otherwise, if it is leased it is left alone and reported, else its spec is replaced and the
--- sooner of the old and new execute_after is kept (its lease fields, if expired, are kept too).
--- Returns {{i, locked_until}...} for the instances that were left alone because they are leased.
+-- Without force, if any instance is leased nothing is written and {i, locked_until} of the first
+-- such instance is returned. Otherwise: a new instance is created as given; an existing one gets the
+-- new spec and the sooner of its old and new execute_after (its lease fields, if expired, are kept);
+-- with force it is overwritten and its lease dropped. Returns {} then.
 
 local prefix, now, force = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
-local locked = {}
+
+if not force then
+    for i = 1, #KEYS do
+        local locked_until = redis.call('hget', prefix .. 'e:' .. ARGV[4 * i], 'lu')
+        if locked_until and tonumber(locked_until) > now then
+            return {i, locked_until}
+        end
+    end
+end
+
 for i, key in ipairs(KEYS) do
     local name, execute_after, spec, duration = ARGV[4 * i], ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3]
     local entry = prefix .. 'e:' .. name
+    local names = prefix .. 'n:' .. string.sub(key, #prefix + 3)
     local fields = redis.call('hmget', entry, 'ea', 'lu')
     local old_at, locked_until = fields[1], fields[2]
-    if not old_at or force then
-        redis.call('zadd', prefix .. 'n:' .. string.sub(key, #prefix + 3), 0, name)
+    if execute_after == '' then
+        redis.call('del', entry)
+        redis.call('zrem', key, name)
+        redis.call('zrem', names, name)
+    elseif not old_at or force then
+        redis.call('zadd', names, 0, name)
         redis.call('hset', entry, 'ea', execute_after, 'spec', spec, 'ld', duration)
         redis.call('hdel', entry, 'lu', 'lb')
         redis.call('zadd', key, execute_after, name)
-    elseif locked_until and tonumber(locked_until) > now then
-        locked[#locked + 1] = {i, locked_until}
     else
         if tonumber(old_at) < tonumber(execute_after) then
             execute_after = old_at
@@ -38,4 +50,4 @@ for i, key in ipairs(KEYS) do
         redis.call('zadd', key, string.format('%d', score), name)
     end
 end
-return locked
+return {}

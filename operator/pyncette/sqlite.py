@@ -39,6 +39,7 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from typing import TypeVar
 
@@ -562,6 +563,11 @@ async def sqlite_repository(**kwargs: Any) -> AsyncIterator[SqliteRepository]:
     batch_size = kwargs.get("batch_size", 100)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise BackendConfigurationError("sqlite", "batch_size", f"must be an integer >= 1, got {batch_size!r}")
+    if not isinstance(database, str | Path):
+        raise BackendConfigurationError("sqlite", "sqlite_database", f"expected a file path, got {database!r}")
+    directory = Path(database).parent
+    if str(database) != ":memory:" and not str(database).startswith("file:") and not directory.is_dir():
+        raise BackendConfigurationError("sqlite", "sqlite_database", f"directory {str(directory)!r} does not exist")
     try:
         connection = await aiosqlite.connect(database, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
     except sqlite3.Error as e:

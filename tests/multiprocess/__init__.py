@@ -1,0 +1,1 @@
+"""Scenarios that run several OS processes against one shared backend."""

@@ -73,6 +73,18 @@ def _seconds(delta: datetime.timedelta) -> float:
     return delta.total_seconds()
 
 
+def _share(limit: int, templates: int) -> int:
+    """How many due rows each polled template may contribute to one lease.
+
+    With one or two templates, ``limit`` (exact earliest-first order). With many (partitions), a
+    fair share of twice ``limit / templates``, at least 8: ordering across templates becomes
+    approximate, but a poll locks O(limit) rows instead of O(limit * templates).
+    """
+    if templates <= 2:
+        return limit
+    return min(limit, max(-(-2 * limit // templates), 8))
+
+
 class _Statements:
     """The SQL of one table (the name is validated before it gets here)."""
 
@@ -91,11 +103,11 @@ class _Statements:
             CREATE INDEX IF NOT EXISTS "due_tasks_{table}" ON {t} (parent_name, GREATEST(locked_until, execute_after));
         """
         self.create_lock = f"SELECT pg_advisory_xact_lock(hashtext('pyncette table {table}'))"
-        # $1 templates, $2 their lease seconds, $3 now, $4 per-task candidate limit, $5 static task
-        # names, $6 their lease seconds, $7 limit, $8 lease token.
+        # $1 templates, $2 their lease seconds, $3 now, $4 candidates per template (see _share), $5
+        # static task names, $6 their lease seconds, $7 limit, $8 lease token.
         self.lease = f"""
             WITH candidates AS (
-                SELECT c.name, c.due, p.lease_s
+                SELECT c.name, c.due, p.lease_s, p.parent
                 FROM unnest($1::text[], $2::float8[]) AS p(parent, lease_s)
                 CROSS JOIN LATERAL (
                     SELECT t.name, {due} AS due FROM {t} t
@@ -105,7 +117,7 @@ class _Statements:
                     FOR UPDATE SKIP LOCKED
                 ) c
                 UNION ALL
-                SELECT s.name, s.due, s.lease_s FROM (
+                SELECT s.name, s.due, s.lease_s, NULL FROM (
                     SELECT t.name, {due} AS due, st.lease_s
                     FROM unnest($5::text[], $6::float8[]) AS st(name, lease_s)
                     JOIN {t} t ON t.name = st.name
@@ -137,7 +149,11 @@ class _Statements:
             )
             SELECT name, parent_name, execute_after, task_spec, NULL::bigint AS candidates FROM leased
             UNION ALL
-            SELECT NULL, NULL, (SELECT min(due) FROM upcoming), NULL, (SELECT count(*) FROM candidates)
+            SELECT NULL, NULL, (SELECT min(due) FROM upcoming), NULL,
+                   (SELECT count(*) FROM candidates)
+                   + CASE WHEN EXISTS (SELECT 1 FROM candidates WHERE parent IS NOT NULL
+                                       GROUP BY parent HAVING count(*) >= $4)
+                          THEN $7 + 1 ELSE 0 END
         """
         self.ensure_static = f"""
             INSERT INTO {t} (name, parent_name, execute_after)
@@ -259,7 +275,7 @@ class PostgresRepository(Repository):
             [t.canonical_name for t in templates],
             [_seconds(t.lease_duration) for t in templates],
             utc_now,
-            limit + 1,
+            _share(limit, len(templates)) + 1,
             [t.canonical_name for t in statics],
             [_seconds(t.lease_duration) for t in statics],
             limit,

@@ -21,6 +21,7 @@ from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.postgres import PostgresRepository
 from pyncette.postgres import postgres_repository
+from pyncette.task import PartitionedTask
 from pyncette.task import Task
 
 pytestmark = [pytest.mark.services]
@@ -247,3 +248,17 @@ async def test_a_leased_instance_blocks_the_whole_batch(repo: PostgresRepository
             NOW, [tpl.instantiate("fresh", execute_at=NOW), tpl.instantiate("busy", execute_at=NOW)]
         )
     assert await repo.get_task_state(NOW, tpl.instantiate("fresh", execute_at=NOW)) is None
+
+
+async def test_many_partitions_are_drained_in_bounded_batches(repo: PostgresRepository) -> None:
+    parent = PartitionedTask(name="wide", func=noop, partition_count=8)
+    expected = {f"job-{i}" for i in range(100)}
+    await repo.register_tasks(NOW, [parent.instantiate(name, execute_at=NOW) for name in expected])
+    leased: list[str] = []
+    while True:
+        batch = await repo.lease_due(NOW, parent.get_partitions(), limit=10)
+        assert len(batch.executions) <= 10
+        leased += [e.task.name for e in batch.executions]
+        if not batch.has_more:
+            break
+    assert sorted(leased) == sorted(expected)

@@ -18,8 +18,15 @@
 
 local prefix, now, limit, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 
+-- With many tasks (partitions), each contributes at most a fair share (twice limit / #KEYS, at least
+-- 8) instead of limit entries: ordering across tasks becomes approximate, reads stay O(limit).
+local share = limit
+if #KEYS > 2 then
+    share = math.min(limit, math.max(math.ceil(2 * limit / #KEYS), 8))
+end
 local candidates = {}
 local missing = {}
+local more_in_some_task = false
 for i, key in ipairs(KEYS) do
     local base = 4 + 3 * (i - 1)
     local static_name, initial = ARGV[base + 1], ARGV[base + 2]
@@ -31,7 +38,10 @@ for i, key in ipairs(KEYS) do
             missing[#missing + 1] = i
         end
     end
-    local due = redis.call('zrangebyscore', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit + 1)
+    local due = redis.call('zrangebyscore', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, share + 1)
+    if #due > 2 * share then
+        more_in_some_task = true
+    end
     for j = 1, #due, 2 do
         candidates[#candidates + 1] = {tonumber(due[j + 1]), i, due[j]}
     end
@@ -81,7 +91,7 @@ for _, key in ipairs(KEYS) do
         end
     end
 end
-local has_more = #candidates > limit and 1 or 0
+local has_more = (#candidates > limit or more_in_some_task) and 1 or 0
 local next_text = next_due ~= nil and string.format('%d', next_due) or ''
 -- Empty Lua tables would encode as {}: send a bare [] instead.
 local function array(t)

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Stop the local control plane (idempotent): every process up.sh started, by pid file, then
-# any leftover whose executable is one of our cached binaries and whose command line names
-# this checkout's .cluster/ directory. Logs stay in .cluster/logs/.
+# Stop the local control plane (idempotent): every process up.sh started, by pid file, and
+# any leftover that runs one of the cluster's binaries (etcd, kube-*, kwok) with this
+# checkout's .cluster/ directory on its command line. Logs stay in .cluster/logs/.
 #
 #   bash hack/cluster/down.sh      # or: make cluster-down
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# ours <pid>: the process runs one of our binaries for this checkout's cluster.
+# ours <pid>: the process runs one of the cluster's binaries for this checkout's .cluster/.
 ours() {
     local pid=$1 exe cmdline
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-    [[ "$exe" == "$CACHE_ROOT"/* ]] || return 1
+    exe=${exe% (deleted)}
+    exe=${exe##*/}
+    [[ " ${PROCESSES[*]} " == *" $exe "* ]] || return 1
     cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
     [[ "$cmdline" == *"$STATE_DIR/"* ]]
 }
@@ -28,7 +30,7 @@ stop_pids() {
     while :; do
         alive=()
         for pid in "$@"; do
-            if kill -0 "$pid" 2>/dev/null; then
+            if proc_alive "$pid"; then
                 alive+=("$pid")
             fi
         done
@@ -43,30 +45,50 @@ stop_pids() {
 }
 
 down() {
-    local i name file pid leftovers=()
-    for ((i = ${#PROCESSES[@]} - 1; i >= 0; i--)); do
-        name=${PROCESSES[i]}
+    local name file pid exe clients=() apiservers=() etcds=()
+    # Everything of ours: the pid files' processes and any leftover (a lost pid file, or a
+    # process started by hand from .cluster/bin) that runs one of our binaries for this
+    # checkout's .cluster/.
+    local pids=()
+    for name in "${PROCESSES[@]}"; do
         file=$(pidfile "$name")
         if pid_alive "$file" && ours "$(<"$file")"; then
-            stop_pids "$name" "$(<"$file")"
+            pids+=("$(<"$file")")
         fi
-        rm -f "$file"
     done
-    # Leftovers: a lost pid file, or a process started by hand from .cluster/bin.
     for file in /proc/[0-9]*; do
         pid=${file#/proc/}
-        if [[ "$pid" != "$$" ]] && ours "$pid"; then
-            leftovers+=("$pid")
+        if [[ "$pid" != "$$" && " ${pids[*]} " != *" $pid "* ]] && ours "$pid"; then
+            pids+=("$pid")
         fi
     done
-    stop_pids "leftover processes" "${leftovers[@]}"
+    for pid in "${pids[@]}"; do
+        exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
+        exe=${exe% (deleted)}
+        case "${exe##*/}" in
+            etcd) etcds+=("$pid") ;;
+            kube-apiserver) apiservers+=("$pid") ;;
+            *) clients+=("$pid") ;;
+        esac
+    done
+    # Clients of the API server first (it waits for their connections to drain), then the
+    # API server, then its storage.
+    stop_pids "kwok, kube-scheduler, kube-controller-manager" "${clients[@]}"
+    stop_pids kube-apiserver "${apiservers[@]}"
+    stop_pids etcd "${etcds[@]}"
+    for name in "${PROCESSES[@]}"; do
+        rm -f "$(pidfile "$name")"
+    done
     log "stopped"
 }
 
-if [[ "${1:-}" == --keep-lock ]]; then
-    # Called by up.sh, which already holds the lock.
-    down
-else
-    [[ -d "$STATE_DIR" ]] || exit 0
-    with_lock "$STATE_DIR/.lock" down
-fi
+main() {
+    if [[ "${1:-}" == --keep-lock ]]; then
+        # Called by up.sh, which already holds the lock.
+        down
+    elif [[ -d "$STATE_DIR" ]]; then
+        with_lock "$STATE_DIR/.lock" down
+    fi
+}
+
+main "$@"; exit $?

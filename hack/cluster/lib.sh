@@ -69,12 +69,20 @@ component_version() { module_version "$1" "$(component_module "$1")"; }
 
 component_dir() { echo "$CACHE_ROOT/$1-$(component_version "$1")"; }
 
+# proc_alive <pid>: the process runs (a zombie waiting to be reaped does not count).
+proc_alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ -n "$state" && "$state" != Z* ]]
+}
+
 # pid_alive <pidfile>: the process in it still runs.
 pid_alive() {
     local pid
     [[ -s "$1" ]] || return 1
     pid=$(<"$1")
-    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    proc_alive "$pid"
 }
 
 pidfile() { echo "$STATE_DIR/$1.pid"; }

@@ -32,12 +32,13 @@ import json
 import multiprocessing
 import os
 import pathlib
+import random
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from typing import Any
 
 BACKENDS = ["memory", "sqlite", "redis", "postgres", "mysql", "dynamodb"]
@@ -158,7 +159,7 @@ def _drain_worker(args: dict[str, Any], slot: int, counts: Any, last: Any, ready
 def run_drain(backend: str, n: int, workers: int, batch_size: int) -> dict[str, Any]:
     if backend == "memory":
         workers = 1  # in-process state: nothing to share between processes
-    run_id = uuid.uuid4().hex[:10]
+    run_id = "".join(random.choices(string.ascii_lowercase, k=10))  # 1.x table names: letters and _ only
     with tempfile.TemporaryDirectory(prefix="pyncette-bench-") as tmp:
         config = backend_config(backend, pathlib.Path(tmp), run_id)
         args = {"backend": backend, "config": config, "batch_size": batch_size, "n": n, "populate_in_worker": False}
@@ -215,7 +216,7 @@ def run_drain(backend: str, n: int, workers: int, batch_size: int) -> dict[str, 
 
 
 def run_lag(backend: str, k: int, seconds: float, batch_size: int) -> dict[str, Any]:
-    run_id = uuid.uuid4().hex[:10]
+    run_id = "".join(random.choices(string.ascii_lowercase, k=10))  # 1.x table names: letters and _ only
     lags: list[float] = []
 
     async def main(config: dict[str, Any]) -> None:

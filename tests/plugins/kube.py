@@ -4,12 +4,13 @@ Loaded from tests/conftest.py with ``pytest_plugins = ["plugins.kube", ...]``.
 
 Fixtures:
 
-* ``kube_cluster`` (session): a :class:`KubeCluster`. With ``KUBECONFIG`` set, that cluster is
-  used as it is (kubectl and helm from ``.cluster/bin`` if present, else from ``PATH``).
-  Otherwise ``hack/cluster/up.sh`` (idempotent; builds the binaries on first use) starts the
-  local control plane and ``.cluster/kubeconfig`` is used. ``KUBECONFIG`` is exported for the
-  session. A cluster that cannot come up fails the tests that need it, with the log tail.
-  The local cluster keeps running after the session (``make cluster-down`` stops it).
+* ``kube_cluster`` (session): a :class:`KubeCluster`. With ``KUBECONFIG`` set (to anything
+  but ``.cluster/kubeconfig``), that cluster is used as it is (kubectl and helm from
+  ``.cluster/bin`` if present, else from ``PATH``). Otherwise ``hack/cluster/up.sh``
+  (idempotent; builds the binaries on first use) starts the local control plane and
+  ``.cluster/kubeconfig`` is used. ``KUBECONFIG`` is exported for the session. A cluster that
+  cannot come up fails the tests that need it, with the log tail. The local cluster keeps
+  running after the session (``make cluster-down`` stops it).
 * ``kube_namespace`` (function): a fresh namespace ``<test name>-<random>``, whose ``default``
   ServiceAccount exists; deleted afterwards without waiting.
 
@@ -63,6 +64,7 @@ class KubeCluster:
     """A cluster the tests can use, and the clients to reach it."""
 
     kubeconfig: Path
+    #: Where kubectl and helm are (.cluster/bin for the local cluster).
     bin_dir: Path
     #: True when this session started (or reused) the local control plane of hack/cluster.
     local: bool = False
@@ -77,7 +79,13 @@ class KubeCluster:
         kubeconfig: Path | None,
         timeout: float | None,
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.bin_dir / tool), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args]
+        binary = self.bin_dir / tool
+        if not binary.exists():
+            found = shutil.which(tool)
+            if found is None:
+                pytest.fail(f"{tool} is neither in {self.bin_dir} nor on PATH", pytrace=False)
+            binary = Path(found)
+        cmd = [str(binary), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args]
         env = {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig)}
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         if check and proc.returncode != 0:
@@ -189,9 +197,20 @@ def _tool_dir(tool: str) -> Path:
     return Path(found).parent
 
 
+def _external_kubeconfig() -> Path | None:
+    """The kubeconfig KUBECONFIG names, unless it is unset or the local cluster's own."""
+    value = os.environ.get("KUBECONFIG")
+    if not value:
+        return None
+    path = Path(value.split(os.pathsep)[0]).expanduser()
+    if path.resolve() == LOCAL_KUBECONFIG.resolve():
+        return None
+    return path
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the local cluster before the first test if any selected test needs it."""
-    if os.environ.get("KUBECONFIG") or session.config.option.collectonly:
+    if _external_kubeconfig() is not None or session.config.option.collectonly:
         return
     if any("kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -206,12 +225,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
     saved = os.environ.get("KUBECONFIG")
-    if saved:
-        kubeconfig = Path(saved.split(os.pathsep)[0])
-        bin_dir = _tool_dir("kubectl")
-        if _tool_dir("helm") != bin_dir:
-            pytest.fail(f"kubectl and helm are in different directories ({bin_dir} vs {_tool_dir('helm')})")
-        cluster = KubeCluster(kubeconfig=kubeconfig, bin_dir=bin_dir, local=False)
+    kubeconfig = _external_kubeconfig()
+    if kubeconfig is not None:
+        # helm, if it is not beside kubectl, is looked up on PATH when first used.
+        cluster = KubeCluster(kubeconfig=kubeconfig, bin_dir=_tool_dir("kubectl"), local=False)
     else:
         result = _run_up()
         if not result.ok:

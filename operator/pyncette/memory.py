@@ -19,6 +19,7 @@ loop without a lock.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime
 import heapq
@@ -95,6 +96,8 @@ class MemoryRepository(Repository):
         self._heaps: dict[str, list[_HeapItem]] = {}
         self._versions = 0
         self._seen_static: set[str] = set()
+        # Sorted member names per group for list_task_states; dropped when membership changes.
+        self._sorted: dict[str, list[str]] = {}
 
     # ---- entry bookkeeping ----
 
@@ -103,7 +106,10 @@ class MemoryRepository(Repository):
         self._versions += 1
         entry.version = self._versions
         self._entries[entry.name] = entry
-        self._groups.setdefault(entry.group, set()).add(entry.name)
+        members = self._groups.setdefault(entry.group, set())
+        if entry.name not in members:
+            members.add(entry.name)
+            self._sorted.pop(entry.group, None)
         heap = self._heaps.setdefault(entry.group, [])
         heapq.heappush(heap, (entry.ready_at, entry.version, entry.name))
         if len(heap) > 2 * len(self._groups[entry.group]) + 64:
@@ -112,9 +118,8 @@ class MemoryRepository(Repository):
     def _delete(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is not None:
-            members = self._groups.get(entry.group)
-            if members is not None:
-                members.discard(name)
+            self._groups[entry.group].discard(name)
+            self._sorted.pop(entry.group, None)
 
     def _compact(self, group: str) -> None:
         live = [self._entries[name] for name in self._groups.get(group, ())]
@@ -254,11 +259,12 @@ class MemoryRepository(Repository):
         continuation_token: ContinuationToken | None = None,
     ) -> ListTasksResponse:
         limit = self._batch_size if limit is None else limit
-        names = sorted(self._groups.get(parent_task.canonical_name, ()))
-        if continuation_token is not None:
-            after = str(continuation_token)
-            names = [name for name in names if name > after]
-        page = names[:limit]
+        group = parent_task.canonical_name
+        names = self._sorted.get(group)
+        if names is None:
+            names = self._sorted[group] = sorted(self._groups.get(group, ()))
+        start = 0 if continuation_token is None else bisect.bisect_right(names, str(continuation_token))
+        page = names[start : start + limit]
         states = [
             TaskState(
                 task=self._instance(self._entries[name], parent_task),
@@ -268,7 +274,7 @@ class MemoryRepository(Repository):
             )
             for name in page
         ]
-        token = ContinuationToken(page[-1]) if len(names) > limit and page else None
+        token = ContinuationToken(page[-1]) if len(names) > start + limit and page else None
         return ListTasksResponse(tasks=states, continuation_token=token)
 
     # ---- batch protocol ----

@@ -89,8 +89,12 @@ def _ready_at(execute_after: float, locked_until: float | None) -> float:
 
 
 def _is_busy(error: BaseException) -> bool:
+    """Whether running the transaction again may succeed: another process held a lock, or a
+    cancelled call left a transaction open (rolled back before the retry)."""
     message = str(error).lower()
-    return isinstance(error, sqlite3.OperationalError) and ("locked" in message or "busy" in message)
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in message or "busy" in message or "within a transaction" in message
+    )
 
 
 def validate_table_name(name: Any) -> str:

@@ -37,6 +37,7 @@ import redis.exceptions
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 
 from pyncette.errors import BackendConfigurationError
 from pyncette.errors import PyncetteException
@@ -434,12 +435,12 @@ async def redis_repository(**kwargs: Any) -> AsyncIterator[RedisRepository]:
         raise BackendConfigurationError(BACKEND, "batch_size", f"must be at least 1, got {batch_size!r}")
 
     try:
+        # No retries for the start-up check: a wrong address fails once, after redis_timeout at most.
         client = aioredis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            retry=Retry(NoBackoff(), retries=0),
             health_check_interval=30,
         )
     except ValueError as e:
@@ -455,6 +456,13 @@ async def redis_repository(**kwargs: Any) -> AsyncIterator[RedisRepository]:
             raise BackendConfigurationError(BACKEND, "redis_url", f"cannot connect ({_describe(e)})") from None
         except redis.exceptions.ResponseError as e:
             raise BackendConfigurationError(BACKEND, "redis_url", f"server refused ({_describe(e)})") from None
+        except redis.exceptions.RedisError as e:
+            raise BackendConfigurationError(
+                BACKEND, "redis_url", f"not a Redis server or unexpected reply ({_describe(e)})"
+            ) from None
+        # From now on ride out short outages (a restart, a dropped connection) with quick retries;
+        # longer ones surface as ConnectionError to the app loop, which logs them and keeps polling.
+        client.set_retry(Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3))
         repository = RedisRepository(client, namespace=namespace, batch_size=batch_size)
         await repository._scripts.preload(client)
         yield repository

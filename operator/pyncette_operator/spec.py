@@ -169,7 +169,7 @@ class TaskSpec:
         }
 
     def describe_schedule(self) -> str:
-        """The schedule in words for the printer column (``*/10 * * * * * (Europe/Dublin)``, ``every 30s``)."""
+        """The schedule in words for the printer column (``0 2 * * * (Europe/Dublin)``, ``every 30s``)."""
         if self.schedule is not None:
             return f"{self.schedule} ({self.timezone})" if self.timezone else self.schedule
         if self.interval is not None:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyncette.errors import BackendConfigurationError
 from pyncette.errors import TaskLockedException
 from pyncette.model import ContinuationToken
 from pyncette.model import ExecutionMode
@@ -88,8 +89,8 @@ class MemoryRepository(Repository):
     """Task state in process memory (see the module docstring for the trade-offs)."""
 
     def __init__(self, *, batch_size: int = 100) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"memory: batch_size: must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise BackendConfigurationError("memory", "batch_size", f"must be an integer >= 1, got {batch_size!r}")
         self._batch_size = batch_size
         self._entries: dict[str, _Entry] = {}
         self._groups: dict[str, set[str]] = {}

@@ -301,11 +301,12 @@ class SqliteRepository(Repository):
     ) -> ListTasksResponse:
         limit = self._batch_size if limit is None else limit
         parent = parent_task.canonical_name
-        # Instance names start with "<parent>:", so the primary key bounds the scan (';' follows ':').
+        # Instance names start with "<parent>:", so the primary key bounds the scan (';' follows ':');
+        # the unary + keeps SQLite from preferring the due index, which would sort the whole template.
         after = parent + ":" if continuation_token is None else str(continuation_token)
         rows = await self._read(
             f"""SELECT {_COLUMNS} FROM {self._table}
-            WHERE name > ? AND name < ? AND parent_name = ? ORDER BY name LIMIT ?""",
+            WHERE name > ? AND name < ? AND +parent_name = ? ORDER BY name LIMIT ?""",
             (after, parent + ";", parent, limit + 1),
         )
         page = rows[:limit]

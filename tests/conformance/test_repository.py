@@ -14,6 +14,7 @@ import pytest
 from pyncette.errors import TaskLockedException
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
+from pyncette.model import FailureMode
 from pyncette.model import LeasedExecution
 from pyncette.repository import Repository
 from pyncette.task import PartitionedTask
@@ -75,6 +76,13 @@ async def test_nothing_registered_means_nothing_due(repository: Repository) -> N
     assert batch.executions == []
     assert batch.has_more is False
     assert batch.next_due_at is None
+
+
+async def test_polling_no_tasks_leases_nothing(repository: Repository) -> None:
+    await register(repository, template(), "a", execute_at=at(-1))
+    batch = await repository.lease_due(T0, [], limit=10)
+    assert batch.executions == []
+    assert batch.has_more is False
 
 
 async def test_due_entries_come_earliest_first_and_limit_sets_has_more(repository: Repository) -> None:
@@ -355,7 +363,15 @@ async def test_unregister_removes_the_instance(repository: Repository) -> None:
 async def test_get_task_state_returns_the_stored_instance(repository: Repository) -> None:
     tmpl = template()
     assert await repository.get_task_state(T0, tmpl.instantiate("nope", execute_at=T0)) is None
-    instance = await register(repository, tmpl, "a", schedule="*/5 * * * *", timezone="Europe/Dublin", x=[1, 2])
+    instance = await register(
+        repository,
+        tmpl,
+        "a",
+        schedule="*/5 * * * *",
+        timezone="Europe/Dublin",
+        failure_mode=FailureMode.UNLOCK,
+        x=[1, 2],
+    )
     # Address it with a different schedule: the stored one comes back.
     state = await repository.get_task_state(T0, tmpl.instantiate("a", execute_at=T0))
     assert state is not None
@@ -363,6 +379,7 @@ async def test_get_task_state_returns_the_stored_instance(repository: Repository
     assert state.task.schedule == "*/5 * * * *"
     assert state.task.timezone == "Europe/Dublin"
     assert state.task.extra_args == {"x": [1, 2]}
+    assert state.task.failure_mode == FailureMode.UNLOCK
     assert state.scheduled_at == at(300)
     assert state.locked_until is None
     assert state.locked_by is None

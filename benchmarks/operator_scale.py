@@ -91,7 +91,7 @@ async def create_tasks(api: client.CustomObjectsApi, namespace: str, count: int,
 async def run_one(
     count: int, *, interval: str, window: float, backend: str | None, workdir: pathlib.Path
 ) -> dict[str, Any]:
-    await config.load_kube_config()
+    await config.load_kube_config(config_file=os.environ["KUBECONFIG"])
     async with client.ApiClient() as api_client:
         core = client.CoreV1Api(api_client)
         custom = client.CustomObjectsApi(api_client)

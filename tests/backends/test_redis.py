@@ -266,3 +266,18 @@ async def test_many_partitions_are_drained_in_bounded_batches(repo: RedisReposit
         if not batch.has_more:
             break
     assert sorted(leased) == sorted(expected)
+
+
+async def test_a_recurring_instance_is_leased_with_its_current_spec(repo: RedisRepository) -> None:
+    tpl = template()
+    every = datetime.timedelta(seconds=10)
+    await repo.register_task(NOW, tpl.instantiate("job", interval=every, colour="red"))
+    first = await repo.lease_due(NOW + every, [tpl], limit=10)
+    await repo.commit_executions(NOW + every, first.executions)
+    second = await repo.lease_due(NOW + 2 * every, [tpl], limit=10)
+    assert second.executions[0].task is first.executions[0].task  # unchanged spec: built once
+    await repo.commit_executions(NOW + 2 * every, second.executions)
+
+    await repo.register_task(NOW + 2 * every, tpl.instantiate("job", interval=every, colour="blue"), force=True)
+    third = await repo.lease_due(NOW + 4 * every, [tpl], limit=10)
+    assert [e.task.extra_args for e in third.executions] == [{"colour": "blue"}]

@@ -1,12 +1,14 @@
 """A worker process for the multi-process tests: runs the ``job`` dynamic task on a shared SQLite file.
 
-Usage: ``python sqlite_worker.py DATABASE OUTPUT``. Once the app has started it creates
+Usage: ``python sqlite_worker.py DATABASE OUTPUT [hang]``. Once the app has started it creates
 ``OUTPUT.ready``; every execution appends the instance name to OUTPUT (one line each). The process
-runs until SIGTERM, then finishes gracefully.
+runs until SIGTERM, then finishes gracefully. With ``hang``, executions never finish (the test
+then kills the process while it holds their leases).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +19,7 @@ from pyncette import Pyncette
 from pyncette.pyncette import PyncetteContext
 
 database, output = sys.argv[1], sys.argv[2]
+hang = sys.argv[3:] == ["hang"]
 app = Pyncette(
     sqlite_database=database,
     poll_interval=datetime.timedelta(milliseconds=100),
@@ -35,6 +38,8 @@ async def ready(app_context: PyncetteContext) -> AsyncIterator[None]:
 async def job(context: Context) -> None:
     with open(output, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a tiny append is the point
         out.write(f"{context.task.name}\n")
+    if hang:
+        await asyncio.Event().wait()
 
 
 if __name__ == "__main__":

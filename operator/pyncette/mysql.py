@@ -658,14 +658,16 @@ async def mysql_repository(**kwargs: Any) -> AsyncIterator[MySQLRepository]:
 
     Keywords: ``mysql_host``, ``mysql_database``, ``mysql_user`` (required), ``mysql_password``,
     ``mysql_port`` (3306), ``mysql_table_name`` (``pyncette_tasks``; letters, digits and
-    underscores), ``mysql_skip_table_create`` (False), ``batch_size`` (100, also the pool's upper
-    bound of connections is 10). Other keywords are ignored (they belong to the app).
+    underscores), ``mysql_skip_table_create`` (False), ``batch_size`` (100). The pool holds up to
+    10 connections. Other keywords are ignored (they belong to the app).
     """
     host = str(_required(kwargs, "mysql_host"))
     database = str(_required(kwargs, "mysql_database"))
     user = str(_required(kwargs, "mysql_user"))
     password = kwargs.get("mysql_password") or ""
-    port = kwargs.get("mysql_port", 3306)
+    port = kwargs.get("mysql_port") or 3306
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise BackendConfigurationError(BACKEND, "mysql_port", f"expected a TCP port number, got {port!r}")
     table_name = kwargs.get("mysql_table_name") or DEFAULT_TABLE_NAME

@@ -109,7 +109,9 @@ class Task:
                     "schedule", f"exactly one of schedule, interval, execute_at must be given (got {given})"
                 )
         elif len(specs) > 1:
-            raise self._fail("schedule", f"at most one of schedule, interval, execute_at may be given (got {', '.join(specs)})")
+            raise self._fail(
+                "schedule", f"at most one of schedule, interval, execute_at may be given (got {', '.join(specs)})"
+            )
 
         if self.schedule is not None:
             try:
@@ -312,9 +314,7 @@ class PartitionedTask(Task):
         self.partition_selector = partition_selector
         self.enabled_partitions = enabled_partitions
         self._kwargs = kwargs
-        self._partitions = [
-            _TaskPartition(self, partition_id=i, **kwargs) for i in range(partition_count)
-        ]
+        self._partitions = [_TaskPartition(self, partition_id=i, **kwargs) for i in range(partition_count)]
 
     def get_partitions(self) -> list[Task]:
         return list(self._partitions)

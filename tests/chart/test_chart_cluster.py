@@ -22,6 +22,7 @@ import pytest
 
 from chart.chartkit import CHART_DIR
 from chart.chartkit import NAMESPACED_NEEDS
+from chart.chartkit import RELEASE
 from chart.chartkit import Chart
 from chart.chartkit import Obj
 from chart.kubelet import OperatorProcess
@@ -146,8 +147,15 @@ def _condition(task: Obj, type_: str) -> Obj | None:
     return None
 
 
-def assert_task_runs(cluster: Any, namespace: str, name: str, *, timeout: float = 90) -> Obj:
-    """Applies nothing; waits until the task is Ready, has a Pod run owned by it and a success."""
+def assert_task_runs(cluster: Any, namespace: str, name: str, op: OperatorProcess, *, timeout: float = 90) -> Obj:
+    """Waits until the task is Ready, has a Pod run owned by it and a success (with the log if not)."""
+    try:
+        return _wait_task_runs(cluster, namespace, name, timeout=timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n--- {op.name} log:\n{op.log_text()[-6000:]}") from None
+
+
+def _wait_task_runs(cluster: Any, namespace: str, name: str, *, timeout: float) -> Obj:
 
     def ready() -> Obj | None:
         task: Obj = cluster.get_json("pyncettetask", name, "-n", namespace)
@@ -191,12 +199,12 @@ def assert_no_permission_errors(op: OperatorProcess) -> None:
 def test_rendered_chart_passes_server_side_dry_run(
     chart: Chart, kube_cluster: Any, kube_namespace: str, values: Obj
 ) -> None:
-    manifest = chart.render_text(values, "--include-crds", "--namespace", kube_namespace, "--name-template", "dry")
+    manifest = chart.render_text(values, "--include-crds", "--namespace", kube_namespace)
     proc = kube_cluster.kubectl(
         "apply", "--dry-run=server", "-n", kube_namespace, "-f", "-", input=manifest, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "deployment.apps/dry-pyncette-operator created (server dry run)" in proc.stdout
+    assert f"deployment.apps/{RELEASE}-pyncette-operator created (server dry run)" in proc.stdout
 
 
 def test_install_upgrade_uninstall_and_the_granted_rbac(
@@ -270,7 +278,7 @@ def test_operator_under_the_chart_service_account_runs_tasks_and_nothing_more(
 
     kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=json.dumps(ptask("tick")))
     kube_cluster.kubectl("apply", "-n", other, "-f", "-", input=json.dumps(ptask("elsewhere")))
-    assert_task_runs(kube_cluster, kube_namespace, "tick")
+    assert_task_runs(kube_cluster, kube_namespace, "tick", op)
     # The unwatched namespace's task is not the operator's business: no status, no runs.
     elsewhere = kube_cluster.get_json("pyncettetask", "elsewhere", "-n", other)
     assert not elsewhere.get("status")
@@ -279,8 +287,10 @@ def test_operator_under_the_chart_service_account_runs_tasks_and_nothing_more(
     assert_no_permission_errors(op)
 
     # The same credentials, used directly, are refused everything beyond the operator's job.
-    def as_operator(*args: str) -> subprocess.CompletedProcess[str]:
-        result: subprocess.CompletedProcess[str] = kube_cluster.kubectl(*args, kubeconfig=op.kubeconfig, check=False)
+    def as_operator(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        result: subprocess.CompletedProcess[str] = kube_cluster.kubectl(
+            *args, input=input, kubeconfig=op.kubeconfig, check=False
+        )
         return result
 
     for args in (
@@ -303,7 +313,34 @@ def test_operator_under_the_chart_service_account_runs_tasks_and_nothing_more(
     assert proc.returncode != 0 and "Forbidden" in proc.stderr, proc.stderr
 
 
-def test_cluster_wide_release_runs_tasks_in_every_namespace(
+def test_cluster_wide_release_grants_the_same_everywhere_and_nothing_more(
+    kube_cluster: Any, kube_namespace: str, make_namespace: Callable[[str], str], install: Callable[..., Release]
+) -> None:
+    second = make_namespace("team")
+    release = install(kube_namespace, {"watch": {"allNamespaces": True}})
+    for group, resource, verb in sorted(NAMESPACED_NEEDS):
+        base, _, sub = resource.partition("/")
+        qualified = f"{base}.{group}" if group else base
+        extra = ("--subresource", sub) if sub else ()
+        for namespace in (kube_namespace, second, None):
+            assert release.can(verb, qualified, namespace, *extra), (verb, resource, namespace)
+    for verb, resource in [("get", "secrets"), ("list", "secrets"), ("list", "namespaces"), ("list", "nodes")]:
+        for namespace in (second, None):
+            assert not release.can(verb, resource, namespace), (verb, resource, namespace)
+
+
+def _foreign_tasks(cluster: Any, own: set[str]) -> int:
+    """PyncetteTasks in active namespaces other than ``own`` (a cluster-wide operator would take them on)."""
+    active = {
+        ns["metadata"]["name"]
+        for ns in cluster.get_json("namespaces")["items"]
+        if ns.get("status", {}).get("phase") == "Active"
+    }
+    tasks = cluster.get_json("pyncettetasks", "--all-namespaces")["items"]
+    return sum(1 for t in tasks if t["metadata"]["namespace"] in active - own)
+
+
+def test_cluster_wide_operator_runs_tasks_in_every_namespace(
     kube_cluster: Any,
     kube_namespace: str,
     make_namespace: Callable[[str], str],
@@ -311,12 +348,17 @@ def test_cluster_wide_release_runs_tasks_in_every_namespace(
     operators: Callable[..., OperatorProcess],
 ) -> None:
     second = make_namespace("team")
+    foreign = _foreign_tasks(kube_cluster, {kube_namespace, second})
+    if foreign > 20:
+        # A shared development cluster (benchmarks, other engineers' tests): a cluster-wide
+        # operator would take their tasks over. CI's cluster is this suite's alone.
+        pytest.skip(f"{foreign} PyncetteTasks of others in this cluster; not starting a cluster-wide operator")
     release = install(kube_namespace, {"watch": {"allNamespaces": True}, "statusInterval": 1, "extraEnv": FAST_ENV})
     op = operators(release)
     for namespace in (kube_namespace, second):
         kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(ptask("everywhere")))
     for namespace in (kube_namespace, second):
-        assert_task_runs(kube_cluster, namespace, "everywhere")
+        assert_task_runs(kube_cluster, namespace, "everywhere", op)
     assert_no_permission_errors(op)
     proc = kube_cluster.kubectl("get", "secrets", "-A", kubeconfig=op.kubeconfig, check=False)
     assert proc.returncode != 0 and "Forbidden" in proc.stderr
@@ -335,6 +377,6 @@ def test_the_image_entrypoint_runs_the_chart_deployment(
     op = operators(release, bin_dir=image_venv.venv / "bin")
     assert op.argv[0] == str(image_venv.venv / "bin" / "pyncette-operator")
     kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=json.dumps(ptask("from-image")))
-    assert_task_runs(kube_cluster, kube_namespace, "from-image")
+    assert_task_runs(kube_cluster, kube_namespace, "from-image", op)
     assert_no_permission_errors(op)
     assert "pyncette_operator" in op.metrics_text()

@@ -51,10 +51,14 @@ async def test_repositories_on_shared_storage_never_lease_the_same_instance(back
             batches = await asyncio.gather(*(repo.lease_due(T0, [tmpl], limit=9) for repo in (one, two, two, one)))
             got = [e.task.canonical_name for batch in batches for e in batch.executions]
             if not got:
-                break
+                # Concurrent callers may all have lost races (optimistic backends); confirm one at a time.
+                got = [e.task.canonical_name for e in (await one.lease_due(T0, [tmpl], limit=9)).executions]
+                if not got:
+                    break
             leased.extend(got)
-        assert len(leased) == 120
-        assert len(set(leased)) == 120
+        duplicates = sorted({name for name in leased if leased.count(name) > 1})
+        assert duplicates == [], "leased twice while the first lease was held"
+        assert len(set(leased)) == 120, f"only {len(set(leased))} of 120 were ever leased"
 
 
 async def test_state_survives_reopening(backend_kwargs: dict[str, Any]) -> None:

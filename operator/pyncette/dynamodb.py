@@ -68,7 +68,7 @@ INDEX_NAME = "ready_at"
 #: Optimistic-concurrency attempts for one item before giving up.
 _ATTEMPTS = 5
 #: Concurrent HTTP connections to DynamoDB (a batch issues one write per item at once).
-_MAX_CONNECTIONS = 64
+_MAX_CONNECTIONS = 32
 _BATCH_GET_LIMIT = 100
 _SAFE_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -726,7 +726,7 @@ async def dynamodb_repository(**kwargs: Any) -> AsyncIterator[DynamoDBRepository
     config = Config(
         max_pool_connections=_MAX_CONNECTIONS,
         retries={"mode": "standard", "max_attempts": 4},
-        connect_timeout=5,
+        connect_timeout=10,
         read_timeout=30,
     )
     session = aioboto3.Session()

@@ -140,7 +140,7 @@ async def _populate(ctx: Any, task: Any, n: int) -> None:
         )
 
 
-def _drain_worker(args: dict[str, Any], slot: int, counts: Any, last: Any, ready: Any, stop: Any) -> None:
+def _drain_worker(args: dict[str, Any], slot: int, counts: Any, first: Any, last: Any, ready: Any, stop: Any) -> None:
     async def main() -> None:
         app = make_app(args["backend"], args["config"], args["batch_size"])
         task = _declare_drain(app, counts, last, slot, args["n"])
@@ -148,6 +148,7 @@ def _drain_worker(args: dict[str, Any], slot: int, counts: Any, last: Any, ready
             if args["populate_in_worker"]:
                 await _populate(ctx, task, args["n"])
             ready.wait()
+            first[slot] = time.time()  # each worker's own start: the parent may be scheduled late
             loop = asyncio.create_task(ctx.run())
             await asyncio.to_thread(stop.wait)
             ctx.shutdown()
@@ -177,17 +178,18 @@ def run_drain(backend: str, n: int, workers: int, batch_size: int) -> dict[str, 
 
         mp = multiprocessing.get_context("spawn")
         counts = mp.RawArray("i", workers * n)
+        first = mp.RawArray("d", workers)
         last = mp.RawArray("d", workers)
         ready = mp.Barrier(workers + 1)
         stop = mp.Event()
         processes = [
-            mp.Process(target=_drain_worker, args=(args, slot, counts, last, ready, stop)) for slot in range(workers)
+            mp.Process(target=_drain_worker, args=(args, slot, counts, first, last, ready, stop))
+            for slot in range(workers)
         ]
         for process in processes:
             process.start()
         ready.wait()
-        started = time.time()
-        deadline = started + DRAIN_DEADLINE_SECONDS
+        deadline = time.time() + DRAIN_DEADLINE_SECONDS
         while time.time() < deadline:
             executed = sum(1 for i in range(n) if any(counts[w * n + i] for w in range(workers)))
             if executed == n or not any(p.is_alive() for p in processes):
@@ -200,6 +202,7 @@ def run_drain(backend: str, n: int, workers: int, batch_size: int) -> dict[str, 
             if process.is_alive():
                 process.kill()
         totals = [sum(counts[w * n + i] for w in range(workers)) for i in range(n)]
+        started = min(first)
         finished = max(last) if max(last) > 0 else time.time()
         elapsed = max(finished - started, 1e-9)
         executed = sum(1 for t in totals if t)

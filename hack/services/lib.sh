@@ -497,7 +497,8 @@ dynamodb_start() {
         [[ -x "$MOTO_SERVER" ]] || die "'make venv' did not install moto_server (moto[server] in the dev extra?)"
     fi
     mkdir -p "$DYNAMODB_DIR"
-    spawn "$DYNAMODB_PIDFILE" "$DYNAMODB_LOG" "$MOTO_SERVER" -H 127.0.0.1 -p "$DYNAMODB_PORT"
+    # One request at a time: moto's threaded server does not make conditional writes atomic.
+    spawn "$DYNAMODB_PIDFILE" "$DYNAMODB_LOG" "$REPO_ROOT/.venv/bin/python" "$REPO_ROOT/hack/services/moto_serial.py" 127.0.0.1 "$DYNAMODB_PORT"
     wait_ready dynamodb dynamodb_check "$DYNAMODB_LOG" "$DYNAMODB_PIDFILE"
 }
 

@@ -55,7 +55,7 @@ class SynchronousExecutor(contextlib.AbstractAsyncContextManager["SynchronousExe
 class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"]):
     """Runs executions as asyncio tasks, at most ``concurrency_limit`` (default 100) at a time."""
 
-    _tasks: set[asyncio.Task[None]]
+    _tasks: set[asyncio.Future[None]]
     _limit: int
     _slot_freed: asyncio.Event
 
@@ -102,15 +102,11 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
     async def spawn_task(self, task: Awaitable[None]) -> None:
         """Starts ``task`` in the background (waiting for a free slot first, like 1.x)."""
         await self.wait_for_free_slot()
-        running = asyncio.ensure_future(self._run(task))
+        running = asyncio.ensure_future(task)
         self._tasks.add(running)
         running.add_done_callback(self._finished)
 
-    @staticmethod
-    async def _run(task: Awaitable[None]) -> None:
-        await task
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,14 @@ def test_example_task_runs(e2e: E2E, path: Path, task: dict[str, Any]) -> None:
             timeout=TIMEOUT,
             what=f"{name} status.lastSuccessfulTime",
         )
+        if "podTemplate" in spec:
+            # However many replicas run, one scheduled time never gets two successful Pods.
+            slots = Counter(
+                (pod["metadata"].get("annotations") or {}).get("pyncette.dev/scheduled-at")
+                for pod in e2e.get("pods", "-l", f"pyncette.dev/task={name}")["items"]
+                if pod.get("status", {}).get("phase") == "Succeeded"
+            )
+            assert slots and max(slots.values()) == 1, slots
     except AssertionError as e:
         raise AssertionError(f"{e}\n{e2e.operator_logs()}") from None
     finally:

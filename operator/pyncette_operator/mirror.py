@@ -92,6 +92,7 @@ class Mirror:
         self._allowed_service_accounts = allowed_service_accounts
         self._ctx: PyncetteContext | None = None
         self._cache: dict[str, Cached] = {}
+        self._invalid: set[str] = set()
         self._fingerprints: dict[str, Fingerprint] = {}
         self._dirty: set[str] = set()
         self._invalid_reported: dict[str, tuple[int, str]] = {}
@@ -130,11 +131,16 @@ class Mirror:
         )
         meta = body.get("metadata") or {}
         cached = Cached(dict(body), parsed, str(meta.get("uid") or ""))
-        self._cache[task_key(meta.get("namespace", ""), meta.get("name", ""))] = cached
+        key = task_key(meta.get("namespace", ""), meta.get("name", ""))
+        self._cache[key] = cached
+        if isinstance(parsed, InvalidTask):
+            self._invalid.add(key)
+        else:
+            self._invalid.discard(key)
         return cached
 
     def invalid_count(self) -> int:
-        return sum(1 for c in self._cache.values() if isinstance(c.parsed, InvalidTask))
+        return len(self._invalid)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -163,6 +169,7 @@ class Mirror:
     async def _remove(self, namespace: str, name: str) -> None:
         key = task_key(namespace, name)
         cached = self._cache.pop(key, None)
+        self._invalid.discard(key)
         self._dirty.discard(key)
         self._invalid_reported.pop(key, None)
         await self._unschedule(key)
@@ -283,19 +290,19 @@ class Mirror:
             return stored.scheduled_at
         force = False
         if stored is not None:
-            now = ctx.clock.now()
-            if stored.locked_until is not None and stored.locked_until > now:
+            if stored.locked_until is not None and stored.locked_until > ctx.clock.now():
                 raise TaskLockedException(stored.task, stored.locked_until)
             force = True  # a changed spec replaces the stored schedule instead of keeping the sooner time
-        await ctx.schedule_task(
+        now = ctx.clock.now()
+        concrete = await ctx.schedule_task(
             self._template, key, force=force, uid=parsed.uid, generation=parsed.generation, **parsed.schedule_kwargs()
         )
         self._metrics.registrations.labels(action="update" if force else "create").inc()
         self.created += 0 if force else 1
         self._fingerprints[key] = fingerprint
-        stored = await ctx.get_task(self._template, key)
         logger.info("PyncetteTask %s mirrored (generation %s)", key, parsed.generation)
-        return stored.scheduled_at if stored is not None else None
+        # Created or replaced: the stored next time is the new schedule's first one.
+        return concrete.get_next_execution(now, None)
 
     @staticmethod
     def _matches(stored: TaskState, parsed: TaskSpec) -> bool:

@@ -180,7 +180,8 @@ def _wait_task_runs(cluster: Any, namespace: str, name: str, *, timeout: float) 
 
 def assert_no_permission_errors(op: OperatorProcess) -> None:
     log = op.log_text()
-    for word in ("403", "Forbidden", "forbidden"):
+    # "Forbidden" is in every 403 the apiserver returns (kopf's and ours); a bare "403" could be a timestamp.
+    for word in ("Forbidden", "forbidden"):
         assert word not in log, f"{op.name} hit a permission error:\n{log[-4000:]}"
 
 

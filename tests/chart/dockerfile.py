@@ -6,6 +6,9 @@ filesystem: COPY copies from the build context (filtered by .dockerignore), WORK
 virtualenv path are mapped into that directory, ENV is applied. The result is the virtualenv the
 image would ship, and its `pyncette-operator` is the image's ENTRYPOINT.
 
+What it cannot reproduce: the base image itself (the replay uses this machine's Python, whose
+minor version may differ from the image's) and the build's network and platform.
+
 Kept deliberately small: it supports the instructions our Dockerfile uses and fails loudly on
 any other, so a Dockerfile change that it cannot replay faithfully is noticed.
 """

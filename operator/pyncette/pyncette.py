@@ -73,6 +73,18 @@ _FIRST_BACKOFF = datetime.timedelta(milliseconds=50)
 _ADDRESS_ONLY = datetime.timedelta(seconds=1)
 
 
+def _current_time() -> datetime.datetime:
+    """The wall-clock "now" of the default clock (pyncette 1.x's name: tests written for 1.x patch it)."""
+    return datetime.datetime.now(datetime.UTC)
+
+
+class _DefaultClock(SystemClock):
+    """``SystemClock`` whose "now" goes through ``_current_time``, looked up at every call."""
+
+    def now(self) -> datetime.datetime:
+        return _current_time()
+
+
 def default_repository_factory(**kwargs: Any) -> AbstractAsyncContextManager[Repository]:
     """SQLite when ``sqlite_database`` is configured, otherwise the in-memory backend.
 
@@ -89,14 +101,17 @@ def default_repository_factory(**kwargs: Any) -> AbstractAsyncContextManager[Rep
 
 
 class _Run:
-    """One leased execution while it runs: its (heartbeat-refreshed) lease and whether it was lost."""
+    """One leased execution while it runs.
 
-    __slots__ = ("execution", "leased_at", "lost")
+    Its current lease lives in ``context._lease`` (as in 1.x, where code may read or replace it):
+    heartbeats refresh it, and None there means the lease was lost.
+    """
+
+    __slots__ = ("execution", "leased_at")
 
     def __init__(self, execution: LeasedExecution, leased_at: datetime.datetime) -> None:
         self.execution = execution
         self.leased_at = leased_at
-        self.lost = False
 
 
 class PyncetteContext:
@@ -242,7 +257,7 @@ class PyncetteContext:
         setattr(self._root_context, name, value)
 
     def shutdown(self) -> None:
-        """Stops leasing new work; ``run()`` returns once the running executions finished."""
+        """Stops leasing new work and makes ``run()`` return; running executions are let finish."""
         if not self._shutting_down.is_set():
             logger.info("Initiating graceful shutdown")
         self._shutting_down.set()
@@ -255,7 +270,11 @@ class PyncetteContext:
     # ---- the main loop ----
 
     async def run(self) -> None:
-        """Runs the scheduler until ``shutdown()``; then waits for running executions and their commits."""
+        """Runs the scheduler until ``shutdown()``.
+
+        Like 1.x, it returns as soon as it stops leasing; executions still running finish (and their
+        results are flushed) when the ``create()`` block exits, or earlier with ``await drain()``.
+        """
         if self._root_context is None:
             raise PyncetteException("Context is not yet initialized")
         tasks = [task for task in self._app._tasks if task.enabled]
@@ -291,8 +310,6 @@ class PyncetteContext:
                 await asyncio.sleep(0)  # let the spawned executions start before leasing more
                 continue
             await self._sleep_until_due(now, batch.next_due_at)
-
-        await self._drain()
 
     async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
         """One poll: leases up to ``limit`` due entries in one round trip."""
@@ -353,7 +370,8 @@ class PyncetteContext:
         if self._sleeping_until is not None and when < self._sleeping_until:
             self._wakeup.set()
 
-    async def _drain(self) -> None:
+    async def drain(self) -> None:
+        """Waits until no execution is running and their results are flushed to the backend."""
         await self._idle.wait()
         await self._flusher.flush()
 
@@ -399,17 +417,15 @@ class PyncetteContext:
 
     async def _heartbeat(self, run: _Run, context: Context) -> None:
         execution = run.execution
-        if execution.lease is None:
-            return  # AT_MOST_ONCE: nothing is leased
-        if run.lost:
+        if execution.lease is None or execution.task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+            return  # nothing is leased
+        if context._lease is None:
             raise LeaseLostException(execution.task)
-        [lease] = await self._repository.extend_leases(self._clock.now(), [execution])
-        if lease is None:
-            run.lost = True
-            context._lease = None
-            raise LeaseLostException(execution.task)
-        run.execution = replace(execution, lease=lease)
+        current = replace(execution, lease=context._lease)
+        [lease] = await self._repository.extend_leases(self._clock.now(), [current])
         context._lease = lease
+        if lease is None:
+            raise LeaseLostException(execution.task)
 
     async def _execute(self, run: _Run) -> None:
         try:
@@ -425,20 +441,22 @@ class PyncetteContext:
                 succeeded = False
             else:
                 succeeded = True
-            self._settle(run, succeeded=succeeded)
+            self._settle(run, context, succeeded=succeeded)
         finally:
             self._finished()
 
-    def _settle(self, run: _Run, *, succeeded: bool) -> None:
+    def _settle(self, run: _Run, context: Context, *, succeeded: bool) -> None:
         """Queues the result of a finished execution, following execution and failure modes."""
         execution = run.execution
         task = execution.task
         if execution.lease is None or task.execution_mode == ExecutionMode.AT_MOST_ONCE:
             return
-        if run.lost:
+        if context._lease is None:
             # Another worker may own the entry now; committing or unlocking would be wrong.
             logger.warning("Lease on task %s lost, not committing", task)
             return
+        if context._lease is not execution.lease:
+            execution = replace(execution, lease=context._lease)
         if succeeded or task.failure_mode == FailureMode.COMMIT:
             self._flusher.commit(execution)
         elif task.failure_mode == FailureMode.UNLOCK:
@@ -497,7 +515,7 @@ class Pyncette:
         self._repository_factory = repository_factory
         self._configuration = kwargs
         self._batch_size = batch_size
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or _DefaultClock()
 
     # ---- declaring tasks ----
 

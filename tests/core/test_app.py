@@ -196,7 +196,7 @@ async def test_concurrency_limit_is_respected_and_nothing_extra_is_leased(
     assert peak == 2
 
 
-async def test_shutdown_drains_running_tasks_and_flushes_their_commits(
+async def test_shutdown_lets_running_tasks_finish_and_flushes_their_commits(
     make_app: Callable[..., Pyncette], clock: FakeClock
 ) -> None:
     repository = RecordingRepository()
@@ -214,13 +214,41 @@ async def test_shutdown_drains_running_tasks_and_flushes_their_commits(
         await clock.advance(seconds=5)
         await eventually(lambda: ctx._running == 1)
         ctx.shutdown()
-        await asyncio.sleep(0)
-        assert not loop.done()  # still waiting for the running task
+        await asyncio.wait_for(loop, 5)  # like 1.x, run() returns once it stops leasing
+        assert finished == []
         release.set()
-        await asyncio.wait_for(loop, 5)
+        await ctx.drain()
         assert finished == [True]
         state = await ctx.get_task(slow)
         assert state is not None and state.scheduled_at == at(10) and state.locked_until is None
+        await clock.advance(seconds=10)
+        assert finished == [True]  # nothing new started after shutdown
+
+
+async def test_leaving_create_waits_for_running_tasks_and_their_commits(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    repository = RecordingRepository()
+    app = make_app(repository_factory=recording(repository))
+    release = asyncio.Event()
+    finished: list[bool] = []
+
+    @app.task(interval=datetime.timedelta(seconds=5))
+    async def slow(context: Context) -> None:
+        await release.wait()
+        finished.append(True)
+
+    async with app.create() as ctx:
+        loop = asyncio.create_task(ctx.run())
+        await clock.advance(seconds=5)
+        await eventually(lambda: ctx._running == 1)
+        ctx.shutdown()
+        await loop
+        asyncio.get_running_loop().call_soon(release.set)
+
+    assert finished == [True]
+    state = await repository.get_task_state(clock.now(), slow)
+    assert state is not None and state.scheduled_at == at(10) and state.locked_until is None
 
 
 async def test_cancelling_run_cancels_running_tasks(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:

@@ -6,8 +6,8 @@ filesystem: COPY copies from the build context (filtered by .dockerignore), WORK
 virtualenv path are mapped into that directory, ENV is applied. The result is the virtualenv the
 image would ship, and its `pyncette-operator` is the image's ENTRYPOINT.
 
-What it cannot reproduce: the base image itself (the replay uses this machine's Python, whose
-minor version may differ from the image's) and the build's network and platform.
+What it cannot reproduce: the base image itself (the replay uses a Python of the image's minor
+version when this machine has one, else the test run's own) and the build's network and platform.
 
 Kept deliberately small: it supports the instructions our Dockerfile uses and fails loudly on
 any other, so a Dockerfile change that it cannot replay faithfully is noticed.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -141,11 +142,10 @@ def replay_build_stage(
     (build,) = [s for s in parse(dockerfile) if s.name == "build"]
     patterns = dockerignore_patterns()
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
-    # `python` is this test run's interpreter outside any virtualenv, as in the base image.
+    # `python` is a plain interpreter (no virtualenv), as in the base image.
     shim = root / "shim-bin"
     shim.mkdir(parents=True)
-    base_python = Path(getattr(sys, "_base_executable", sys.executable))
-    (shim / "python").symlink_to(base_python)
+    (shim / "python").symlink_to(interpreter_for(build.base))
     env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', '')}"
     mapping: dict[str, Path] = {}
 
@@ -199,6 +199,27 @@ def replay_build_stage(
         else:
             raise AssertionError(f"{keyword} in the build stage is not replayed; extend tests/chart/dockerfile.py")
     return Replay(root=root, venv=Path(env["VIRTUAL_ENV"]), log="\n".join(log))
+
+
+def interpreter_for(base: str) -> Path:
+    """A Python of the base image's minor version (python:3.12.x-... -> 3.12) if this machine has one.
+
+    Tried in order: ``python3.X`` on PATH, pyenv's versions; else the interpreter running the tests.
+    """
+    match = re.match(r"python:(\d+\.\d+)", base)
+    candidates: list[Path] = []
+    if match:
+        minor = match.group(1)
+        found = shutil.which(f"python{minor}")
+        if found:
+            candidates.append(Path(found))
+        pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+        candidates += sorted(pyenv_root.glob(f"versions/{minor}.*/bin/python{minor}"), reverse=True)
+    for candidate in candidates:
+        probe = subprocess.run([str(candidate), "-c", "import venv"], capture_output=True, timeout=30, check=False)
+        if probe.returncode == 0:
+            return candidate
+    return Path(getattr(sys, "_base_executable", sys.executable))
 
 
 def entrypoint() -> tuple[list[str], list[str]]:

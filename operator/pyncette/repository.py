@@ -168,7 +168,7 @@ class Repository(abc.ABC):
         for task in tasks:
             await self.register_task(utc_now, task, force=force)
 
-    async def check_health(self) -> None:
+    async def check_health(self) -> None:  # noqa: B027 - an optional hook with a default, not abstract
         """Raises if the backend cannot be reached (used by health checks). Default: no check."""
 
 

@@ -381,3 +381,47 @@ def test_the_image_entrypoint_runs_the_chart_deployment(
     assert_task_runs(kube_cluster, kube_namespace, "from-image", op)
     assert_no_permission_errors(op)
     assert "pyncette_operator" in op.metrics_text()
+
+
+@pytest.mark.services
+def test_replicas_share_a_backend_given_as_a_secret(
+    kube_cluster: Any,
+    kube_namespace: str,
+    install: Callable[..., Release],
+    operators: Callable[..., OperatorProcess],
+    postgres_url: str,
+) -> None:
+    """docs/helm.md's several-replicas install: the URL in a Secret, two replicas, no slot run twice."""
+    # A table of its own, so that operators of other tests sharing this database never see our runs.
+    url = f"{postgres_url}?table=chart_{secrets.token_hex(4)}"
+    kube_cluster.kubectl(
+        "create", "secret", "generic", "pyncette-backend", "-n", kube_namespace, f"--from-literal=url={url}"
+    )
+    values = {
+        "replicaCount": 2,
+        "backend": {"existingSecret": {"name": "pyncette-backend"}},
+        "statusInterval": 1,
+        "extraEnv": FAST_ENV,
+    }
+    release = install(kube_namespace, values)
+    replicas = [operators(release), operators(release)]
+    assert all(op.env["PYNCETTE_BACKEND_URL"] == url for op in replicas)
+    assert all("PYNCETTE_DATA_DIR" not in op.env for op in replicas)
+
+    kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=json.dumps(ptask("shared", interval="1s")))
+    assert_task_runs(kube_cluster, kube_namespace, "shared", replicas[0])
+
+    def succeeded_slots() -> list[str] | None:
+        pods = kube_cluster.get_json("pods", "-n", kube_namespace, "-l", "pyncette.dev/task=shared")["items"]
+        slots = [
+            (p["metadata"].get("annotations") or {}).get("pyncette.dev/scheduled-at", "")
+            for p in pods
+            if p.get("status", {}).get("phase") == "Succeeded"
+        ]
+        return slots if len(slots) >= 3 else None
+
+    slots = wait_until(succeeded_slots, timeout=90, what="three successful runs of shared")
+    assert len(set(slots)) == len(slots), f"a scheduled time ran twice: {sorted(slots)}"
+    for op in replicas:
+        assert op.alive()
+        assert_no_permission_errors(op)

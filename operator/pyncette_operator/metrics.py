@@ -64,8 +64,18 @@ class Metrics:
             registry=r,
         )
 
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+
+    def count(self, metric: str, **labels: str) -> None:
+        """Increments a labelled counter; label children are cached (``labels()`` is slow per run)."""
+        key = (metric, tuple(sorted(labels.items())))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = getattr(self, metric).labels(**labels)
+        child.inc()
+
     def count_request(self, verb: str, resource: str) -> None:
-        self.apiserver_requests.labels(verb=verb, resource=resource).inc()
+        self.count("apiserver_requests", verb=verb, resource=resource)
 
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)

@@ -60,6 +60,7 @@ from pyncette_operator.status import StatusWriter
 logger = logging.getLogger(__name__)
 
 Fingerprint = tuple[str, int, str]
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "annotations")
 
 
 @dataclass
@@ -130,7 +131,13 @@ class Mirror:
             body, handlers=self._handlers.names(), allowed_service_accounts=self._allowed_service_accounts
         )
         meta = body.get("metadata") or {}
-        cached = Cached(dict(body), parsed, str(meta.get("uid") or ""))
+        # Keep only what reconciling needs (not managedFields and the like): 10k tasks stay small.
+        slim = {
+            "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
+            "spec": body.get("spec"),
+            "status": body.get("status"),
+        }
+        cached = Cached(slim, parsed, str(meta.get("uid") or ""))
         key = task_key(meta.get("namespace", ""), meta.get("name", ""))
         self._cache[key] = cached
         if isinstance(parsed, InvalidTask):
@@ -185,7 +192,7 @@ class Mirror:
     async def _unschedule(self, instance: str) -> None:
         self._fingerprints.pop(instance, None)
         await self.ctx.unschedule_task(self._template, instance)
-        self._metrics.registrations.labels(action="unschedule").inc()
+        self._metrics.count("registrations", action="unschedule")
 
     async def _reconcile(self, body: Mapping[str, Any]) -> None:
         cached = self._parse(body)
@@ -297,7 +304,7 @@ class Mirror:
         concrete = await ctx.schedule_task(
             self._template, key, force=force, uid=parsed.uid, generation=parsed.generation, **parsed.schedule_kwargs()
         )
-        self._metrics.registrations.labels(action="update" if force else "create").inc()
+        self._metrics.count("registrations", action="update" if force else "create")
         self.created += 0 if force else 1
         self._fingerprints[key] = fingerprint
         logger.info("PyncetteTask %s mirrored (generation %s)", key, parsed.generation)
@@ -330,7 +337,7 @@ class Mirror:
             **overrides,
         )
         self._run_now_registered[parsed.key] = value
-        self._metrics.registrations.labels(action="run-now").inc()
+        self._metrics.count("registrations", action="run-now")
         logger.info("PyncetteTask %s: run now (%s)", parsed.key, value)
 
     # ---- repair loops ----

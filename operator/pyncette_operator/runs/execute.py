@@ -110,7 +110,7 @@ class RunExecutor:
             state.next_run_time, state.next_run_known = next_time, True
         state.active[run.name] = run
         self._status.changed(task.namespace, task.name, urgent=one_off)
-        self._metrics.runs_started.labels(kind=run.kind).inc()
+        self._metrics.count("runs_started", kind=run.kind)
         what = f"Pod {run.name}" if run.kind == "Pod" else f"handler {task.handler_name}"
         trigger = f" (run now: {run_now})" if run_now else ""
         self._events.record(
@@ -140,7 +140,7 @@ class RunExecutor:
         elif state.last_failure_time is None or finished_at > state.last_failure_time:
             state.last_failure_time = finished_at
         self._status.changed(task.namespace, task.name, urgent=one_off)
-        self._metrics.runs_finished.labels(kind=run.kind, outcome="succeeded" if succeeded else "failed").inc()
+        self._metrics.count("runs_finished", kind=run.kind, outcome="succeeded" if succeeded else "failed")
         what = f"Pod {run.name}" if run.kind == "Pod" else f"handler {task.handler_name}"
         ref = ObjectRef(task.namespace, task.name, task.uid)
         when = format_time(run.scheduled_at)

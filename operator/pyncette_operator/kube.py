@@ -116,7 +116,7 @@ class Kube:
         return result
 
     async def list_tasks(self, namespaces: Iterable[str] | None) -> list[dict[str, Any]]:
-        """A fresh (quorum) LIST of PyncetteTasks in ``namespaces`` (None: all), paginated."""
+        """A fresh (quorum) LIST of PyncetteTasks in ``namespaces`` (None: all), paginated, without managedFields."""
         items: list[dict[str, Any]] = []
         for namespace in [None] if namespaces is None else list(namespaces):
             token: str | None = None
@@ -139,7 +139,7 @@ class Kube:
                         PLURAL,
                         **kwargs,
                     )
-                items.extend(page.get("items") or [])
+                items.extend(_slim(item) for item in page.get("items") or [])
                 token = (page.get("metadata") or {}).get("continue")
                 if not token:
                     break
@@ -172,6 +172,14 @@ class Kube:
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
         await self._call("create", "events", self._core.create_namespaced_event, namespace, body)
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """A listed object without its managedFields (half of its size at 10k objects, never used)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return obj
 
 
 def _reason(e: ApiException) -> str:

@@ -359,8 +359,9 @@ class MemoryRepository(Repository):
             # Keep the sooner time so that rescheduling never starves an instance.
             entry.execute_after = min(entry.execute_after, new_time)
         entry.spec = spec
-        entry.instance = None
-        entry.template = None
+        # The registered Task is exactly what ``spec`` rebuilds: keep it instead of re-parsing later.
+        entry.instance = task
+        entry.template = task.parent_task
         self._store(entry)
 
     def _take_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> _Taken:

@@ -32,10 +32,14 @@ apiserver_ready() {
             --key "$PKI_DIR/admin.key" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1
 }
 
+# all_running: every process runs, and from the binaries that .cluster/bin points at now
+# (after a version change the cluster restarts with the new build).
 all_running() {
-    local p
+    local p file
     for p in "${PROCESSES[@]}"; do
-        pid_alive "$(pidfile "$p")" || return 1
+        file=$(pidfile "$p")
+        pid_alive "$file" || return 1
+        [[ "$(readlink "/proc/$(<"$file")/exe")" == "$(readlink -f "$BIN_DIR/$p")" ]] || return 1
     done
 }
 
@@ -254,6 +258,7 @@ start_cluster() {
         --bind-address=127.0.0.1 \
         --secure-port="$KCM_PORT" \
         --leader-elect=false \
+        --node-monitor-period=1s \
         --use-service-account-credentials=true \
         --service-account-private-key-file="$PKI_DIR/sa.key" \
         --root-ca-file="$PKI_DIR/ca.crt" \
@@ -316,7 +321,10 @@ stop_after_failure() {
 }
 
 up() {
-    local t0=$SECONDS
+    local t0=$SECONDS tool
+    for tool in go curl openssl setsid flock; do
+        command -v "$tool" >/dev/null || die "$tool is required but not installed"
+    done
     mkdir -p "$STATE_DIR" "$LOG_DIR"
     bash "$CLUSTER_HACK_DIR/build.sh"
     link_binaries
@@ -325,7 +333,7 @@ up() {
         return 0
     fi
     if any_running; then
-        log "a previous cluster is only partly running; restarting it from scratch"
+        log "a previous cluster is only partly running (or runs older binaries); restarting it from scratch"
         bash "$CLUSTER_HACK_DIR/down.sh" --keep-lock
     fi
     trap stop_after_failure EXIT

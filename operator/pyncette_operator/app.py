@@ -64,6 +64,9 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    # At most this many objects are handled at once: a start-up listing of 10k tasks then queues
+    # instead of spawning 10k workers at the same time (their transient memory stays as RSS).
+    settings.queueing.worker_limit = 64
     # The Pod watch is filtered by the apiserver: only run Pods are sent, not every Pod.
     settings.watching.label_selectors["", "v1", "pods"] = TASK_LABEL
     return settings

@@ -174,6 +174,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+def _install_memory_report() -> None:
+    """Debugging aid (``PYNCETTE_TRACEMALLOC=1``): SIGUSR1 logs where the memory is, by file."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(1)
+
+    def report(signum: int, frame: object) -> None:
+        by_file = tracemalloc.take_snapshot().statistics("filename")
+        log = logging.getLogger("pyncette_operator.memory")
+        log.warning("traced memory: %.1f MiB", sum(stat.size for stat in by_file) / 2**20)
+        for stat in by_file[:25]:
+            log.warning("%8.1f MiB %s", stat.size / 2**20, stat.traceback[0].filename)
+
+    signal.signal(signal.SIGUSR1, report)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -192,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not backend.shared:
         logging.getLogger(__name__).info("Backend %s serves one replica only", backend.description)
 
+    if os.environ.get("PYNCETTE_TRACEMALLOC"):
+        _install_memory_report()
     from pyncette_operator.app import Operator
 
     with contextlib.suppress(KeyboardInterrupt):

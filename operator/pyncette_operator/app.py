@@ -66,7 +66,10 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.networking.error_backoffs = [1, 2, 5, 10]
     # At most this many objects are handled at once: a start-up listing of 10k tasks then queues
     # instead of spawning 10k workers at the same time (their transient memory stays as RSS).
-    settings.queueing.worker_limit = 64
+    # A worker lingers idle_timeout after its object's last event, holding its slot: keep that short
+    # so a start-up listing is processed at worker_limit / idle_timeout objects per second.
+    settings.queueing.worker_limit = 100
+    settings.queueing.idle_timeout = 0.3
     # The Pod watch is filtered by the apiserver: only run Pods are sent, not every Pod.
     settings.watching.label_selectors["", "v1", "pods"] = TASK_LABEL
     return settings

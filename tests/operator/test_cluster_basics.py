@@ -55,7 +55,9 @@ def test_api_server_rejects_one_of_violations(k: Kubectl, crd_installed: None) -
 
 def test_pod_runs_with_status_events_and_history(k: Kubectl, start_operator: Any) -> None:
     op = start_operator("--namespace", k.namespace, "--status-interval", "1")
-    k.apply(ptask("hello", interval="1s", podTemplate=pod_template(duration="200ms"), successfulRunsHistoryLimit=2))
+    template = pod_template(duration="200ms")
+    template["metadata"]["namespace"] = "kube-system"  # ignored: runs stay in the task's namespace
+    k.apply(ptask("hello", interval="1s", podTemplate=template, successfulRunsHistoryLimit=2))
 
     def succeeded_runs() -> bool:
         return op.metric("pyncette_operator_runs_finished_total") >= 4

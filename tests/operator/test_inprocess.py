@@ -298,3 +298,27 @@ async def test_handler_run_gets_args(world: World) -> None:
     await until(lambda: calls, "a handler call")
     assert calls == [{"to": "ops"}]
     await until(lambda: world.kube.status("h").get("lastSuccessfulTime"), "success")
+
+
+async def test_backend_unavailable_then_recovered(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = world.ctx.schedule_task
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("backend down")
+
+    monkeypatch.setattr(world.ctx, "schedule_task", broken)
+    await world.apply("b", {"interval": "10s", "podTemplate": POD})
+    ready = await until(
+        lambda: next((c for c in world.kube.status("b").get("conditions", []) if c["type"] == "Ready"), None), "Ready"
+    )
+    assert (ready["status"], ready["reason"]) == ("False", "BackendUnavailable")
+    assert "backend down" in ready["message"]
+    monkeypatch.setattr(world.ctx, "schedule_task", real)
+    await world.parts.mirror.retry_dirty()
+    assert await world.ctx.get_task(world.parts.mirror._template, "ns/b") is not None
+    await until(
+        lambda: any(
+            c["type"] == "Ready" and c["status"] == "True" for c in world.kube.status("b").get("conditions", [])
+        ),
+        "Ready=True once the backend is back",
+    )

@@ -31,6 +31,7 @@ from pyncette_operator.backend_url import BackendConfig
 from pyncette_operator.events import EventRecorder
 from pyncette_operator.kube import Kube
 from pyncette_operator.kube import NotFound
+from pyncette_operator.kube import api_error_message
 from pyncette_operator.kube import make_api_client
 from pyncette_operator.metrics import Metrics
 from pyncette_operator.metrics import health_handler
@@ -165,6 +166,10 @@ def build_parts(
     return Parts(app=app, status=status, events=events, mirror=mirror, executor=executor, pods=pods)
 
 
+class StartupError(Exception):
+    """The operator cannot start (one line for the CLI, exit code 1)."""
+
+
 class Operator:
     """One operator replica. ``run()`` returns when kopf stops (signal) or a core task fails."""
 
@@ -181,12 +186,31 @@ class Operator:
         return None if s.all_namespaces or not s.namespaces else list(s.namespaces)
 
     async def run(self) -> None:
-        api_client = await make_api_client()
+        try:
+            api_client = await make_api_client()
+        except Exception as e:
+            raise StartupError(f"no Kubernetes credentials (in-cluster or KUBECONFIG): {e}") from None
         kube = Kube(api_client, on_request=self.metrics.count_request)
         try:
+            await self._preflight(kube)
             await self._run(kube)
         finally:
             await kube.close()
+
+    async def _preflight(self, kube: Kube) -> None:
+        """Fails fast, in one line, on what would otherwise be a silent operator: no CRD, no RBAC."""
+        namespaces = self._namespaces()
+        try:
+            await kube.list_tasks(None if namespaces is None else namespaces[:1], limit=1)
+        except NotFound:
+            raise StartupError(
+                f"the PyncetteTask CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: "
+                "kubectl apply -f crds/pyncettetask.yaml"
+            ) from None
+        except Exception as e:
+            raise StartupError(
+                f"cannot list {PLURAL} ({api_error_message(e)}); check the API server and RBAC"
+            ) from None
 
     async def _run(self, kube: Kube) -> None:
         s = self.settings

@@ -212,9 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("PYNCETTE_TRACEMALLOC"):
         _install_memory_report()
     from pyncette_operator.app import Operator
+    from pyncette_operator.app import StartupError
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(Operator(settings, backend, handlers=default_registry).run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(Operator(settings, backend, handlers=default_registry).run())
+    except StartupError as e:
+        print(f"pyncette-operator: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

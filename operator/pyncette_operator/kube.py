@@ -115,13 +115,13 @@ class Kube:
             return None
         return result
 
-    async def list_tasks(self, namespaces: Iterable[str] | None) -> list[dict[str, Any]]:
+    async def list_tasks(self, namespaces: Iterable[str] | None, *, limit: int | None = None) -> list[dict[str, Any]]:
         """A fresh (quorum) LIST of PyncetteTasks in ``namespaces`` (None: all), paginated, without managedFields."""
         items: list[dict[str, Any]] = []
         for namespace in [None] if namespaces is None else list(namespaces):
             token: str | None = None
             while True:
-                kwargs: dict[str, Any] = {"limit": 500}
+                kwargs: dict[str, Any] = {"limit": limit or 500}
                 if token:
                     kwargs["_continue"] = token
                 if namespace is None:
@@ -141,7 +141,7 @@ class Kube:
                     )
                 items.extend(_slim(item) for item in page.get("items") or [])
                 token = (page.get("metadata") or {}).get("continue")
-                if not token:
+                if not token or limit is not None:
                     break
         return items
 

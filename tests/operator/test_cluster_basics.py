@@ -7,6 +7,9 @@ SQLite file; resources are applied with kubectl as a user would.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +300,27 @@ def test_status_write_cap(k: Kubectl, start_operator: Any) -> None:
     assert started >= runs
     assert writes <= runs / interval + 2, (writes, runs)
     assert writes >= 1
+
+
+def test_startup_without_rbac_fails_in_one_line(
+    kube_cluster: Any, k: Kubectl, crd_installed: None, tmp_path: Path
+) -> None:
+    config = kube_cluster.token_kubeconfig(k.namespace, "default", tmp_path / "sa.kubeconfig")
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pyncette-operator"),
+            "run",
+            "--backend",
+            "memory://",
+            "--namespace",
+            k.namespace,
+        ],
+        env={**os.environ, "KUBECONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("pyncette-operator: error: cannot list pyncettetasks (403"), result.stderr
+    assert "Traceback" not in result.stderr

@@ -233,7 +233,11 @@ class Operator:
             self.backend.description,
             ", ".join(s.namespaces) if self._namespaces() else "all",
         )
-        async with app.create() as ctx:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                ctx = await stack.enter_async_context(app.create())
+            except Exception as e:
+                raise StartupError(f"backend {self.backend.description}: {type(e).__name__}: {e}") from None
             mirror.bind(ctx)
             runners = await self._http(ctx, mirror)
             background = [

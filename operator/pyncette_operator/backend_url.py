@@ -206,5 +206,8 @@ def _no_more(query: dict[str, str], shown: str, *allowed: str) -> None:
 
 
 def _check_table(table: str, shown: str) -> None:
-    if not table.replace("_", "").isalnum() or table[0].isdigit():
-        raise BackendUrlError(f"backend URL {shown!r}: table name {table!r} must be letters, digits and _")
+    ok = table and len(table) <= 50 and not table[0].isdigit()
+    if not ok or any(not (c.islower() or c.isdigit() or c == "_") for c in table):
+        raise BackendUrlError(
+            f"backend URL {shown!r}: table name {table!r} must be lower-case letters, digits and _ (at most 50)"
+        )

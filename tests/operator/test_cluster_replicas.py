@@ -30,10 +30,19 @@ def backend(redis_url: str, namespace: str) -> str:
     return f"{base}?namespace={namespace}"
 
 
+@pytest.fixture(params=["redis", "postgres"])
+def shared_backend(request: pytest.FixtureRequest, k: Kubectl) -> str:
+    """A backend URL that several replicas share, private to this test (namespace / table)."""
+    if request.param == "redis":
+        return backend(request.getfixturevalue("redis_url"), k.namespace)
+    base = str(request.getfixturevalue("postgres_url")).split("?", 1)[0]
+    return f"{base}?table=op_{abs(hash(k.namespace)) % 10**12}"
+
+
 def test_kill_a_replica_mid_run_loses_no_slot_and_duplicates_none(
-    k: Kubectl, start_operator: Any, redis_url: str
+    k: Kubectl, start_operator: Any, shared_backend: str
 ) -> None:
-    url = backend(redis_url, k.namespace)
+    url = shared_backend
     replicas = [start_operator("--namespace", k.namespace, backend=url, name=f"replica{i}") for i in range(3)]
     k.apply(
         ptask(

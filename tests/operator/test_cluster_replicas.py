@@ -8,11 +8,10 @@ import itertools
 from typing import Any
 
 import pytest
-
-from conftest import Kubectl
-from conftest import pod_template
-from conftest import ptask
-from conftest import wait_until
+from ptask_harness import Kubectl
+from ptask_harness import pod_template
+from ptask_harness import ptask
+from ptask_harness import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.services, pytest.mark.slow]
 

@@ -323,3 +323,44 @@ def test_startup_without_rbac_fails_in_one_line(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("pyncette-operator: error: cannot list pyncettetasks (403"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+ROLE_RULES = [
+    {"apiGroups": ["pyncette.dev"], "resources": ["pyncettetasks"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["pyncette.dev"], "resources": ["pyncettetasks/status"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+
+
+def test_runs_with_exactly_the_documented_namespaced_rbac(
+    kube_cluster: Any, k: Kubectl, start_operator: Any, tmp_path: Path
+) -> None:
+    """The operator needs nothing beyond docs/operator.md's Role (as a ServiceAccount, real 403s)."""
+    k.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}})
+    k.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "operator"},
+            "rules": ROLE_RULES,
+        }
+    )
+    k.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "operator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": k.namespace}],
+        }
+    )
+    config = kube_cluster.token_kubeconfig(k.namespace, "operator", tmp_path / "operator.kubeconfig")
+    op = start_operator("--namespace", k.namespace, "--status-interval", "1", env={"KUBECONFIG": str(config)})
+    k.apply(ptask("rbac", interval="1s", successfulRunsHistoryLimit=1, podTemplate=pod_template(duration="100ms")))
+    k.apply(ptask("rbac-bad", schedule="nope", podTemplate=pod_template()))
+    wait_until(lambda: op.metric("pyncette_operator_pods_pruned_total") >= 1, timeout=90, what="runs and pruning")
+    wait_until(lambda: k.task("rbac").get("status", {}).get("lastSuccessfulTime"), what="status written")
+    wait_until(lambda: [e for e in k.events("rbac-bad") if e["reason"] == "InvalidSpec"], what="an Event posted")
+    wait_until(lambda: op.metric("pyncette_operator_apiserver_requests_total") > 0, what="requests")
+    assert "403" not in op.log_text() and "Forbidden" not in op.log_text(), op.log_text()[-3000:]

@@ -48,8 +48,9 @@ class Settings:
     allowed_service_accounts: frozenset[str] | None = None
     """``--allowed-service-accounts`` / ``PYNCETTE_ALLOWED_SERVICE_ACCOUNTS`` (comma-separated). When
     set, a podTemplate may only name these ServiceAccounts (a template naming none uses ``default``,
-    which must then be listed); any other gives Ready=False, reason ForbiddenServiceAccount. Default None: any ServiceAccount of the task's
-    namespace, because creating a PyncetteTask is already as powerful as creating a Pod there."""
+    which must then be listed); any other gives Ready=False, reason ForbiddenServiceAccount.
+    Default None: any ServiceAccount of the task's namespace, because creating a PyncetteTask is
+    already as powerful as creating a Pod there."""
 
     status_interval: float = 10.0
     """``--status-interval`` / ``PYNCETTE_STATUS_INTERVAL``, seconds. At most one status write per task

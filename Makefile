@@ -5,10 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run test test-unit test-all lint bench services-up services-down cluster-up cluster-down e2e clean
+.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down e2e clean
 
 help:
-	@echo "make run            - bring up the local cluster and run the operator with a sample task"
+	@echo "make run            - local cluster + CRD + operator on embedded SQLite + a sample task, show its runs"
+	@echo "make run-stop       - stop the operator started by make run (make cluster-down stops the cluster)"
+	@echo "make run-library    - the scheduler library alone: an example app on SQLite printing its runs"
 	@echo "make test           - set up everything and run lint + the whole test suite"
 	@echo "make lint           - ruff, mypy --strict, import-linter"
 	@echo "make bench          - benchmarks (compares against pyncette 1.1.0)"
@@ -55,6 +57,12 @@ cluster-down:
 	bash hack/cluster/down.sh
 
 run: venv
+	bash hack/demo.sh
+
+run-stop:
+	bash hack/demo.sh stop
+
+run-library: venv
 	bash hack/run.sh
 
 clean:

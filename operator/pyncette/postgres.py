@@ -73,27 +73,6 @@ def _seconds(delta: datetime.timedelta) -> float:
     return delta.total_seconds()
 
 
-class _Instances:
-    """Recently leased dynamic instances, so a recurring instance is not rebuilt (and its schedule
-    re-validated) on every execution. Keyed by template and name; reused only while the stored spec
-    is unchanged. Bounded: the oldest entries are dropped first."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._items: dict[tuple[Task, str], tuple[dict[str, Any], Task]] = {}
-
-    def get(self, owner: Task, spec: dict[str, Any]) -> Task:
-        key = (owner, spec["name"])
-        cached = self._items.get(key)
-        if cached is not None and cached[0] == spec:
-            return cached[1]
-        task = owner.instantiate_from_spec(spec)
-        if cached is None and len(self._items) >= self._size:
-            del self._items[next(iter(self._items))]
-        self._items[key] = (spec, task)
-        return task
-
-
 def _share(limit: int, templates: int) -> int:
     """How many due rows each polled template may contribute to one lease.
 
@@ -259,7 +238,6 @@ class PostgresRepository(Repository):
         self._table_name = table_name
         self._batch_size = batch_size
         self._sql = _Statements(table_name)
-        self._instances = _Instances()
         # Static tasks whose row this repository has made sure exists (once per lifetime).
         self._ensured: set[str] = set()
 
@@ -308,7 +286,7 @@ class PostgresRepository(Repository):
         at_most_once: list[LeasedExecution] = []
         for row in rows[:-1]:
             owner = by_name[row["parent_name"] if row["parent_name"] is not None else row["name"]]
-            task = self._instances.get(owner, json.loads(row["task_spec"])) if owner.dynamic else owner
+            task = owner.instantiate_from_spec(row["task_spec"]) if owner.dynamic else owner
             scheduled_at = row["execute_after"]
             execution = LeasedExecution(task, scheduled_at, Lease(PostgresLease(token, scheduled_at)))
             if task.execution_mode == ExecutionMode.AT_MOST_ONCE:

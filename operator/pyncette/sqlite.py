@@ -70,7 +70,6 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _BUSY_TIMEOUT_SECONDS = 5.0
 _MAX_ATTEMPTS = 20
 _MAX_GROUPS_PER_QUERY = 200  # SQLite allows at most 500 terms in one compound SELECT
-_INSTANCE_CACHE_SIZE = 10_000
 _COLUMNS = "name, parent_name, execute_after, locked_until, locked_by, task_spec"
 
 Row = tuple[Any, ...]
@@ -118,7 +117,6 @@ class SqliteRepository(Repository):
         self._batch_size = batch_size
         self._lock = asyncio.Lock()
         self._seen_static: set[str] = set()
-        self._instances: dict[tuple[int, str], Task] = {}
 
     # ---- plumbing ----
 
@@ -196,15 +194,7 @@ class SqliteRepository(Repository):
         return {row[0]: row for row in rows}
 
     def _instance(self, template: Task, spec: str) -> Task:
-        """``template.instantiate_from_spec`` with a bounded cache (instances are immutable in use)."""
-        key = (id(template), spec)
-        instance = self._instances.get(key)
-        if instance is None or instance.parent_task is not template:
-            instance = template.instantiate_from_spec(json.loads(spec))
-            if len(self._instances) >= _INSTANCE_CACHE_SIZE:
-                self._instances.pop(next(iter(self._instances)))
-            self._instances[key] = instance
-        return instance
+        return template.instantiate_from_spec(spec)
 
     # ---- pyncette 1.x protocol ----
 

@@ -32,6 +32,8 @@ from pyncette.schedule import resolve_timezone
 # than landing in ``context.args``.
 _INSTANCE_FIELDS = ("schedule", "interval", "execute_at", "timezone")
 _OVERRIDE_FIELDS = ("fast_forward", "execution_mode", "failure_mode", "lease_duration")
+# How many rebuilt instances a template remembers (see ``instantiate_from_spec``).
+_SPEC_CACHE_SIZE = 10_000
 
 
 class Task:
@@ -84,6 +86,7 @@ class Task:
         self.execution_mode = execution_mode
         self.lease_duration = lease_duration
         self.extra_args = kwargs
+        self._spec_cache: dict[str, tuple[dict[str, Any], Task]] = {}
         self._validate()
 
     def _fail(self, field: str, problem: str) -> ValueError:
@@ -226,8 +229,26 @@ class Task:
             "extra_args": self.extra_args,
         }
 
-    def instantiate_from_spec(self, task_spec: dict[str, Any]) -> Task:
-        """Rebuilds an instance of this template from a stored spec (1.x specs are accepted too)."""
+    def instantiate_from_spec(self, task_spec: dict[str, Any] | str) -> Task:
+        """Rebuilds an instance of this template from a stored spec (a dict, or its JSON text).
+
+        1.x specs are accepted too. The template remembers the instances it rebuilt lately
+        (bounded, per instance name) and hands the same Task back while the stored spec is
+        unchanged, so a recurring instance is not re-parsed and re-validated on every execution.
+        Instances are never mutated in use, which makes sharing them safe.
+        """
+        spec: dict[str, Any] = json.loads(task_spec) if isinstance(task_spec, str) else task_spec
+        cache = self._spec_cache
+        cached = cache.get(spec["name"])
+        if cached is not None and cached[0] == spec:
+            return cached[1]
+        instance = self._build_from_spec(spec)
+        if cached is None and len(cache) >= _SPEC_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[spec["name"]] = (spec, instance)
+        return instance
+
+    def _build_from_spec(self, task_spec: dict[str, Any]) -> Task:
         overrides: dict[str, Any] = {}
         if task_spec.get("fast_forward") is not None:
             overrides["fast_forward"] = bool(task_spec["fast_forward"])

@@ -91,27 +91,6 @@ def _lease_of(lease: Lease | None) -> RedisLease | None:
     return lease if isinstance(lease, RedisLease) else None
 
 
-class _Instances:
-    """Recently leased dynamic instances, so a recurring instance is not rebuilt (and its schedule
-    re-validated) on every execution. Keyed by template and name; reused only while the stored spec
-    is unchanged. Bounded: the oldest entries are dropped first."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._items: dict[tuple[Task, str], tuple[dict[str, Any], Task]] = {}
-
-    def get(self, owner: Task, spec: dict[str, Any]) -> Task:
-        key = (owner, spec["name"])
-        cached = self._items.get(key)
-        if cached is not None and cached[0] == spec:
-            return cached[1]
-        task = owner.instantiate_from_spec(spec)
-        if cached is None and len(self._items) >= self._size:
-            del self._items[next(iter(self._items))]
-        self._items[key] = (spec, task)
-        return task
-
-
 class _Scripts:
     """The Lua scripts, read from the package and bound to one client (EVALSHA, NOSCRIPT reload)."""
 
@@ -141,7 +120,6 @@ class RedisRepository(Repository):
         self._prefix = _key_prefix(namespace)
         self._batch_size = batch_size
         self._scripts = _Scripts(client)
-        self._instances = _Instances()
         # Static tasks whose entry this repository has made sure exists (once per lifetime).
         self._ensured: set[str] = set()
 
@@ -192,7 +170,7 @@ class RedisRepository(Repository):
         at_most_once: list[LeasedExecution] = []
         for index, _name, execute_after, spec in rows:
             owner = tasks[int(index) - 1]
-            task = self._instances.get(owner, spec) if owner.dynamic else owner
+            task = owner.instantiate_from_spec(spec) if owner.dynamic else owner
             scheduled_at = _from_us(execute_after)
             execution = LeasedExecution(task, scheduled_at, Lease(RedisLease(token, scheduled_at)))
             if task.execution_mode == ExecutionMode.AT_MOST_ONCE:

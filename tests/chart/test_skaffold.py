@@ -1,9 +1,8 @@
 """skaffold.yaml builds the image the chart deploys, from this repository's Dockerfile and chart.
 
-skaffold's JSON schema is not available from the package registries this project may use (its
-Go module is not served), so this parses the file and checks what skaffold would otherwise catch
-late: the apiVersion, the profiles, the chart path and release, and that every value it sets is
-a value the chart's schema knows.
+test_skaffold_schema.py checks the file against skaffold's own JSON schema; this checks what that
+schema cannot know: the profiles as applied, the chart path and release, the image name, and that
+every value it sets is a value the chart's schema knows.
 """
 
 from __future__ import annotations

@@ -304,25 +304,6 @@ class MemoryRepository(Repository):
                 batch.executions.append(LeasedExecution(concrete, scheduled_at, Lease(lease)))
         return batch
 
-    async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        for execution in executions:
-            if execution.lease is not None:
-                await self.commit_task(utc_now, execution.task, execution.lease)
-
-    async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        for execution in executions:
-            if execution.lease is not None:
-                await self.unlock_task(utc_now, execution.task, execution.lease)
-
-    async def extend_leases(
-        self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
-    ) -> list[Lease | None]:
-        results: list[Lease | None] = []
-        for execution in executions:
-            lease = execution.lease
-            results.append(None if lease is None else await self.extend_lease(utc_now, execution.task, lease))
-        return results
-
     async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
         # All-or-nothing: a locked instance fails the whole batch before anything is written.
         self._check_locks(utc_now, tasks, force=force)

@@ -344,6 +344,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100, help="batch_size given to both versions")
     parser.add_argument("--compare", action="store_true", help="also run pyncette 1.1.0 and print ratios")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
+    parser.add_argument(
+        "--workload", action="append", choices=["drain", "lag"], help="repeatable; default: drain and lag"
+    )
     parser.add_argument("--child", choices=["drain", "lag"], help=argparse.SUPPRESS)
     options = parser.parse_args()
     backends = options.backend or ["memory", "sqlite"]
@@ -367,7 +370,7 @@ def main() -> None:
         runs = [("ours", sys.executable, True)] + ([("v1", v1_python, False)] if v1_python else [])
         for label, python, ours in runs:
             assert python is not None
-            for workload in ("drain", "lag"):
+            for workload in options.workload or ["drain", "lag"]:
                 print(f"[{backend}] {label}: {workload} ...", file=sys.stderr, flush=True)
                 result = run_child(python, ["--child", workload, "--backend", backend, *common], ours=ours)
                 if "error" in result:

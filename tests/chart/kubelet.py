@@ -17,49 +17,21 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
-from typing import TypeVar
 
-T = TypeVar("T")
+from testkit import WaitTimeout
+from testkit import free_port
+from testkit import wait_until
 
 #: The image's ENTRYPOINT (the Dockerfile test checks that it is this).
 ENTRYPOINT = "pyncette-operator"
-
-
-class WaitTimeout(AssertionError):
-    pass
-
-
-def wait_until(check: Callable[[], T | None], *, timeout: float, what: str, period: float = 0.25) -> T:
-    """Polls ``check`` until it returns something truthy; raises with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-        except AssertionError as e:
-            last = e
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise WaitTimeout(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(period)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

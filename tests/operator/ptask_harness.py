@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -22,39 +20,15 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
-from typing import TypeVar
 
 import pytest
+
+from testkit import free_port
+from testkit import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "pyncettetask.yaml"
 OPERATOR_BIN = Path(sys.executable).parent / "pyncette-operator"
-T = TypeVar("T")
-
-
-def wait_until(
-    check: Callable[[], T | None], *, timeout: float = 60, what: str = "condition", period: float = 0.25
-) -> T:
-    """Polls ``check`` until it returns something truthy; fails with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-        except AssertionError as e:
-            last = e
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(period)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -61,7 +61,7 @@ component_binaries() {
         etcd) echo etcd ;;
         kwok) echo kwok ;;
         helm) echo helm ;;
-        kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
+        kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy ;;
         *) die "unknown component $1" ;;
     esac
 }

@@ -2,6 +2,7 @@
 # Build the local control plane's binaries from Go modules, once per version.
 #
 #   bash hack/cluster/build.sh [component...]    # default: etcd kwok helm kubernetes
+#   bash hack/cluster/build.sh toxiproxy         # the fault proxy (hack/services starts it)
 #
 # Each component is a small wrapper module under hack/cluster/modules/<component>/ whose
 # go.mod pins the upstream release and lists the commands as `tool` directives. Outputs go
@@ -39,6 +40,9 @@ ldflags_for() {
             ;;
         kwok)
             flags+=" -X sigs.k8s.io/kwok/pkg/consts.Version=${version#v}"
+            ;;
+        toxiproxy)
+            flags+=" -X github.com/Shopify/toxiproxy/v2.Version=${version#v}"
             ;;
     esac
     echo "$flags"
@@ -92,6 +96,11 @@ build_one() {
     # element before it: go.etcd.io/etcd/server/v3 gives "server".
     if [[ "$component" == etcd ]]; then
         mv "$tmp/server" "$tmp/etcd"
+    fi
+    # Toxiproxy's commands are cmd/server and cmd/cli.
+    if [[ "$component" == toxiproxy ]]; then
+        mv "$tmp/server" "$tmp/toxiproxy-server"
+        mv "$tmp/cli" "$tmp/toxiproxy-cli"
     fi
     seconds=$(($(date +%s) - start))
     echo "$seconds" >"$tmp/.build-seconds"

@@ -18,6 +18,8 @@ CACHE_ROOT="${PYNCETTE_CACHE_DIR:-$HOME/.cache/pyncette}/cluster"
 
 # Build order; each has a wrapper module under modules/<component>/.
 COMPONENTS=(etcd kwok helm kubernetes)
+# Built on demand only (not part of the cluster): Toxiproxy, started by hack/services/up.sh.
+EXTRA_COMPONENTS=(toxiproxy)
 
 # Processes, in start order (down.sh stops them in reverse).
 PROCESSES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -51,6 +53,7 @@ component_module() {
         kwok) echo sigs.k8s.io/kwok ;;
         helm) echo helm.sh/helm/v3 ;;
         kubernetes) echo k8s.io/kubernetes ;;
+        toxiproxy) echo github.com/Shopify/toxiproxy/v2 ;;
         *) die "unknown component $1" ;;
     esac
 }
@@ -62,6 +65,7 @@ component_binaries() {
         kwok) echo kwok ;;
         helm) echo helm ;;
         kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy ;;
+        toxiproxy) echo toxiproxy-server toxiproxy-cli ;;
         *) die "unknown component $1" ;;
     esac
 }

@@ -12,6 +12,7 @@
 #   PYNCETTE_POSTGRES_PORT      15432
 #   PYNCETTE_MYSQL_PORT         13306
 #   PYNCETTE_DYNAMODB_PORT      18000
+#   PYNCETTE_TOXIPROXY_PORT     18474 (Toxiproxy's HTTP API; the proxies it serves pick their own ports)
 #   PYNCETTE_SERVICES_TIMEOUT   seconds to wait for one server to answer (default 60)
 
 set -euo pipefail
@@ -22,8 +23,9 @@ REDIS_PORT="${PYNCETTE_REDIS_PORT:-16379}"
 POSTGRES_PORT="${PYNCETTE_POSTGRES_PORT:-15432}"
 MYSQL_PORT="${PYNCETTE_MYSQL_PORT:-13306}"
 DYNAMODB_PORT="${PYNCETTE_DYNAMODB_PORT:-18000}"
+TOXIPROXY_PORT="${PYNCETTE_TOXIPROXY_PORT:-18474}"
 SERVICES_TIMEOUT="${PYNCETTE_SERVICES_TIMEOUT:-60}"
-ALL_SERVICES=(redis postgres mariadb dynamodb)
+ALL_SERVICES=(redis postgres mariadb dynamodb toxiproxy)
 
 # Fixed credentials of the private instances (they only listen on 127.0.0.1).
 POSTGRES_SUPERUSER=postgres
@@ -158,7 +160,7 @@ ensure_packages() {
             { mariadb_server_bin && mariadb_client_bin && mariadb_admin_bin && mariadb_install_db_bin; } \
                 >/dev/null 2>&1 || wanted+=(mariadb-server mariadb-client)
             ;;
-        dynamodb) ;;
+        dynamodb | toxiproxy) ;;
         esac
     done
     command -v curl >/dev/null 2>&1 || wanted+=(curl)
@@ -514,6 +516,53 @@ dynamodb_stop() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Toxiproxy: a TCP proxy that injects network faults (timeouts, resets, latency, slow close)
+# between the app and a database server, driven over its HTTP API by the fault tests and
+# benchmarks/chaos.py. Built from its Go module by hack/cluster/build.sh (cached per version).
+# It holds no proxies of its own: every test creates (and deletes) the proxies it needs.
+
+TOXIPROXY_DIR="$SERVICES_DIR/toxiproxy"
+TOXIPROXY_PIDFILE="$TOXIPROXY_DIR/toxiproxy.pid"
+TOXIPROXY_LOG="$TOXIPROXY_DIR/toxiproxy.log"
+
+toxiproxy_url() { printf 'http://127.0.0.1:%s\n' "$TOXIPROXY_PORT"; }
+
+toxiproxy_check() { curl -fsS --max-time 2 "http://127.0.0.1:$TOXIPROXY_PORT/version" >/dev/null; }
+
+# Where hack/cluster/build.sh puts the binaries of the version pinned in its wrapper module.
+toxiproxy_bin_dir() {
+    local version
+    version="$(awk '$1 == "github.com/Shopify/toxiproxy/v2" { print $2; exit }' \
+        "$REPO_ROOT/hack/cluster/modules/toxiproxy/go.mod")"
+    printf '%s/cluster/toxiproxy-%s\n' "${PYNCETTE_CACHE_DIR:-$HOME/.cache/pyncette}" "$version"
+}
+
+toxiproxy_start() {
+    local build_log bin_dir
+    mkdir -p "$TOXIPROXY_DIR"
+    build_log="$TOXIPROXY_DIR/build.log"
+    command -v go >/dev/null 2>&1 || apt_install golang-go
+    if ! bash "$REPO_ROOT/hack/cluster/build.sh" toxiproxy >"$build_log" 2>&1; then
+        log_tail "$build_log"
+        die "building Toxiproxy failed (see $build_log)"
+    fi
+    bin_dir="$(toxiproxy_bin_dir)"
+    [[ -x "$bin_dir/toxiproxy-server" ]] || die "toxiproxy-server not found after the build (see $build_log)"
+    spawn "$TOXIPROXY_PIDFILE" "$TOXIPROXY_LOG" "$bin_dir/toxiproxy-server" -host 127.0.0.1 -port "$TOXIPROXY_PORT"
+    wait_ready toxiproxy toxiproxy_check "$TOXIPROXY_LOG" "$TOXIPROXY_PIDFILE"
+}
+
+toxiproxy_stop() {
+    local pid
+    pid="$(pid_from_file "$TOXIPROXY_PIDFILE")" || return 0
+    if pid_alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_pid_gone "$pid" 15
+    fi
+    rm -f "$TOXIPROXY_PIDFILE"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Dispatch
 
 service_url() {
@@ -522,6 +571,7 @@ service_url() {
     postgres) postgres_url ;;
     mariadb) mysql_url ;;
     dynamodb) dynamodb_endpoint ;;
+    toxiproxy) toxiproxy_url ;;
     esac
 }
 
@@ -531,6 +581,7 @@ service_port() {
     postgres) echo "$POSTGRES_PORT" ;;
     mariadb) echo "$MYSQL_PORT" ;;
     dynamodb) echo "$DYNAMODB_PORT" ;;
+    toxiproxy) echo "$TOXIPROXY_PORT" ;;
     esac
 }
 
@@ -540,6 +591,7 @@ service_log() {
     postgres) echo "$PG_LOG" ;;
     mariadb) echo "$MYSQL_LOG" ;;
     dynamodb) echo "$DYNAMODB_LOG" ;;
+    toxiproxy) echo "$TOXIPROXY_LOG" ;;
     esac
 }
 
@@ -549,6 +601,7 @@ normalize_service() {
     postgres | postgresql | pg) echo postgres ;;
     mariadb | mysql) echo mariadb ;;
     dynamodb | moto | dynamo) echo dynamodb ;;
+    toxiproxy) echo toxiproxy ;;
     *) die "unknown service '$1' (expected one of: ${ALL_SERVICES[*]})" ;;
     esac
 }

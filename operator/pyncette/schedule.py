@@ -2,8 +2,11 @@
 
 Cron expressions are parsed by croniter: five fields, or six with a seconds field *last*
 (``"* * * * * */10"`` runs every ten seconds), and the ``@hourly``/``@daily``/``@weekly``/
-``@monthly``/``@yearly`` aliases. Time zone names are resolved like pyncette 1.x (dateutil's
-``tz.gettz``), so IANA names and strings such as ``UTC+12`` work.
+``@monthly``/``@yearly`` aliases. Time zone names are IANA names (``Europe/Dublin``, resolved by
+``zoneinfo``) or pyncette 1.x's fixed-offset forms ``UTC+12``, ``GMT-5``, ``UTC+05:30`` (resolved
+by dateutil's ``tz.gettz`` as 1.x did). Nothing else reaches dateutil: it would also open any file
+given as an absolute path, and a task's time zone may come from an untrusted source (a
+PyncetteTask written by a tenant).
 
 Daylight saving time: a cron schedule with a ``timezone`` follows the wall clock of that zone.
 When clocks go forward, a wall-clock time that does not exist that day (02:30 in Europe/Dublin on
@@ -14,6 +17,7 @@ first occurrence. Interval schedules are pure elapsed time and ignore time zones
 from __future__ import annotations
 
 import datetime
+import re
 import zoneinfo
 from typing import Any
 
@@ -21,6 +25,9 @@ import dateutil.tz
 from croniter import croniter
 
 UTC = datetime.UTC
+
+# pyncette 1.x's fixed-offset names: UTC or GMT, a sign, hours (0-23), optional minutes.
+_OFFSET_NAME = re.compile(r"(?:UTC|GMT)[+-](?:[01]?[0-9]|2[0-3])(?::?[0-5][0-9])?")
 
 
 def check_cron(expression: str) -> None:
@@ -40,20 +47,24 @@ def resolve_timezone(name: str | None) -> datetime.tzinfo:
     """The tzinfo for a name (UTC when None); ValueError for an unknown name.
 
     IANA names go to ``zoneinfo`` (dateutil's tzfile mishandles zones with negative DST such as
-    Europe/Dublin); anything else (``UTC+12``...) goes to dateutil's ``tz.gettz`` like pyncette 1.x.
+    Europe/Dublin, and ``zoneinfo`` never opens a file outside its time zone database). The 1.x
+    forms ``UTC+12``/``GMT-5``/``UTC+05:30`` go to dateutil's ``tz.gettz`` like pyncette 1.x. Any
+    other name (an absolute file path, a POSIX TZ rule) is refused.
     """
     if name is None:
         return UTC
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"unknown timezone {name!r}")
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        pass
-    zone = dateutil.tz.gettz(name)
-    if zone is None:
-        raise ValueError(f"unknown timezone {name!r}")
-    return zone
+    if _OFFSET_NAME.fullmatch(name):
+        zone = dateutil.tz.gettz(name)
+        if zone is not None:
+            return zone
+    else:
+        try:
+            return zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    raise ValueError(f"unknown timezone {name!r}: expected an IANA name such as Europe/Dublin, or UTC+N / UTC-N")
 
 
 def _exists(wall: datetime.datetime, zone: datetime.tzinfo) -> bool:

@@ -90,3 +90,31 @@ async def test_fall_back_hourly_neither_doubles_nor_skips() -> None:
 async def test_posix_style_zone_names_work_as_in_1x(zone: str, hour: int) -> None:
     runs = await run_cron("0 0 * * *", zone, utc(1, 1, 0), utc(1, 1, 23))
     assert [started for started, _ in runs] == [utc(1, 1, hour)]
+
+
+async def test_offset_names_with_minutes_and_gmt_work_as_in_1x() -> None:
+    runs = await run_cron("0 0 * * *", "UTC+05:30", utc(1, 1, 0), utc(1, 1, 23))
+    assert [started for started, _ in runs] == [utc(1, 1, 18, 30)]
+    runs = await run_cron("0 0 * * *", "GMT-3", utc(1, 1, 0), utc(1, 1, 23))
+    assert [started for started, _ in runs] == [utc(1, 1, 3)]
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "/etc/localtime",  # an absolute file path: dateutil would open it
+        "/usr/share/zoneinfo/Europe/Dublin",
+        "../../../../etc/localtime",
+        "Europe/../../../etc/localtime",
+        "EST+5EDT,M3.2.0/2,M11.1.0/2",  # a POSIX TZ rule, not a 1.x offset name
+        "utc+3",  # dateutil reads this as POSIX (three hours *behind*): refused, not silently inverted
+        "UTC+25",
+        "Mars/Olympus_Mons",
+    ],
+)
+def test_only_iana_names_and_offset_forms_are_time_zones(zone: str) -> None:
+    app = Pyncette()
+    with pytest.raises(ValueError, match=r"task 'job': timezone: unknown timezone .*expected an IANA name"):
+
+        @app.task(schedule="0 0 * * *", timezone=zone)
+        async def job(context: Context) -> None: ...

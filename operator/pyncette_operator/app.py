@@ -28,6 +28,7 @@ from pyncette.clock import Clock
 from pyncette.pyncette import Pyncette
 from pyncette.pyncette import PyncetteContext
 from pyncette_operator.backend_url import BackendConfig
+from pyncette_operator.backend_url import redact_text
 from pyncette_operator.events import EventRecorder
 from pyncette_operator.kube import Kube
 from pyncette_operator.kube import NotFound
@@ -237,7 +238,9 @@ class Operator:
             try:
                 ctx = await stack.enter_async_context(app.create())
             except Exception as e:
-                raise StartupError(f"backend {self.backend.description}: {type(e).__name__}: {e}") from None
+                raise StartupError(
+                    f"backend {self.backend.description}: {type(e).__name__}: {redact_text(str(e))}"
+                ) from None
             mirror.bind(ctx)
             runners = await self._http(ctx, mirror)
             background = [

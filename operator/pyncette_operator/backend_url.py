@@ -20,7 +20,9 @@ dependency is also reported as one line instead of an ImportError traceback.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from dataclasses import field
@@ -61,16 +63,40 @@ class BackendConfig:
             raise BackendUrlError(f"backend {self.kind}: {module_name} has no {attr}") from None
 
 
+_CREDENTIAL_PARAM_NAMES = r"(?:password|passwd|pwd|sslpassword|secret|token|secret_key|access_key)"
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)\S*@")
+_SECRET_QUERY = re.compile(rf"(?i)([?&;]{_CREDENTIAL_PARAM_NAMES}=)[^&\s'\"]*")
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for messages and logs)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """The URL with its password, and query values such as ``password=``, replaced by ``***``.
+
+    Works on URLs that do not parse, too: a password holding ``/``, ``?`` or ``#`` (not
+    percent-encoded) makes ``urlsplit`` cut the authority early, so everything between ``://`` and
+    the *last* ``@`` is taken as the user information; after its first ``:`` it is masked.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        url = f"{scheme}://{user}{':***' if colon else ''}@{after}"
+    return _SECRET_QUERY.sub(r"\1***", url)
+
+
+def redact_text(text: str) -> str:
+    """Masks URL passwords and ``password=``-style query values anywhere in a log line or message."""
+    return _SECRET_QUERY.sub(r"\1***", _URL_USERINFO.sub(r"\1***@", text))
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter that passes every formatted line (tracebacks included) through ``redact_text``.
+
+    Installed on the operator's log handlers: a driver's exception that quotes its DSN, or a
+    ``?password=`` URL in a debug line, never reaches the log with the password in it.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def parse_backend_url(url: str | None, *, data_dir: str = ".") -> BackendConfig:
@@ -83,8 +109,18 @@ def parse_backend_url(url: str | None, *, data_dir: str = ".") -> BackendConfig:
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a non-numeric port
-    except ValueError as e:
-        raise BackendUrlError(f"backend URL {shown!r}: {e}") from None
+    except ValueError:
+        # urllib's own message quotes the bad part, which may be a piece of the password.
+        raise BackendUrlError(
+            f"backend URL {shown!r}: cannot parse the host and port; percent-encode / ? # @ : in a"
+            " user name or password (%2F %3F %23 %40 %3A)"
+        ) from None
+    if "@" in parts.path and "@" not in parts.netloc:
+        # "user:pa/ss@host": the unencoded "/" ended the authority inside the password.
+        raise BackendUrlError(
+            f"backend URL {shown!r}: an '@' after the host; percent-encode / ? # @ : in a user name or"
+            " password (%2F %3F %23 %40 %3A)"
+        )
     scheme = parts.scheme.lower()
     query = _query(parts.query, shown)
 
@@ -182,7 +218,7 @@ def _parse_dynamodb(parts: urllib.parse.SplitResult, query: dict[str, str], show
     kwargs: dict[str, Any] = {"dynamodb_region_name": region, "dynamodb_table_name": table}
     if endpoint:
         if not endpoint.startswith(("http://", "https://")):
-            raise BackendUrlError(f"backend URL {shown!r}: endpoint must be an http(s) URL, got {endpoint!r}")
+            raise BackendUrlError(f"backend URL {shown!r}: endpoint must be an http(s) URL, got {redact(endpoint)!r}")
         kwargs["dynamodb_endpoint"] = endpoint
     where = f" at {endpoint}" if endpoint else ""
     return BackendConfig(

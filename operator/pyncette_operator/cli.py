@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from pyncette_operator.backend_url import BackendUrlError
+from pyncette_operator.backend_url import RedactingFormatter
 from pyncette_operator.backend_url import parse_backend_url
 from pyncette_operator.runs.handlers import HandlerImportError
 from pyncette_operator.runs.handlers import default_registry
@@ -174,6 +175,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+def configure_logging(level: str) -> None:
+    """Log lines to stderr, every one passed through ``redact_text`` (no password reaches a log)."""
+    logging.basicConfig(level=level, stream=sys.stderr)
+    for log_handler in logging.getLogger().handlers:
+        log_handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
 def _install_memory_report() -> None:
     """Debugging aid (``PYNCETTE_TRACEMALLOC=1``): SIGUSR1 logs where the memory is, by file."""
     import signal
@@ -202,10 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, BackendUrlError, HandlerImportError) as e:
         print(f"pyncette-operator: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    configure_logging(settings.log_level)
     if not backend.shared:
         logging.getLogger(__name__).info("Backend %s serves one replica only", backend.description)
 

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyncette.errors import BackendConfigurationError
 from pyncette.errors import TaskLockedException
 from pyncette.model import ContinuationToken
 from pyncette.model import ExecutionMode
@@ -40,13 +39,20 @@ from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
-from pyncette.model import QueryResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
-from pyncette.repository import Repository
+from pyncette.repository.kit import BatchRepository
+from pyncette.repository.kit import TokenLease
+from pyncette.repository.kit import held
+from pyncette.repository.kit import next_time
+from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import to_commit
+from pyncette.repository.kit import token_of
 from pyncette.task import Task
 
 logger = logging.getLogger(__name__)
+
+BACKEND = "memory"
 
 # Group of static tasks. Canonical names are never empty, so this cannot collide with a template.
 _STATIC = ""
@@ -85,18 +91,17 @@ class _Taken:
     next_due_at: datetime.datetime | None
 
 
-class MemoryRepository(Repository):
+class MemoryRepository(BatchRepository):
     """Task state in process memory (see the module docstring for the trade-offs)."""
 
+    backend_name = BACKEND
+
     def __init__(self, *, batch_size: int = 100) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise BackendConfigurationError("memory", "batch_size", f"must be an integer >= 1, got {batch_size!r}")
-        self._batch_size = batch_size
+        super().__init__(batch_size=positive_int(BACKEND, {"batch_size": batch_size}, "batch_size", 100))
         self._entries: dict[str, _Entry] = {}
         self._groups: dict[str, set[str]] = {}
         self._heaps: dict[str, list[_HeapItem]] = {}
         self._versions = 0
-        self._seen_static: set[str] = set()
         # Sorted member names per group for list_task_states; dropped when membership changes.
         self._sorted: dict[str, list[str]] = {}
 
@@ -132,27 +137,33 @@ class MemoryRepository(Repository):
         entry = self._entries.get(item[2])
         return entry is not None and entry.version == item[1]
 
-    def _instance(self, entry: _Entry, template: Task) -> Task:
-        """The concrete task of a dynamic entry, rebuilt from its spec under ``template``."""
+    def _instance(self, entry: _Entry, template: Task) -> Task | None:
+        """The concrete task of a dynamic entry, rebuilt from its spec (None: quarantined)."""
         if entry.instance is None or entry.template is not template:
-            assert entry.spec is not None
-            entry.instance = template.instantiate_from_spec(json.loads(entry.spec))
+            instance = self.entries.load(template, entry.name, entry.spec)
+            if instance is None:
+                return None
+            entry.instance = instance
             entry.template = template
         return entry.instance
 
-    def _ensure_static(self, utc_now: datetime.datetime, task: Task) -> _Entry | None:
-        entry = self._entries.get(task.canonical_name)
-        if entry is None:
-            first = task.get_next_execution(utc_now, None)
-            if first is None:
-                return None
-            entry = _Entry(name=task.canonical_name, group=_STATIC, execute_after=first)
-            self._store(entry)
-        return entry
+    def _state(self, entry: _Entry, template: Task | None, task: Task) -> TaskState:
+        if template is None or entry.spec is None:
+            return TaskState(task, entry.execute_after, entry.locked_until, entry.locked_by)
+        if entry.instance is not None and entry.template is template:
+            return TaskState(entry.instance, entry.execute_after, entry.locked_until, entry.locked_by)
+        return self.entries.state(
+            template,
+            entry.name,
+            entry.spec,
+            scheduled_at=entry.execute_after,
+            locked_until=entry.locked_until,
+            locked_by=entry.locked_by,
+            known=task if task.parent_task is not None else None,
+        )
 
-    def _advance(self, utc_now: datetime.datetime, entry: _Entry, task: Task) -> datetime.datetime | None:
+    def _advance(self, entry: _Entry, nxt: datetime.datetime | None) -> None:
         """Moves an entry to its next scheduled time and clears its lease (deletes it if none)."""
-        nxt = task.get_next_execution(utc_now, entry.execute_after)
         if nxt is None:
             self._delete(entry.name)
         else:
@@ -160,97 +171,56 @@ class MemoryRepository(Repository):
             entry.locked_until = None
             entry.locked_by = None
             self._store(entry)
-        return nxt
+
+    def _lease(self, entry: _Entry, token: str, until: datetime.datetime) -> None:
+        entry.locked_by = token
+        entry.locked_until = until
+        self._store(entry)
 
     @staticmethod
-    def _holds(entry: _Entry | None, lease: Lease | None) -> bool:
-        return entry is not None and lease is not None and entry.locked_by == str(lease)
+    def _holds(entry: _Entry | None, token: str | None) -> bool:
+        return entry is not None and token is not None and entry.locked_by == token
 
     # ---- pyncette 1.x protocol ----
-
-    async def poll_dynamic_task(
-        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
-    ) -> QueryResponse:
-        lease = str(uuid.uuid4())
-        taken = self._take_due(utc_now, [task], limit=self._batch_size)
-        result: list[tuple[Task, Lease]] = []
-        for entry, template in taken.entries:
-            instance = self._instance(entry, template)
-            entry.locked_by = lease
-            entry.locked_until = utc_now + instance.lease_duration
-            self._store(entry)
-            result.append((instance, Lease(lease)))
-        token = ContinuationToken(True) if taken.has_more else None
-        return QueryResponse(tasks=result, continuation_token=token)
-
-    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
-        self._check_locks(utc_now, [task], force=force)
-        self._register(utc_now, task, force=force)
 
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         self._delete(task.canonical_name)
 
     async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
+        if isinstance(lease, TokenLease) and lease.token is None:
+            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
+            return PollResponse(result=ResultType.READY, scheduled_at=lease.scheduled_at, lease=None)
         entry = self._entries.get(task.canonical_name)
         if entry is None:
             if task.parent_task is not None:
-                # Instances exist only once registered: a poll must not resurrect a deleted one.
+                raise self.instance_not_found(task)
+            created = self.statics.due_for_creation(utc_now, [task])
+            if not created:
                 return PollResponse(result=ResultType.MISSING, scheduled_at=utc_now, lease=None)
-            entry = self._ensure_static(utc_now, task)
-            if entry is None:
-                return PollResponse(result=ResultType.MISSING, scheduled_at=utc_now, lease=None)
+            entry = _Entry(name=task.canonical_name, group=_STATIC, execute_after=created[0][1])
+            self._store(entry)
         scheduled_at = entry.execute_after
         leased = entry.locked_until is not None and entry.locked_until > utc_now
-        if leased and not self._holds(entry, lease):
+        if leased and not self._holds(entry, token_of(lease)):
             return PollResponse(result=ResultType.LOCKED, scheduled_at=scheduled_at, lease=None)
         if scheduled_at > utc_now:
             return PollResponse(result=ResultType.PENDING, scheduled_at=scheduled_at, lease=None)
         if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
-            self._advance(utc_now, entry, task)
+            ok, nxt = next_time(task, utc_now, scheduled_at)
+            if ok:
+                self._advance(entry, nxt)
             return PollResponse(result=ResultType.READY, scheduled_at=scheduled_at, lease=None)
-        new_lease = str(uuid.uuid4())
-        entry.locked_by = new_lease
-        entry.locked_until = utc_now + task.lease_duration
-        self._store(entry)
-        return PollResponse(result=ResultType.READY, scheduled_at=scheduled_at, lease=Lease(new_lease))
-
-    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        entry = self._entries.get(task.canonical_name)
-        if entry is None:
-            logger.warning("Task %s not found, skipping commit.", task)
-        elif not self._holds(entry, lease):
-            logger.warning("Lease lost on task %s, skipping commit.", task)
-        else:
-            self._advance(utc_now, entry, task)
-
-    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
-        entry = self._entries.get(task.canonical_name)
-        if entry is None or not self._holds(entry, lease):
-            return None
-        entry.locked_until = utc_now + task.lease_duration
-        self._store(entry)
-        return lease
-
-    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        entry = self._entries.get(task.canonical_name)
-        if entry is not None and self._holds(entry, lease):
-            entry.locked_by = None
-            entry.locked_until = None
-            self._store(entry)
+        token = uuid.uuid4().hex
+        self._lease(entry, token, utc_now + task.lease_duration)
+        return PollResponse(
+            result=ResultType.READY, scheduled_at=scheduled_at, lease=Lease(TokenLease(token, scheduled_at))
+        )
 
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
         entry = self._entries.get(task.canonical_name)
         if entry is None:
             return None
-        concrete = task
-        if task.parent_task is not None and entry.spec is not None:
-            concrete = self._instance(entry, task.parent_task)
-        return TaskState(
-            task=concrete,
-            scheduled_at=entry.execute_after,
-            locked_until=entry.locked_until,
-            locked_by=entry.locked_by,
-        )
+        return self._state(entry, task.parent_task, task)
 
     async def list_task_states(
         self,
@@ -266,43 +236,75 @@ class MemoryRepository(Repository):
             names = self._sorted[group] = sorted(self._groups.get(group, ()))
         start = 0 if continuation_token is None else bisect.bisect_right(names, str(continuation_token))
         page = names[start : start + limit]
-        states = [
-            TaskState(
-                task=self._instance(self._entries[name], parent_task),
-                scheduled_at=self._entries[name].execute_after,
-                locked_until=self._entries[name].locked_until,
-                locked_by=self._entries[name].locked_by,
-            )
-            for name in page
-        ]
+        states = [self._state(self._entries[name], parent_task, parent_task) for name in page]
         token = ContinuationToken(page[-1]) if len(names) > start + limit and page else None
         return ListTasksResponse(tasks=states, continuation_token=token)
 
     # ---- batch protocol ----
 
     async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
-        for task in tasks:
-            if not task.dynamic and task.canonical_name not in self._seen_static:
-                self._ensure_static(utc_now, task)
-                self._seen_static.add(task.canonical_name)
+        fresh = self.statics.due_for_creation(utc_now, tasks)
+        for task, first in fresh:
+            if task.canonical_name not in self._entries:
+                self._store(_Entry(name=task.canonical_name, group=_STATIC, execute_after=first))
+        self.statics.created(task for task, _ in fresh)
 
         taken = self._take_due(utc_now, tasks, limit=limit)
         batch = LeaseBatch(has_more=taken.has_more, next_due_at=taken.next_due_at)
-        lease = str(uuid.uuid4())
+        token = uuid.uuid4().hex
         for entry, template in taken.entries:
             concrete = template if entry.spec is None else self._instance(entry, template)
+            if concrete is None:  # quarantined: parked under this lease, not run
+                self._lease(entry, token, utc_now + template.lease_duration)
+                continue
             scheduled_at = entry.execute_after
             if concrete.execution_mode == ExecutionMode.AT_MOST_ONCE:
-                nxt = self._advance(utc_now, entry, concrete)
+                ok, nxt = next_time(concrete, utc_now, scheduled_at)
+                if not ok:
+                    self._lease(entry, token, utc_now + concrete.lease_duration)
+                    continue
+                self._advance(entry, nxt)
                 if nxt is not None and (batch.next_due_at is None or nxt < batch.next_due_at):
                     batch.next_due_at = nxt
                 batch.executions.append(LeasedExecution(concrete, scheduled_at, None))
             else:
-                entry.locked_by = lease
-                entry.locked_until = utc_now + concrete.lease_duration
-                self._store(entry)
-                batch.executions.append(LeasedExecution(concrete, scheduled_at, Lease(lease)))
+                self._lease(entry, token, utc_now + concrete.lease_duration)
+                batch.executions.append(LeasedExecution(concrete, scheduled_at, Lease(TokenLease(token, scheduled_at))))
         return batch
+
+    async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        for execution, token in to_commit(executions):
+            entry = self._entries.get(execution.task.canonical_name)
+            if entry is None:
+                logger.warning("Task %s not found, skipping commit.", execution.task)
+            elif not self._holds(entry, token):
+                logger.warning("Lease lost on task %s, skipping commit.", execution.task)
+            else:
+                ok, nxt = next_time(execution.task, utc_now, entry.execute_after)
+                if ok:
+                    self._advance(entry, nxt)
+
+    async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
+        for execution, token in held(executions):
+            entry = self._entries.get(execution.task.canonical_name)
+            if entry is not None and self._holds(entry, token):
+                entry.locked_by = None
+                entry.locked_until = None
+                self._store(entry)
+
+    async def extend_leases(
+        self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
+    ) -> list[Lease | None]:
+        results: list[Lease | None] = []
+        for execution in executions:
+            entry = self._entries.get(execution.task.canonical_name)
+            if not self._holds(entry, token_of(execution.lease)):
+                results.append(None)
+                continue
+            assert entry is not None
+            self._lease(entry, str(entry.locked_by), utc_now + execution.task.lease_duration)
+            results.append(execution.lease)
+        return results
 
     async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
         # All-or-nothing: a locked instance fails the whole batch before anything is written.
@@ -403,4 +405,4 @@ class MemoryRepository(Repository):
 @contextlib.asynccontextmanager
 async def memory_repository(**kwargs: Any) -> AsyncIterator[MemoryRepository]:
     """Factory for ``Pyncette(repository_factory=memory_repository)``; ignores other backends' settings."""
-    yield MemoryRepository(batch_size=kwargs.get("batch_size", 100))
+    yield MemoryRepository(batch_size=positive_int(BACKEND, kwargs, "batch_size", 100))

@@ -126,12 +126,17 @@ class QueryResponse:
 
 @dataclass
 class TaskState:
-    """The stored state of a task instance."""
+    """The stored state of a task instance.
+
+    ``problem`` is set when the stored entry cannot be run (its spec cannot be loaded by this
+    worker): it is skipped and kept as it is, ``task`` is then a stand-in that only addresses it.
+    """
 
     task: Task
     scheduled_at: datetime.datetime
     locked_until: datetime.datetime | None
     locked_by: str | None
+    problem: str | None = None
 
 
 @dataclass

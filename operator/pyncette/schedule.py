@@ -12,13 +12,28 @@ Daylight saving time: a cron schedule with a ``timezone`` follows the wall clock
 When clocks go forward, a wall-clock time that does not exist that day (02:30 in Europe/Dublin on
 the last Sunday of March) is not run; when clocks go back, the repeated hour is run once, at its
 first occurrence. Interval schedules are pure elapsed time and ignore time zones.
+
+Several schedules: a task may have a list of cron expressions (one time zone for all). It runs at
+every time any of them matches, once per distinct time: two expressions matching the same minute
+give one run, and the next time is the earliest of their next times (``next_union_time``).
+
+Spread: Jenkins-style ``H`` items in a cron field (``H * * * *``, ``H(0-29)/10 * * * *``,
+``H H * * *``) stand for a value hashed from a seed (the task's or instance's name), so many tasks
+written the same way do not all start at the same minute, and each keeps its minute across
+restarts, processes and versions. ``spread_cron`` resolves them into a plain cron expression
+before anything else reads it. The hash is SHA-256 of the seed and the field's position, never
+Python's ``hash()`` (salted per process) nor croniter's own ``hash_id`` (CRC-32 shifted per field:
+the fields of one task are correlated, and its formula is croniter's to change). ``H`` in the
+day-of-month field picks from 1-28, so the day exists in every month.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
 import zoneinfo
+from collections.abc import Sequence
 from typing import Any
 
 import dateutil.tz
@@ -41,6 +56,81 @@ def check_cron(expression: str) -> None:
         croniter.expand(expression)
     except Exception as e:  # croniter raises several error types, all subclasses of ValueError or KeyError
         raise ValueError(f"invalid cron expression {expression!r}: {e}") from None
+
+
+# Per field position (seconds are the optional sixth field, last): its name, and the range ``H``
+# picks from when no range is given (day of month: 1-28, which every month has) and the bounds an
+# explicit ``H(a-b)`` range must stay within.
+_FIELDS: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (
+    ("minute", (0, 59), (0, 59)),
+    ("hour", (0, 23), (0, 23)),
+    ("day of month", (1, 28), (1, 31)),
+    ("month", (1, 12), (1, 12)),
+    ("day of week", (0, 6), (0, 6)),
+    ("second", (0, 59), (0, 59)),
+)
+_HASHED = re.compile(r"H(?:\((\d+)-(\d+)\))?(?:/(\d+))?")
+
+
+def spread_cron(expression: str, seed: str) -> str:
+    """``expression`` with every Jenkins-style ``H`` item replaced by a value hashed from ``seed``.
+
+    ``H`` is one value of the field; ``H(a-b)`` one value in a..b; ``H/n`` every n-th value from an
+    offset below n; ``H(a-b)/n`` the same within a..b. So ``H * * * *`` becomes, say, ``37 * * * *``
+    and ``H(0-29)/10 * * * *`` becomes ``4-29/10 * * * *`` (minutes 4, 14, 24). Expressions
+    without ``H`` are returned unchanged; a malformed ``H`` item raises ValueError naming the field.
+    """
+    if not isinstance(expression, str) or "H" not in expression or expression.lstrip().startswith("@"):
+        return expression
+    fields = expression.split()
+    if len(fields) not in (5, 6):
+        return expression  # check_cron says what is wrong
+    resolved = []
+    for position, text in enumerate(fields):
+        if "H" not in text:
+            resolved.append(text)
+            continue
+        items = []
+        for item in text.split(","):
+            if not item.startswith("H"):
+                items.append(item)
+                continue
+            items.append(_resolve_hashed(item, seed=seed, position=position, expression=expression))
+        resolved.append(",".join(items))
+    return " ".join(resolved)
+
+
+def _resolve_hashed(item: str, *, seed: str, position: int, expression: str) -> str:
+    name, default, bounds = _FIELDS[position]
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"invalid cron expression {expression!r}: {name} field {item!r}: {problem}")
+
+    match = _HASHED.fullmatch(item)
+    if match is None:
+        raise bad("expected H, H(a-b), H/n or H(a-b)/n")
+    low, high = default
+    if match.group(1) is not None:
+        low, high = int(match.group(1)), int(match.group(2))
+        if not bounds[0] <= low <= high <= bounds[1]:
+            raise bad(f"the range must be within {bounds[0]}-{bounds[1]} and not descending")
+    digest = hashlib.sha256(f"{seed}\0{position}".encode()).digest()
+    number = int.from_bytes(digest, "big")
+    if match.group(3) is None:
+        return str(low + number % (high - low + 1))
+    step = int(match.group(3))
+    if step < 1:
+        raise bad("the step must be at least 1")
+    start = low + number % min(step, high - low + 1)
+    return str(start) if start + step > high else f"{start}-{high}/{step}"
+
+
+def next_union_time(
+    expressions: Sequence[str], after: datetime.datetime, timezone: str | None
+) -> datetime.datetime | None:
+    """The first time strictly after ``after`` that matches any of ``expressions`` (see ``next_cron_time``)."""
+    times = [t for t in (next_cron_time(e, after, timezone) for e in expressions) if t is not None]
+    return min(times, default=None)
 
 
 def resolve_timezone(name: str | None) -> datetime.tzinfo:

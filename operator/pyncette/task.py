@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 from collections.abc import Awaitable
+from collections.abc import Sequence
 from typing import Any
 
 from pyncette.model import Context
@@ -25,8 +26,9 @@ from pyncette.model import PartitionSelector
 from pyncette.model import TaskFunc
 from pyncette.schedule import UTC
 from pyncette.schedule import check_cron
-from pyncette.schedule import next_cron_time
+from pyncette.schedule import next_union_time
 from pyncette.schedule import resolve_timezone
+from pyncette.schedule import spread_cron
 
 # Keyword arguments of ``instantiate``/``schedule_task`` that configure the instance itself rather
 # than landing in ``context.args``.
@@ -41,7 +43,9 @@ class Task:
 
     name: str
     task_func: TaskFunc
-    schedule: str | None
+    schedule: str | list[str] | None
+    cron_expressions: tuple[str, ...]
+    """The cron expressions as they run: ``H`` resolved from the name, duplicates dropped (empty without cron)."""
     interval: datetime.timedelta | None
     execute_at: datetime.datetime | None
     timezone: str | None
@@ -62,7 +66,7 @@ class Task:
         enabled: bool = True,
         dynamic: bool = False,
         parent_task: Task | None = None,
-        schedule: str | None = None,
+        schedule: str | Sequence[str] | None = None,
         interval: datetime.timedelta | None = None,
         execute_at: datetime.datetime | None = None,
         timezone: str | None = None,
@@ -77,7 +81,8 @@ class Task:
         self.task_func = func
         self.dynamic = dynamic
         self.parent_task = parent_task
-        self.schedule = schedule
+        self.schedule = list(schedule) if isinstance(schedule, Sequence) and not isinstance(schedule, str) else schedule
+        self.cron_expressions = ()
         self.interval = interval
         self.execute_at = execute_at
         self.timezone = timezone
@@ -117,10 +122,7 @@ class Task:
             )
 
         if self.schedule is not None:
-            try:
-                check_cron(self.schedule)
-            except ValueError as e:
-                raise self._fail("schedule", str(e)) from None
+            self.cron_expressions = self._resolve_cron(self.schedule)
         if self.timezone is not None:
             if self.schedule is None and not (self.dynamic and self.interval is None and self.execute_at is None):
                 raise self._fail("timezone", "may only be given with a cron schedule")
@@ -143,6 +145,25 @@ class Task:
         except (TypeError, ValueError) as e:
             raise self._fail("args", f"must be JSON serializable ({e})") from None
 
+    def _resolve_cron(self, schedule: str | list[str]) -> tuple[str, ...]:
+        if not isinstance(schedule, (str, list)):
+            raise self._fail("schedule", f"expected a cron expression or a list of them, got {schedule!r}")
+        expressions = [schedule] if isinstance(schedule, str) else schedule
+        if not expressions:
+            raise self._fail("schedule", "an empty list; give at least one cron expression")
+        resolved: dict[str, None] = {}
+        for index, expression in enumerate(expressions):
+            where = "schedule" if isinstance(schedule, str) else f"schedule[{index}]"
+            if not isinstance(expression, str):
+                raise self._fail(where, f"expected a cron expression string, got {expression!r}")
+            try:
+                concrete = spread_cron(expression, self.name)
+                check_cron(concrete)
+            except ValueError as e:
+                raise self._fail(where, str(e)) from None
+            resolved[concrete] = None
+        return tuple(resolved)
+
     def get_next_execution(
         self, utc_now: datetime.datetime, last_execution: datetime.datetime | None
     ) -> datetime.datetime | None:
@@ -157,9 +178,9 @@ class Task:
             missed = (utc_now - last_execution) // self.interval + 1
             return last_execution + self.interval * missed
 
-        if self.schedule is not None:
+        if self.cron_expressions:
             while True:
-                nxt = next_cron_time(self.schedule, current, self.timezone)
+                nxt = next_union_time(self.cron_expressions, current, self.timezone)
                 if nxt is None or not self.fast_forward or nxt >= utc_now:
                     return nxt
                 current = nxt

@@ -19,6 +19,7 @@ from pyncette.clock import FakeClock
 from pyncette.model import Context
 from pyncette.pyncette import Pyncette
 from pyncette.pyncette import PyncetteContext
+from pyncette.schedule import spread_cron
 
 T0 = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
 
@@ -127,3 +128,27 @@ async def test_a_schedule_change_applies_from_the_next_run(backend_kwargs: dict[
         await eventually(await next_run_is(at(140)))
     assert [when for when, _ in runs] == [at(10), at(20), at(80)]
     assert runs[-1][1] == 2
+
+
+async def test_an_instance_with_several_schedules_and_h_runs_at_their_union(backend_kwargs: dict[str, Any]) -> None:
+    clock = FakeClock(T0)
+    app = make_app(backend_kwargs, clock)
+    runs: list[datetime.datetime] = []
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        runs.append(context.scheduled_at)
+
+    # Seconds-resolution cron (sixth field): "H/20" resolves to one offset below 20 for this name.
+    offset = int(spread_cron("* * * * * H/20", "spread").split()[5].split("-")[0])
+    async with running(app) as ctx:
+        await ctx.schedule_task(job, "spread", schedule=["* * * * * H/20", "* * * * * 55"])
+        await clock.advance(seconds=60)
+
+        async def settled() -> bool:
+            state = await ctx.get_task(job, "spread")
+            return state is not None and state.scheduled_at > at(60) and state.locked_until is None
+
+        await eventually(settled)
+    seconds = {offset, offset + 20, offset + 40, 55}
+    assert runs == [at(s) for s in range(1, 61) if s % 60 in seconds]

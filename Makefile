@@ -5,17 +5,27 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down e2e clean
+.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e clean
 
 help:
 	@echo "make run            - local cluster + CRD + operator on embedded SQLite + a sample task, show its runs"
 	@echo "make run-stop       - stop the operator started by make run (make cluster-down stops the cluster)"
 	@echo "make run-library    - the scheduler library alone: an example app on SQLite printing its runs"
+	@echo "make venv           - the virtualenv .venv with the package and its dev tools"
 	@echo "make test           - set up everything and run lint + the whole test suite"
+	@echo "make test-unit      - the tests that need neither servers nor the cluster"
+	@echo "make e2e            - the end-to-end suite (e2e/) against the local cluster or \$$KUBECONFIG"
 	@echo "make lint           - ruff, mypy --strict, import-linter"
 	@echo "make bench          - benchmarks (compares against pyncette 1.1.0)"
 	@echo "make services-up    - start Redis, PostgreSQL, MariaDB and the DynamoDB endpoint"
+	@echo "make services-down  - stop them"
 	@echo "make cluster-up     - build (once) and start the local Kubernetes control plane"
+	@echo "make cluster-down   - stop the control plane (and the real node, if up)"
+	@echo "make node-up        - add a real node (containerd, kubelet, kube-proxy) to the control plane; root"
+	@echo "make node-down      - remove the real node: no process, mount, bridge, chain or cgroup left"
+	@echo "make node-images    - build busybox/redis/pause from Debian packages, push to the local registry"
+	@echo "make test-node      - node-up, then the tests that run real containers (tests/node)"
+	@echo "make clean          - remove .venv and the tool caches"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +65,18 @@ cluster-up:
 
 cluster-down:
 	bash hack/cluster/down.sh
+
+node-up: cluster-up
+	bash hack/node/up.sh
+
+node-down:
+	bash hack/node/down.sh
+
+node-images:
+	bash hack/node/images.sh
+
+test-node: venv node-up
+	$(VENV)/bin/pytest tests/node -m node $(PYTEST_ARGS)
 
 run: venv
 	bash hack/demo.sh

@@ -46,6 +46,10 @@ stop_pids() {
 
 down() {
     local name file pid exe clients=() apiservers=() etcds=()
+    # The real node first, while the API server still answers (hack/node/down.sh).
+    if [[ -d "$STATE_DIR/node" || -d /run/pyncette-node ]]; then
+        bash "$REPO_ROOT/hack/node/down.sh"
+    fi
     # Everything of ours: the pid files' processes and any leftover (a lost pid file, or a
     # process started by hand from .cluster/bin) that runs one of our binaries for this
     # checkout's .cluster/.

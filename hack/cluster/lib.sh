@@ -21,6 +21,10 @@ COMPONENTS=(etcd kwok helm kubernetes)
 # Built on demand only (not part of the cluster): Toxiproxy, started by hack/services/up.sh.
 EXTRA_COMPONENTS=(toxiproxy)
 
+# Bump when up.sh starts the processes with other flags: a running cluster of an older layout
+# is then restarted from scratch by the next `make cluster-up`.
+CLUSTER_LAYOUT=2
+
 # Processes, in start order (down.sh stops them in reverse).
 PROCESSES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 

@@ -32,8 +32,8 @@ apiserver_ready() {
             --key "$PKI_DIR/admin.key" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1
 }
 
-# all_running: every process runs, and from the binaries that .cluster/bin points at now
-# (after a version change the cluster restarts with the new build).
+# all_running: every process runs, from the binaries that .cluster/bin points at now and
+# with the flags of CLUSTER_LAYOUT (after a version or flag change the cluster restarts).
 all_running() {
     local p file
     for p in "${PROCESSES[@]}"; do
@@ -41,6 +41,8 @@ all_running() {
         pid_alive "$file" || return 1
         [[ "$(readlink "/proc/$(<"$file")/exe")" == "$(readlink -f "$BIN_DIR/$p")" ]] || return 1
     done
+    # Started by this version of the script (its flags).
+    [[ "$(cat "$STATE_DIR/layout" 2>/dev/null)" == "$CLUSTER_LAYOUT" ]]
 }
 
 any_running() {
@@ -152,6 +154,8 @@ make_pki() {
     cert apiserver "/CN=kube-apiserver" serverAuth \
         "IP:127.0.0.1, IP:$advertise, IP:10.96.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local"
     cert admin "/O=system:masters/CN=pyncette-admin" clientAuth
+    # The API server's client certificate towards kubelets (kubectl logs/exec on the real node).
+    cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
     cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
     cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
     cert kwok "/O=system:masters/CN=kwok-controller" clientAuth
@@ -195,11 +199,13 @@ wait_for() {
     done
 }
 
+# kwok's node is Ready and has no taint but, while the real node is up, the one that keeps
+# ordinary Pods off it (hack/node/up.sh).
 node_untainted_and_ready() {
     local out
     out=$(kubectl_admin get node "$NODE_NAME" \
-        -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.spec.taints}') || return 1
-    [[ "$out" == "True/" ]]
+        -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.spec.taints[*].key}') || return 1
+    [[ "$out" == "True/" || "$out" == "True/pyncette.dev/simulated" ]]
 }
 
 start_cluster() {
@@ -210,7 +216,12 @@ start_cluster() {
         die "etcd port $ETCD_CLIENT_PORT or $ETCD_PEER_PORT is busy; set PYNCETTE_ETCD_PORT"
     fi
 
+    # A real node belongs to the cluster it joined (its certificates to the old CA).
+    if [[ -d "$STATE_DIR/node" || -d /run/pyncette-node ]]; then
+        bash "$REPO_ROOT/hack/node/down.sh"
+    fi
     rm -rf "$STATE_DIR/etcd" "$STATE_DIR/kwok"
+    echo "$CLUSTER_LAYOUT" >"$STATE_DIR/layout"
     rm -f "$ADMIN_KUBECONFIG"
     mkdir -p "$LOG_DIR" "$STATE_DIR/kwok/home"
     make_pki "$port" "$advertise"
@@ -230,10 +241,14 @@ start_cluster() {
 
     start kube-apiserver "$BIN_DIR/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
-        --bind-address=127.0.0.1 \
+        --bind-address=0.0.0.0 \
         --secure-port="$port" \
         --advertise-address="$advertise" \
-        --endpoint-reconciler-type=none \
+        --endpoint-reconciler-type=lease \
+        --kubelet-client-certificate="$PKI_DIR/apiserver-kubelet-client.crt" \
+        --kubelet-client-key="$PKI_DIR/apiserver-kubelet-client.key" \
+        --kubelet-certificate-authority="$PKI_DIR/ca.crt" \
+        --kubelet-preferred-address-types=InternalIP \
         --cert-dir="$PKI_DIR" \
         --tls-cert-file="$PKI_DIR/apiserver.crt" \
         --tls-private-key-file="$PKI_DIR/apiserver.key" \

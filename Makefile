@@ -45,8 +45,9 @@ lint: venv
 test-unit: venv
 	$(VENV)/bin/pytest -m "not cluster and not services" $(PYTEST_ARGS)
 
+# The real-node tests (marker node) run in test-node, on a node make test does not bring up.
 test: venv lint services-up cluster-up
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not node" $(PYTEST_ARGS)
 
 e2e: venv cluster-up
 	$(VENV)/bin/pytest e2e $(PYTEST_ARGS)

@@ -18,6 +18,8 @@ from e2ekit import E2E
 from e2ekit import EXAMPLES
 
 from chart.kubelet import wait_until
+from plugins.kube import SIM_DURATION
+from plugins.kube import on_kwok
 
 pytestmark = pytest.mark.cluster
 
@@ -149,8 +151,8 @@ def test_deleting_a_task_takes_its_pods_along(e2e: E2E) -> None:
         "spec": {
             "interval": "2s",
             "podTemplate": {
-                "metadata": {"annotations": {"sim.pyncette.dev/duration": "1s"}},
-                "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]},
+                "metadata": {"annotations": {SIM_DURATION: "1s"}},
+                "spec": on_kwok({"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}),
             },
         },
     }

@@ -4,7 +4,7 @@
 #
 #   127.0.0.1:5000/pyncette/pause:3.10      the Pod sandbox: a static C program (images/pause.c)
 #   docker.io/library/busybox:latest, :1.36 Debian's busybox-static (1.35) and its applets
-#   docker.io/library/redis:latest, :7      Debian's redis-server on the Debian base image
+#   docker.io/library/redis:latest, :7      Debian's redis-server (hack/images/base.sh: debootstrap)
 #
 #   bash hack/node/images.sh [--no-push]
 #
@@ -16,8 +16,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WORK="$STATE_DIR/node/images"
-# The Debian base image built by hack/images (debootstrap); only the redis image needs it.
-BASE_IMAGE=${PYNCETTE_BASE_IMAGE:-localhost/pyncette/debian:bookworm}
 
 recipe() {
     { cat "$NODE_HACK_DIR/images.sh" "$@"; } | sha256sum | cut -c1-16
@@ -76,18 +74,19 @@ build_busybox() {
 }
 
 build_redis() {
-    local rcp dir
-    if ! podman image exists "$BASE_IMAGE"; then
-        log "no base image $BASE_IMAGE (hack/images builds it); skipping redis"
-        return
-    fi
+    local rcp base=localhost/pyncette/debian-redis:bookworm
+    local base_script="$REPO_ROOT/hack/images/base.sh"
+    [[ -f "$base_script" ]] || die "$base_script is missing (it builds the Debian base image)"
+    # debootstrap minbase + redis-server (cached by base.sh itself), then the upstream image's
+    # command, port and working directory on top.
+    bash "$base_script" "$base" redis-server >/dev/null
     rcp=$(printf '%s %s' "$(recipe "$NODE_HACK_DIR/images/redis.Containerfile")" \
-        "$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE")" | sha256sum | cut -c1-16)
+        "$(podman image inspect --format '{{.Id}}' "$base")" | sha256sum | cut -c1-16)
     if current docker.io/library/redis:latest "$rcp"; then
         return
     fi
-    log "building docker.io/library/redis from Debian's redis-server on $BASE_IMAGE"
-    podman build --quiet --build-arg "BASE=$BASE_IMAGE" --label "dev.pyncette.recipe=$rcp" \
+    log "building docker.io/library/redis from Debian's redis-server"
+    podman build --quiet --build-arg "BASE=$base" --label "dev.pyncette.recipe=$rcp" \
         -f "$NODE_HACK_DIR/images/redis.Containerfile" -t docker.io/library/redis:latest \
         "$NODE_HACK_DIR/images" >/dev/null
     podman tag docker.io/library/redis:latest docker.io/library/redis:7

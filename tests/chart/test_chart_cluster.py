@@ -28,6 +28,9 @@ from chart.chartkit import Obj
 from chart.kubelet import OperatorProcess
 from chart.kubelet import start_from_deployment
 from chart.kubelet import wait_until
+from plugins.kube import ON_KWOK
+from plugins.kube import SIM_DURATION
+from plugins.kube import on_kwok
 
 pytestmark = pytest.mark.cluster
 
@@ -86,7 +89,8 @@ def install(kube_cluster: Any, tmp_path: Path) -> Iterator[Callable[..., Release
     def do_install(namespace: str, values: Obj, *, name: str | None = None) -> Release:
         name = name or f"r{secrets.token_hex(2)}"
         values_file = tmp_path / f"{name}-values.json"
-        values_file.write_text(json.dumps(values))
+        # The operator runs here as a local process (chart.kubelet); its Pods stay on kwok's node.
+        values_file.write_text(json.dumps({**ON_KWOK, **values}))
         proc = kube_cluster.helm(
             "install", name, str(CHART_DIR), "--namespace", namespace, "-f", str(values_file), "--wait=false"
         )
@@ -133,8 +137,8 @@ def ptask(name: str, *, interval: str = "2s") -> Obj:
         "spec": {
             "interval": interval,
             "podTemplate": {
-                "metadata": {"annotations": {"sim.pyncette.dev/duration": "1s"}},
-                "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["true"]}]},
+                "metadata": {"annotations": {SIM_DURATION: "1s"}},
+                "spec": on_kwok({"containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}),
             },
         },
     }

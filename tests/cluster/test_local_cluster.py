@@ -19,6 +19,7 @@ from plugins.kube import REPO_ROOT
 from plugins.kube import SIM_DURATION
 from plugins.kube import SIM_OUTCOME
 from plugins.kube import KubeCluster
+from plugins.kube import on_kwok
 
 pytestmark = pytest.mark.cluster
 
@@ -36,7 +37,7 @@ def _pod(
     restart_policy: str | None = "Never",
     owner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"containers": [{"name": "main", "image": "example.invalid/sim:1"}]}
+    spec: dict[str, Any] = on_kwok({"containers": [{"name": "main", "image": "example.invalid/sim:1"}]})
     if restart_policy is not None:
         spec["restartPolicy"] = restart_policy
     metadata: dict[str, Any] = {"name": name, "annotations": annotations or {}}
@@ -187,7 +188,9 @@ def test_job_owned_pod_completes_the_job(kube_cluster: KubeCluster, kube_namespa
             "backoffLimit": 0,
             "template": {
                 "metadata": {"annotations": {SIM_DURATION: "1s"}},
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "example.invalid/job:1"}]},
+                "spec": on_kwok(
+                    {"restartPolicy": "Never", "containers": [{"name": "main", "image": "example.invalid/job:1"}]}
+                ),
             },
         },
     }

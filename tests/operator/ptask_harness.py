@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+from plugins.kube import SIM_DURATION
+from plugins.kube import SIM_OUTCOME
+from plugins.kube import on_kwok
 from testkit import free_port
 from testkit import wait_until
 
@@ -190,6 +193,6 @@ def pod_template(
     if service_account:
         spec["serviceAccountName"] = service_account
     return {
-        "metadata": {"annotations": {"sim.pyncette.dev/duration": duration, "sim.pyncette.dev/outcome": outcome}},
-        "spec": spec,
+        "metadata": {"annotations": {SIM_DURATION: duration, SIM_OUTCOME: outcome}},
+        "spec": on_kwok(spec),
     }

@@ -49,6 +49,19 @@ NODE_NAME = "kwok-node-0"
 #: Pod annotations understood by the fake node (hack/cluster/kwok/stages.yaml).
 SIM_DURATION = "sim.pyncette.dev/duration"
 SIM_OUTCOME = "sim.pyncette.dev/outcome"
+#: The taint kwok's node carries while the real node (hack/node/up.sh) is up, keeping ordinary
+#: Pods off it.
+SIM_TAINT_KEY = "pyncette.dev/simulated"
+#: Pod spec fields that put a Pod on kwok's node whether the real node is up or not.
+ON_KWOK: dict[str, Any] = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": SIM_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def on_kwok(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """``pod_spec`` with :data:`ON_KWOK` added: its Pods are simulated by kwok, never run."""
+    return {**pod_spec, **json.loads(json.dumps(ON_KWOK))}
 
 
 class CommandError(subprocess.CalledProcessError):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from croniter import CroniterBadCronError
+
 if TYPE_CHECKING:
     import datetime
 
@@ -57,3 +59,21 @@ class BackendConfigurationError(PyncetteException, ValueError):
         self.backend = backend
         self.setting = setting
         self.problem = problem
+
+
+class InvalidScheduleError(PyncetteException, ValueError):
+    """A schedule or time zone whose next run time cannot be computed (raised at definition).
+
+    The message is one line naming the task and the field, e.g.
+    ``task 'nightly': timezone: unknown timezone 'Mars/Olympus'``.
+    """
+
+
+class InvalidCronError(InvalidScheduleError, CroniterBadCronError):
+    """A cron expression that cannot be parsed, or that no time ever matches (30 February).
+
+    It is an ``InvalidScheduleError``, a ``ValueError`` and croniter's ``CroniterBadCronError``, so code written for
+    pyncette 1.x that catches either keeps working. The message names the task and the field, e.g.
+    ``task 'report': schedule: invalid cron expression '0 0 30 2 *': no time matches it``.
+    """
+

@@ -39,23 +39,36 @@ from typing import Any
 import dateutil.tz
 from croniter import croniter
 
+from pyncette.errors import InvalidCronError
+
 UTC = datetime.UTC
 
 # pyncette 1.x's fixed-offset names: UTC or GMT, a sign, hours (0-23), optional minutes.
 _OFFSET_NAME = re.compile(r"(?:UTC|GMT)[+-](?:[01]?[0-9]|2[0-3])(?::?[0-5][0-9])?")
 
 
-def check_cron(expression: str) -> None:
-    """Raises ValueError with croniter's explanation if ``expression`` is not a valid cron line."""
+def check_cron(expression: str, timezone: str | None = None) -> None:
+    """Raises ``InvalidCronError`` unless ``expression`` parses *and* a next run time can be computed.
+
+    Parsing alone accepts expressions no date ever matches (``0 0 30 2 *``, 30 February); those
+    would fail at every poll instead, so the next time after now is computed here (in ``timezone``,
+    which must be valid) and its absence is an error too.
+    """
     if not isinstance(expression, str) or not expression.strip():
-        raise ValueError("empty cron expression")
+        raise InvalidCronError(f"empty cron expression, got {expression!r}")
     fields = expression.split()
     if not expression.startswith("@") and len(fields) not in (5, 6):
-        raise ValueError(f"invalid cron expression {expression!r}: expected 5 or 6 fields, got {len(fields)}")
+        raise InvalidCronError(f"invalid cron expression {expression!r}: expected 5 or 6 fields, got {len(fields)}")
     try:
         croniter.expand(expression)
     except Exception as e:  # croniter raises several error types, all subclasses of ValueError or KeyError
-        raise ValueError(f"invalid cron expression {expression!r}: {e}") from None
+        raise InvalidCronError(f"invalid cron expression {expression!r}: {e}") from None
+    try:
+        following = next_cron_time(expression, datetime.datetime.now(UTC), timezone)
+    except Exception as e:
+        raise InvalidCronError(f"invalid cron expression {expression!r}: no next run time ({e})") from None
+    if following is None:
+        raise InvalidCronError(f"invalid cron expression {expression!r}: no next run time")
 
 
 # Per field position (seconds are the optional sixth field, last): its name, and the range ``H``

@@ -19,6 +19,8 @@ from collections.abc import Awaitable
 from collections.abc import Sequence
 from typing import Any
 
+from pyncette.errors import InvalidCronError
+from pyncette.errors import InvalidScheduleError
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.model import FailureMode
@@ -34,6 +36,8 @@ from pyncette.schedule import spread_cron
 # than landing in ``context.args``.
 _INSTANCE_FIELDS = ("schedule", "interval", "execute_at", "timezone")
 _OVERRIDE_FIELDS = ("fast_forward", "execution_mode", "failure_mode", "lease_duration")
+# The finest time step of a schedule: "strictly after now - _RESOLUTION" means "not before now".
+_RESOLUTION = datetime.timedelta(microseconds=1)
 # How many rebuilt instances a template remembers (see ``instantiate_from_spec``).
 _SPEC_CACHE_SIZE = 10_000
 
@@ -121,15 +125,15 @@ class Task:
                 "schedule", f"at most one of schedule, interval, execute_at may be given (got {', '.join(specs)})"
             )
 
-        if self.schedule is not None:
-            self.cron_expressions = self._resolve_cron(self.schedule)
         if self.timezone is not None:
             if self.schedule is None and not (self.dynamic and self.interval is None and self.execute_at is None):
                 raise self._fail("timezone", "may only be given with a cron schedule")
             try:
                 resolve_timezone(self.timezone)
             except ValueError as e:
-                raise self._fail("timezone", str(e)) from None
+                raise InvalidScheduleError(f"task {self.canonical_name!r}: timezone: {e}") from None
+        if self.schedule is not None:
+            self.cron_expressions = self._resolve_cron(self.schedule)
         if self.interval is not None:
             if not isinstance(self.interval, datetime.timedelta):
                 raise self._fail("interval", f"expected a timedelta, got {self.interval!r}")
@@ -158,9 +162,9 @@ class Task:
                 raise self._fail(where, f"expected a cron expression string, got {expression!r}")
             try:
                 concrete = spread_cron(expression, self.name)
-                check_cron(concrete)
+                check_cron(concrete, self.timezone)  # parses it and computes its next time
             except ValueError as e:
-                raise self._fail(where, str(e)) from None
+                raise InvalidCronError(f"task {self.canonical_name!r}: {where}: {e}") from None
             resolved[concrete] = None
         return tuple(resolved)
 
@@ -179,11 +183,11 @@ class Task:
             return last_execution + self.interval * missed
 
         if self.cron_expressions:
-            while True:
-                nxt = next_union_time(self.cron_expressions, current, self.timezone)
-                if nxt is None or not self.fast_forward or nxt >= utc_now:
-                    return nxt
-                current = nxt
+            if self.fast_forward and last_execution is not None and utc_now - _RESOLUTION > current:
+                # The first slot after the last run that is not in the past: computed directly from
+                # now, O(1) however many slots were missed (a day of a per-second cron is 86,400).
+                current = utc_now - _RESOLUTION
+            return next_union_time(self.cron_expressions, current, self.timezone)
 
         raise AssertionError(f"task {self.canonical_name} has no schedule")
 

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pyncette.errors import InvalidScheduleError
 from pyncette.errors import TaskLockedException
 from pyncette.model import TaskState
 from pyncette.pyncette import PyncetteContext
@@ -49,6 +50,7 @@ from pyncette_operator.kube import Kube
 from pyncette_operator.metrics import Metrics
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.spec import InvalidTask
+from pyncette_operator.spec import Reason
 from pyncette_operator.spec import TaskSpec
 from pyncette_operator.spec import parse_task
 from pyncette_operator.spec import parse_time
@@ -249,6 +251,19 @@ class Mirror:
             except TaskLockedException:
                 logger.info("PyncetteTask %s changed while a run holds its lease; applying after the run", key)
                 self._dirty.add(key)
+            except InvalidScheduleError as e:
+                # Not the backend's fault and not cured by retrying: reported like a spec problem,
+                # once per generation, and retried only when the object changes.
+                self._dirty.discard(key)
+                problem = f"spec.schedule: {e}"
+                state.ready = Condition(READY, False, Reason.INVALID_SCHEDULE, problem, generation)
+                state.next_run_time, state.next_run_known = None, True
+                if self._invalid_reported.get(key) != (generation, Reason.INVALID_SCHEDULE):
+                    self._invalid_reported[key] = (generation, Reason.INVALID_SCHEDULE)
+                    self._events.record(ref, reason=EventReason.INVALID_SPEC, message=problem, warning=True, force=True)
+                    logger.warning("PyncetteTask %s is invalid (%s): %s", key, Reason.INVALID_SCHEDULE, problem)
+                self._status.changed(namespace, name, urgent=previous_ready != state.ready)
+                return
             except Exception as e:
                 problem = f"{type(e).__name__}: {e}"
                 logger.warning("Cannot mirror %s into the backend: %s", key, problem)

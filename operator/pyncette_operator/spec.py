@@ -225,18 +225,18 @@ def _parse(
     timezone = spec.get("timezone")
     if timezone is not None and schedule is None:
         raise bad("timezone", "may only be set together with spec.schedule")
-    if schedule is not None:
-        if not isinstance(schedule, str):
-            raise bad("schedule", f"expected a string, got {schedule!r}", Reason.INVALID_SCHEDULE)
-        try:
-            check_cron(schedule)
-        except ValueError as e:
-            raise bad("schedule", str(e), Reason.INVALID_SCHEDULE) from None
     if timezone is not None:
         try:
             resolve_timezone(timezone if isinstance(timezone, str) else "")
         except ValueError:
             raise bad("timezone", f"unknown time zone {timezone!r}", Reason.UNKNOWN_TIMEZONE) from None
+    if schedule is not None:
+        if not isinstance(schedule, str):
+            raise bad("schedule", f"expected a string, got {schedule!r}", Reason.INVALID_SCHEDULE)
+        try:
+            check_cron(schedule, timezone)  # parses it and computes its next run time in that zone
+        except ValueError as e:
+            raise bad("schedule", str(e), Reason.INVALID_SCHEDULE) from None
 
     interval = _duration(spec, "interval", bad)
     if interval is not None and interval <= datetime.timedelta():

@@ -80,6 +80,8 @@ def test_execute_at() -> None:
     [
         ({"schedule": "not a cron", "podTemplate": POD}, "InvalidSchedule", "spec.schedule"),
         ({"schedule": "61 * * * *", "podTemplate": POD}, "InvalidSchedule", "spec.schedule"),
+        # Parses, but no date ever matches (30 February): found by computing the next run time.
+        ({"schedule": "0 0 30 2 *", "podTemplate": POD}, "InvalidSchedule", "no next run time"),
         ({"schedule": "* * * * *", "timezone": "Mars/Olympus", "podTemplate": POD}, "UnknownTimezone", "Mars/Olympus"),
         ({"interval": "10s", "handler": {"name": "nope"}}, "UnknownHandler", "'nope'"),
         ({"interval": "10s"}, "InvalidSpec", "exactly one of podTemplate or handler"),

@@ -51,7 +51,7 @@ def test_a_cron_no_time_matches_is_rejected_at_definition(
 
 def test_an_unknown_timezone_is_rejected_at_definition(make_app: Callable[..., Pyncette]) -> None:
     app = make_app()
-    with pytest.raises(InvalidScheduleError, match="^task 'nightly': timezone: unknown timezone 'Mars/Olympus'"):
+    with pytest.raises(InvalidScheduleError, match=r"^task 'nightly': timezone: unknown timezone 'Mars/Olympus'"):
 
         @app.task(name="nightly", schedule="0 3 * * *", timezone="Mars/Olympus")
         async def task(context: Context) -> None:

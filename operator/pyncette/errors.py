@@ -76,4 +76,3 @@ class InvalidCronError(InvalidScheduleError, CroniterBadCronError):
     pyncette 1.x that catches either keeps working. The message names the task and the field, e.g.
     ``task 'report': schedule: invalid cron expression '0 0 30 2 *': no time matches it``.
     """
-

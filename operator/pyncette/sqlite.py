@@ -54,16 +54,22 @@ from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
-from pyncette.model import QueryResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
-from pyncette.repository import Repository
+from pyncette.repository.kit import BatchRepository
+from pyncette.repository.kit import TokenLease
+from pyncette.repository.kit import held
+from pyncette.repository.kit import next_time
+from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import to_commit
+from pyncette.repository.kit import token_of
 from pyncette.task import Task
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 UTC = datetime.UTC
+BACKEND = "sqlite"
 
 _STATIC = ""  # parent_name of static tasks; canonical names are never empty
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -108,15 +114,16 @@ def validate_table_name(name: Any) -> str:
     return name
 
 
-class SqliteRepository(Repository):
+class SqliteRepository(BatchRepository):
     """Task state in a SQLite database (see the module docstring for the design)."""
 
+    backend_name = BACKEND
+
     def __init__(self, connection: aiosqlite.Connection, *, table_name: str, batch_size: int) -> None:
+        super().__init__(batch_size=batch_size)
         self._connection = connection
         self._table = validate_table_name(table_name)
-        self._batch_size = batch_size
         self._lock = asyncio.Lock()
-        self._seen_static: set[str] = set()
 
     # ---- plumbing ----
 
@@ -193,38 +200,7 @@ class SqliteRepository(Repository):
         )
         return {row[0]: row for row in rows}
 
-    def _instance(self, template: Task, spec: str) -> Task:
-        return template.instantiate_from_spec(spec)
-
-    # ---- pyncette 1.x protocol ----
-
-    async def poll_dynamic_task(
-        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
-    ) -> QueryResponse:
-        now = _ts(utc_now)
-        lease = str(uuid.uuid4())
-
-        async def body() -> QueryResponse:
-            rows = await self._fetch(
-                f"""SELECT {_COLUMNS} FROM {self._table}
-                WHERE parent_name = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?""",
-                (task.canonical_name, now, self._batch_size),
-            )
-            instances = [self._instance(task, row[5]) for row in rows]
-            updates = []
-            for row, instance in zip(rows, instances, strict=True):
-                until = now + instance.lease_duration.total_seconds()
-                updates.append((lease, until, _ready_at(row[2], until), row[0]))
-            await self._many(
-                f"UPDATE {self._table} SET locked_by = ?, locked_until = ?, ready_at = ? WHERE name = ?", updates
-            )
-            token = ContinuationToken(True) if len(rows) == self._batch_size else None
-            return QueryResponse(tasks=[(i, Lease(lease)) for i in instances], continuation_token=token)
-
-        return await self._write(body)
-
-    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
-        await self.register_tasks(utc_now, [task], force=force)
+    # ---- pyncette 1.x protocol (the rest comes from the kit's BatchRepository) ----
 
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         async def body() -> None:
@@ -233,6 +209,9 @@ class SqliteRepository(Repository):
         await self._write(body)
 
     async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
+        if isinstance(lease, TokenLease) and lease.token is None:
+            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
+            return PollResponse(result=ResultType.READY, scheduled_at=lease.scheduled_at, lease=None)
         now = _ts(utc_now)
 
         async def body() -> PollResponse:
@@ -241,40 +220,34 @@ class SqliteRepository(Repository):
             if row is None:
                 if task.parent_task is not None:
                     # Instances exist only once registered: a poll must not resurrect a deleted one.
+                    raise self.instance_not_found(task)
+                created = self.statics.due_for_creation(utc_now, [task])
+                if not created:
                     return PollResponse(result=ResultType.MISSING, scheduled_at=utc_now, lease=None)
-                first = task.get_next_execution(utc_now, None)
-                if first is None:
-                    return PollResponse(result=ResultType.MISSING, scheduled_at=utc_now, lease=None)
+                first = created[0][1]
                 await self._insert_static([(task.canonical_name, _ts(first))])
                 row = (task.canonical_name, _STATIC, _ts(first), None, None, None)
             _, _, execute_after, locked_until, locked_by, _ = row
             scheduled_at = _dt(execute_after)
             assert scheduled_at is not None
-            if locked_until is not None and locked_until > now and (lease is None or locked_by != str(lease)):
+            if locked_until is not None and locked_until > now and (lease is None or locked_by != token_of(lease)):
                 return PollResponse(result=ResultType.LOCKED, scheduled_at=scheduled_at, lease=None)
             if execute_after > now:
                 return PollResponse(result=ResultType.PENDING, scheduled_at=scheduled_at, lease=None)
             if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
                 await self._advance(utc_now, [(task, execute_after, None)])
                 return PollResponse(result=ResultType.READY, scheduled_at=scheduled_at, lease=None)
-            new_lease = str(uuid.uuid4())
+            new_lease = uuid.uuid4().hex
             until = now + task.lease_duration.total_seconds()
             await self._connection.execute(
                 f"UPDATE {self._table} SET locked_by = ?, locked_until = ?, ready_at = ? WHERE name = ?",
                 (new_lease, until, _ready_at(execute_after, until), task.canonical_name),
             )
-            return PollResponse(result=ResultType.READY, scheduled_at=scheduled_at, lease=Lease(new_lease))
+            return PollResponse(
+                result=ResultType.READY, scheduled_at=scheduled_at, lease=Lease(TokenLease(new_lease, scheduled_at))
+            )
 
         return await self._write(body)
-
-    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        await self._commit(utc_now, [(task, lease)])
-
-    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
-        return (await self._extend(utc_now, [(task, lease)]))[0]
-
-    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        await self._unlock([(task, lease)])
 
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
         rows = await self._read(f"SELECT {_COLUMNS} FROM {self._table} WHERE name = ?", (task.canonical_name,))
@@ -305,28 +278,32 @@ class SqliteRepository(Repository):
 
     def _state(self, row: Row, template: Task | None, static: Task | None) -> TaskState:
         name, _, execute_after, locked_until, locked_by, spec = row
-        if template is not None and spec is not None:
-            task = self._instance(template, spec)
-        else:
-            assert static is not None, f"entry {name} has no task spec"
-            task = static
         scheduled_at = _dt(execute_after)
         assert scheduled_at is not None
-        return TaskState(task=task, scheduled_at=scheduled_at, locked_until=_dt(locked_until), locked_by=locked_by)
+        if template is None:
+            assert static is not None, f"entry {name} has no task spec"
+            return TaskState(
+                task=static, scheduled_at=scheduled_at, locked_until=_dt(locked_until), locked_by=locked_by
+            )
+        return self.entries.state(
+            template,
+            name,
+            spec,
+            scheduled_at=scheduled_at,
+            locked_until=_dt(locked_until),
+            locked_by=locked_by,
+            known=static,
+        )
 
     # ---- batch protocol ----
 
     async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
         now = _ts(utc_now)
-        lease = str(uuid.uuid4())
+        lease = uuid.uuid4().hex
         statics = {task.canonical_name: task for task in tasks if not task.dynamic}
         templates = {task.canonical_name: task for task in tasks if task.dynamic}
-        new_statics = []
-        for name, task in statics.items():
-            if name not in self._seen_static:
-                first = task.get_next_execution(utc_now, None)
-                if first is not None:
-                    new_statics.append((name, _ts(first)))
+        fresh = self.statics.due_for_creation(utc_now, statics.values())
+        new_statics = [(task.canonical_name, _ts(first)) for task, first in fresh]
 
         async def body() -> LeaseBatch:
             await self._insert_static(new_statics)
@@ -342,26 +319,35 @@ class SqliteRepository(Repository):
             advances: list[tuple[Task, float, None]] = []
             for row in taken:
                 name, parent, execute_after, _, _, spec = row
-                task = statics[name] if parent == _STATIC else self._instance(templates[parent], spec)
+                owner = statics[name] if parent == _STATIC else templates[parent]
+                task = owner if parent == _STATIC else self.entries.load(owner, name, spec)
                 scheduled_at = _dt(execute_after)
                 assert scheduled_at is not None
-                if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+                if task is not None and task.execution_mode == ExecutionMode.AT_MOST_ONCE:
                     advances.append((task, execute_after, None))
                     batch.executions.append(LeasedExecution(task, scheduled_at, None))
                 else:
-                    until = now + task.lease_duration.total_seconds()
+                    # A quarantined row (task None) is leased too ("parked"), so it is not read again
+                    # before its lease ends; it is not returned.
+                    until = now + (task or owner).lease_duration.total_seconds()
                     leases.append((lease, until, _ready_at(execute_after, until), name))
-                    batch.executions.append(LeasedExecution(task, scheduled_at, Lease(lease)))
+                    if task is not None:
+                        batch.executions.append(
+                            LeasedExecution(task, scheduled_at, Lease(TokenLease(lease, scheduled_at)))
+                        )
             await self._many(
                 f"UPDATE {self._table} SET locked_by = ?, locked_until = ?, ready_at = ? WHERE name = ?", leases
             )
-            for nxt in await self._advance(utc_now, advances):
+            moved = await self._advance(utc_now, advances)
+            kept = {task.canonical_name for task, _, _ in moved}
+            batch.executions = [e for e in batch.executions if e.lease is not None or e.task.canonical_name in kept]
+            for _, _, nxt in moved:
                 if nxt is not None and (batch.next_due_at is None or nxt < batch.next_due_at):
                     batch.next_due_at = nxt
             return batch
 
         batch = await self._write(body)
-        self._seen_static.update(statics)
+        self.statics.created(task for task, _ in fresh)
         return batch
 
     async def _select_due(self, statics: list[str], templates: list[str], limit: int) -> list[Row]:
@@ -402,14 +388,21 @@ class SqliteRepository(Repository):
 
     async def _advance(
         self, utc_now: datetime.datetime, entries: Sequence[tuple[Task, float, str | None]]
-    ) -> list[datetime.datetime | None]:
-        """Moves entries (task, execute_after, lease guard) to their next time, clearing the lease."""
+    ) -> list[tuple[Task, float, datetime.datetime | None]]:
+        """Moves entries (task, execute_after, lease guard) to their next time, clearing the lease.
+
+        Returns the entries moved, with their next time; one whose next time cannot be computed
+        is left as it is (see ``kit.next_time``)."""
         updates: list[tuple[float, str, str | None]] = []
         deletes: list[tuple[str, str | None]] = []
-        results: list[datetime.datetime | None] = []
+        results: list[tuple[Task, float, datetime.datetime | None]] = []
         for task, execute_after, guard in entries:
-            nxt = task.get_next_execution(utc_now, _dt(execute_after))
-            results.append(nxt)
+            scheduled_at = _dt(execute_after)
+            assert scheduled_at is not None
+            ok, nxt = next_time(task, utc_now, scheduled_at)
+            if not ok:
+                continue
+            results.append((task, execute_after, nxt))
             if nxt is None:
                 deletes.append((task.canonical_name, guard))
             else:
@@ -423,7 +416,7 @@ class SqliteRepository(Repository):
         return results
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        await self._commit(utc_now, [(e.task, e.lease) for e in executions if e.lease is not None])
+        await self._commit(utc_now, [(e.task, Lease(token)) for e, token in to_commit(executions)])
 
     async def _commit(self, utc_now: datetime.datetime, held: Sequence[tuple[Task, Lease]]) -> None:
         if not held:
@@ -436,7 +429,7 @@ class SqliteRepository(Repository):
                 row = rows.get(task.canonical_name)
                 if row is None:
                     logger.warning("Task %s not found, skipping commit.", task)
-                elif row[4] != str(lease):
+                elif row[4] != token_of(lease):
                     logger.warning("Lease lost on task %s, skipping commit.", task)
                 else:
                     advances.append((task, row[2], str(lease)))
@@ -445,7 +438,7 @@ class SqliteRepository(Repository):
         await self._write(body)
 
     async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        await self._unlock([(e.task, e.lease) for e in executions if e.lease is not None])
+        await self._unlock([(e.task, Lease(token)) for e, token in held(executions)])
 
     async def _unlock(self, held: Sequence[tuple[Task, Lease]]) -> None:
         if not held:
@@ -463,9 +456,15 @@ class SqliteRepository(Repository):
     async def extend_leases(
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[Lease | None]:
-        held = [(e.task, e.lease) for e in executions if e.lease is not None]
-        extended = iter(await self._extend(utc_now, held))
-        return [None if e.lease is None else next(extended) for e in executions]
+        leases = held(executions)
+        extended = dict(
+            zip(
+                (id(e) for e, _ in leases),
+                await self._extend(utc_now, [(e.task, Lease(t)) for e, t in leases]),
+                strict=True,
+            )
+        )
+        return [e.lease if extended.get(id(e)) is not None else None for e in executions]
 
     async def _extend(self, utc_now: datetime.datetime, held: Sequence[tuple[Task, Lease]]) -> list[Lease | None]:
         if not held:
@@ -555,9 +554,7 @@ async def sqlite_repository(**kwargs: Any) -> AsyncIterator[SqliteRepository]:
     """
     database = kwargs.get("sqlite_database", ":memory:")
     table_name = validate_table_name(kwargs.get("sqlite_table_name", "pyncette_tasks"))
-    batch_size = kwargs.get("batch_size", 100)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise BackendConfigurationError("sqlite", "batch_size", f"must be an integer >= 1, got {batch_size!r}")
+    batch_size = positive_int(BACKEND, kwargs, "batch_size", 100)
     if not isinstance(database, str | Path):
         raise BackendConfigurationError("sqlite", "sqlite_database", f"expected a file path, got {database!r}")
     directory = Path(database).parent

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -68,3 +70,18 @@ async def repository(backend_kwargs: dict[str, Any]) -> AsyncIterator[Repository
     settings = {key: value for key, value in backend_kwargs.items() if key != "repository_factory"}
     async with backend_kwargs["repository_factory"](**settings) as repo:
         yield repo
+
+
+@pytest.fixture
+def store_raw_spec(
+    backend_name: str, backend_kwargs: dict[str, Any], repository: Repository
+) -> Callable[[str, str], Awaitable[None]]:
+    """``await store_raw_spec(entry_name, text)`` overwrites a stored spec behind the repository's back
+    (a hand edit, a row written by another version), through the backend's own storage."""
+    loaded = _load(backend_name)
+    assert isinstance(loaded, ModuleType)
+
+    async def store(name: str, spec: str) -> None:
+        await loaded.store_raw_spec(backend_kwargs, repository, name, spec)
+
+    return store

@@ -44,3 +44,17 @@ async def backend_kwargs(request: pytest.FixtureRequest) -> AsyncIterator[dict[s
         yield dynamodb_kwargs(endpoint, table_name)
     finally:
         await delete_table(endpoint, table_name)
+
+
+async def store_raw_spec(kwargs: dict[str, Any], repository: Any, name: str, spec: str) -> None:
+    """Overwrites the stored spec of entry ``name`` as a hand edit (or another version) would."""
+    template = name.rsplit(":", 1)[0]
+    async with aioboto3.Session().client(
+        "dynamodb", region_name=REGION, endpoint_url=kwargs["dynamodb_endpoint"]
+    ) as client:
+        await client.update_item(
+            TableName=kwargs["dynamodb_table_name"],
+            Key={"partition_id": {"S": f":{template}"}, "task_id": {"S": name}},
+            UpdateExpression="SET task_spec = :s",
+            ExpressionAttributeValues={":s": {"S": spec}},
+        )

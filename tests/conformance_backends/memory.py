@@ -16,3 +16,9 @@ MARKS: list[pytest.MarkDecorator] = []
 @contextlib.asynccontextmanager
 async def backend_kwargs(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
     yield {"repository_factory": memory_repository}
+
+
+async def store_raw_spec(kwargs: dict[str, Any], repository: Any, name: str, spec: str) -> None:
+    """Overwrites the stored spec of entry ``name`` as a hand edit (or another version) would."""
+    entry = repository._entries[name]
+    entry.spec, entry.instance, entry.template = spec, None, None

@@ -52,3 +52,22 @@ async def backend_kwargs(request: pytest.FixtureRequest) -> AsyncIterator[dict[s
         yield mysql_kwargs(params, table_name)
     finally:
         await drop_table(params, table_name)
+
+
+async def store_raw_spec(kwargs: dict[str, Any], repository: Any, name: str, spec: str) -> None:
+    """Overwrites the stored spec of entry ``name`` as a hand edit (or another version) would."""
+    connection = await aiomysql.connect(
+        host=kwargs["mysql_host"],
+        port=kwargs["mysql_port"],
+        user=kwargs["mysql_user"],
+        password=kwargs["mysql_password"],
+        db=kwargs["mysql_database"],
+        autocommit=True,
+    )
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(
+                f"UPDATE `{kwargs['mysql_table_name']}` SET task_spec = %s WHERE name = %s", (spec, name)
+            )
+    finally:
+        connection.close()

@@ -35,3 +35,14 @@ async def backend_kwargs(request: pytest.FixtureRequest) -> AsyncIterator[dict[s
         }
     finally:
         await drop_table(postgres_url, table_name)
+
+
+async def store_raw_spec(kwargs: dict[str, Any], repository: Any, name: str, spec: str) -> None:
+    """Overwrites the stored spec of entry ``name`` as a hand edit (or another version) would."""
+    connection = await asyncpg.connect(kwargs["postgres_url"])
+    try:
+        await connection.execute(
+            f'UPDATE "{kwargs["postgres_table_name"]}" SET task_spec = $1::json WHERE name = $2', spec, name
+        )
+    finally:
+        await connection.close()

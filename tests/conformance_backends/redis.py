@@ -37,3 +37,10 @@ async def backend_kwargs(request: pytest.FixtureRequest) -> AsyncIterator[dict[s
         yield {"repository_factory": redis_repository, "redis_url": redis_url, "redis_namespace": namespace}
     finally:
         await delete_namespace(redis_url, namespace)
+
+
+async def store_raw_spec(kwargs: dict[str, Any], repository: Any, name: str, spec: str) -> None:
+    """Overwrites the stored spec of entry ``name`` as a hand edit (or another version) would."""
+    prefix = f"pyncette:{kwargs['redis_namespace'].replace(':', '::')}:"
+    async with aioredis.from_url(kwargs["redis_url"]) as client:
+        await client.hset(f"{prefix}e:{name}", "spec", spec)

@@ -22,3 +22,11 @@ async def backend_kwargs(request: pytest.FixtureRequest) -> AsyncIterator[dict[s
         "sqlite_database": str(tmp_path / "pyncette.sqlite3"),
         "sqlite_table_name": "pyncette_conformance",
     }
+
+
+async def store_raw_spec(kwargs: dict[str, Any], repository: Any, name: str, spec: str) -> None:
+    """Overwrites the stored spec of entry ``name`` as a hand edit (or another version) would."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(kwargs["sqlite_database"])) as connection, connection:
+        connection.execute(f"UPDATE {kwargs['sqlite_table_name']} SET task_spec = ? WHERE name = ?", (spec, name))

@@ -25,7 +25,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,10 +40,15 @@ from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
-from pyncette.model import QueryResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
-from pyncette.repository import Repository
+from pyncette.repository.kit import BatchRepository
+from pyncette.repository.kit import TokenLease
+from pyncette.repository.kit import held
+from pyncette.repository.kit import next_time
+from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import to_commit
+from pyncette.repository.kit import token_of
 from pyncette.task import Task
 
 logger = logging.getLogger(__name__)
@@ -54,19 +58,8 @@ BACKEND = "postgres"
 _SAFE_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,49}")
 
 
-@dataclass(frozen=True)
-class PostgresLease:
-    """Proof of ownership of a leased row: the ``locked_by`` token and the time it was due.
-
-    ``token`` is None for an AT_MOST_ONCE row that was already moved forward (nothing to commit).
-    """
-
-    token: uuid.UUID | None
-    scheduled_at: datetime.datetime
-
-
-def _lease_of(lease: Lease | None) -> PostgresLease | None:
-    return lease if isinstance(lease, PostgresLease) and lease.token is not None else None
+# The lease type of this backend is the kit's (``locked_by`` is a UUID, its token the UUID's text).
+PostgresLease = TokenLease
 
 
 def _seconds(delta: datetime.timedelta) -> float:
@@ -131,8 +124,11 @@ class _Statements:
             leased AS (
                 UPDATE {t} t
                 SET locked_by = $8,
-                    locked_until = $3 + make_interval(
-                        secs => COALESCE((t.task_spec ->> 'lease_duration')::float8, picked.lease_s))
+                    locked_until = $3 + make_interval(secs => CASE
+                        WHEN json_typeof(t.task_spec -> 'lease_duration') = 'number'
+                             AND (t.task_spec ->> 'lease_duration')::float8 > 0
+                        THEN (t.task_spec ->> 'lease_duration')::float8
+                        ELSE picked.lease_s END)
                 FROM picked
                 WHERE t.name = picked.name
                 RETURNING t.name, t.parent_name, t.execute_after, t.task_spec::text AS task_spec
@@ -230,16 +226,16 @@ class _Statements:
         """
 
 
-class PostgresRepository(Repository):
+class PostgresRepository(BatchRepository):
     """Task state of one app in one PostgreSQL table."""
 
+    backend_name = BACKEND
+
     def __init__(self, pool: asyncpg.Pool, *, table_name: str = "pyncette_tasks", batch_size: int = 100) -> None:
+        super().__init__(batch_size=batch_size)
         self._pool = pool
         self._table_name = table_name
-        self._batch_size = batch_size
         self._sql = _Statements(table_name)
-        # Static tasks whose row this repository has made sure exists (once per lifetime).
-        self._ensured: set[str] = set()
 
     async def initialize(self) -> None:
         """Creates the table and its index if missing (serialized, so concurrent start-ups don't clash)."""
@@ -254,13 +250,12 @@ class PostgresRepository(Repository):
     # ---- batch protocol ----
 
     async def _ensure_static(self, utc_now: datetime.datetime, tasks: Sequence[Task]) -> None:
-        fresh = [t for t in tasks if not t.dynamic and t.canonical_name not in self._ensured]
-        rows = [(t.canonical_name, t.get_next_execution(utc_now, None)) for t in fresh]
-        rows = [(name, first) for name, first in rows if first is not None]
-        if rows:
-            names, firsts = zip(*rows, strict=True)
-            await self._pool.execute(self._sql.ensure_static, list(names), [None] * len(names), list(firsts))
-        self._ensured.update(t.canonical_name for t in fresh)
+        fresh = self.statics.due_for_creation(utc_now, tasks)
+        if fresh:
+            names = [task.canonical_name for task, _ in fresh]
+            firsts = [first for _, first in fresh]
+            await self._pool.execute(self._sql.ensure_static, names, [None] * len(names), firsts)
+        self.statics.created(task for task, _ in fresh)
 
     async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
         if not tasks or limit < 1:
@@ -269,7 +264,7 @@ class PostgresRepository(Repository):
         templates = [t for t in tasks if t.dynamic]
         statics = [t for t in tasks if not t.dynamic]
         by_name = {t.canonical_name: t for t in tasks}
-        token = uuid.uuid4()
+        token = str(uuid.uuid4())
         rows = await self._pool.fetch(
             self._sql.lease,
             [t.canonical_name for t in templates],
@@ -286,9 +281,11 @@ class PostgresRepository(Repository):
         at_most_once: list[LeasedExecution] = []
         for row in rows[:-1]:
             owner = by_name[row["parent_name"] if row["parent_name"] is not None else row["name"]]
-            task = owner.instantiate_from_spec(row["task_spec"]) if owner.dynamic else owner
+            task = self.entries.load(owner, row["name"], row["task_spec"]) if owner.dynamic else owner
+            if task is None:
+                continue  # quarantined: leased by the statement above ("parked"), not run
             scheduled_at = row["execute_after"]
-            execution = LeasedExecution(task, scheduled_at, Lease(PostgresLease(token, scheduled_at)))
+            execution = LeasedExecution(task, scheduled_at, Lease(TokenLease(token, scheduled_at)))
             if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
                 at_most_once.append(execution)
             else:
@@ -306,54 +303,57 @@ class PostgresRepository(Repository):
     async def _commit(
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[tuple[LeasedExecution, bool, datetime.datetime | None]]:
-        """Moves leased rows to their next time in one statement; reports which leases were held."""
+        """Moves leased rows to their next time in one statement; reports which leases were held.
+
+        A row whose next time cannot be computed is left leased (``kit.next_time``): not done."""
         names: list[str] = []
-        tokens: list[uuid.UUID] = []
+        tokens: list[str] = []
         next_times: list[datetime.datetime | None] = []
-        for execution in executions:
-            lease = _lease_of(execution.lease)
-            assert lease is not None and lease.token is not None
+        movable: list[LeasedExecution] = []
+        for execution, token in held(executions):
+            ok, following = next_time(execution.task, utc_now, execution.scheduled_at)
+            if not ok:
+                continue
+            movable.append(execution)
             names.append(execution.task.canonical_name)
-            tokens.append(lease.token)
-            next_times.append(execution.task.get_next_execution(utc_now, execution.scheduled_at))
-        done = {row["name"] for row in await self._pool.fetch(self._sql.commit, names, tokens, next_times)}
-        return [(e, e.task.canonical_name in done, n) for e, n in zip(executions, next_times, strict=True)]
+            tokens.append(token)
+            next_times.append(following)
+        done = (
+            {row["name"] for row in await self._pool.fetch(self._sql.commit, names, tokens, next_times)}
+            if names
+            else set()
+        )
+        by_name = {e.task.canonical_name: n for e, n in zip(movable, next_times, strict=True)}
+        return [(e, e.task.canonical_name in done, by_name.get(e.task.canonical_name)) for e in executions]
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        held = [
-            e
-            for e in executions
-            if _lease_of(e.lease) is not None and e.task.execution_mode == ExecutionMode.AT_LEAST_ONCE
-        ]
-        if not held:
+        leased = [e for e, _ in to_commit(executions)]
+        if not leased:
             return
-        for execution, done, _ in await self._commit(utc_now, held):
+        for execution, done, _ in await self._commit(utc_now, leased):
             if not done:
                 logger.info("Not committing %s: the lease was lost", execution.task)
 
     async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        held = [(e.task.canonical_name, lease.token) for e in executions if (lease := _lease_of(e.lease)) is not None]
-        if held:
-            names, tokens = zip(*held, strict=True)
-            await self._pool.execute(self._sql.unlock, list(names), list(tokens))
+        leases = held(executions)
+        if leases:
+            names = [e.task.canonical_name for e, _ in leases]
+            await self._pool.execute(self._sql.unlock, names, [token for _, token in leases])
 
     async def extend_leases(
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[Lease | None]:
-        held = [(e, lease) for e in executions if (lease := _lease_of(e.lease)) is not None]
-        if not held:
+        leases = held(executions)
+        if not leases:
             return [None] * len(executions)
         rows = await self._pool.fetch(
             self._sql.extend,
-            [e.task.canonical_name for e, _ in held],
-            [lease.token for _, lease in held],
-            [utc_now + e.task.lease_duration for e, _ in held],
+            [e.task.canonical_name for e, _ in leases],
+            [token for _, token in leases],
+            [utc_now + e.task.lease_duration for e, _ in leases],
         )
         extended = {row["name"] for row in rows}
-        return [
-            e.lease if _lease_of(e.lease) is not None and e.task.canonical_name in extended else None
-            for e in executions
-        ]
+        return [e.lease if token_of(e.lease) and e.task.canonical_name in extended else None for e in executions]
 
     async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
         """Registers instances in one statement, all or nothing: without ``force`` a leased instance
@@ -383,32 +383,19 @@ class PostgresRepository(Repository):
 
     # ---- pyncette 1.x single-entry protocol ----
 
-    async def poll_dynamic_task(
-        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
-    ) -> QueryResponse:
-        batch = await self.lease_due(utc_now, [task], limit=self._batch_size)
-        leased = [
-            (e.task, e.lease if e.lease is not None else Lease(PostgresLease(None, e.scheduled_at)))
-            for e in batch.executions
-        ]
-        return QueryResponse(tasks=leased, continuation_token=ContinuationToken(True) if batch.has_more else None)
-
-    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
-        await self.register_tasks(utc_now, [task], force=force)
-
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         await self._pool.execute(self._sql.delete, task.canonical_name)
 
     async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
-        if isinstance(lease, PostgresLease) and lease.token is None:
+        if isinstance(lease, TokenLease) and lease.token is None:
             # Handed over by poll_dynamic_task after the AT_MOST_ONCE row was already moved forward.
             return PollResponse(ResultType.READY, lease.scheduled_at, None)
-        held = _lease_of(lease)
+        held_token = token_of(lease)
         async with self._pool.acquire() as connection, connection.transaction():
             row = await connection.fetchrow(self._sql.select_for_update, task.canonical_name)
             if row is None:
                 if task.parent_task is not None:
-                    raise PyncetteException(f"Task {task.canonical_name} not found")
+                    raise self.instance_not_found(task)
                 first = task.get_next_execution(utc_now, None)
                 if first is None:
                     raise PyncetteException(f"Task {task.canonical_name} has no future execution")
@@ -417,7 +404,7 @@ class PostgresRepository(Repository):
             else:
                 execute_after, locked_until, locked_by = row["execute_after"], row["locked_until"], row["locked_by"]
 
-            ours = held is not None and locked_by == held.token
+            ours = held_token is not None and locked_by is not None and str(locked_by) == held_token
             if locked_until is not None and locked_until > utc_now and not ours:
                 return PollResponse(ResultType.LOCKED, execute_after, None)
             if execute_after > utc_now:
@@ -429,9 +416,9 @@ class PostgresRepository(Repository):
                 else:
                     await self._update(connection, task, next_at, None, None)
                 return PollResponse(ResultType.READY, execute_after, None)
-            token = held.token if ours and held is not None else uuid.uuid4()
+            token = held_token if ours and held_token is not None else str(uuid.uuid4())
             await self._update(connection, task, execute_after, utc_now + task.lease_duration, token)
-            return PollResponse(ResultType.READY, execute_after, Lease(PostgresLease(token, execute_after)))
+            return PollResponse(ResultType.READY, execute_after, Lease(TokenLease(token, execute_after)))
 
     async def _update(
         self,
@@ -439,7 +426,7 @@ class PostgresRepository(Repository):
         task: Task,
         execute_after: datetime.datetime,
         locked_until: datetime.datetime | None,
-        locked_by: uuid.UUID | None,
+        locked_by: str | None,
     ) -> None:
         await connection.execute(
             f'UPDATE "{self._table_name}" SET execute_after = $2, locked_until = $3, locked_by = $4 WHERE name = $1',
@@ -449,23 +436,6 @@ class PostgresRepository(Repository):
             locked_by,
         )
 
-    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        held = _lease_of(lease)
-        if held is not None:
-            await self.commit_executions(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
-
-    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
-        held = _lease_of(lease)
-        if held is None:
-            return None
-        [result] = await self.extend_leases(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
-        return result
-
-    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        held = _lease_of(lease)
-        if held is not None:
-            await self.unlock_executions(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
-
     def _state(self, row: asyncpg.Record, task: Task) -> TaskState:
         return TaskState(
             task=task,
@@ -474,12 +444,23 @@ class PostgresRepository(Repository):
             locked_by=str(row["locked_by"]) if row["locked_by"] is not None else None,
         )
 
+    def _instance_state(self, row: asyncpg.Record, template: Task, known: Task | None) -> TaskState:
+        return self.entries.state(
+            template,
+            row["name"],
+            row["task_spec"],
+            scheduled_at=row["execute_after"],
+            locked_until=row["locked_until"],
+            locked_by=str(row["locked_by"]) if row["locked_by"] is not None else None,
+            known=known,
+        )
+
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
         row = await self._pool.fetchrow(self._sql.select, task.canonical_name)
         if row is None:
             return None
-        if task.parent_task is not None and row["task_spec"]:
-            task = task.parent_task.instantiate_from_spec(json.loads(row["task_spec"]))
+        if task.parent_task is not None:
+            return self._instance_state(row, task.parent_task, task)
         return self._state(row, task)
 
     async def list_task_states(
@@ -493,11 +474,7 @@ class PostgresRepository(Repository):
         after = continuation_token if isinstance(continuation_token, str) else ""
         rows = await self._pool.fetch(self._sql.list, parent_task.canonical_name, after, page_size + 1)
         page = rows[:page_size]
-        states = [
-            self._state(row, parent_task.instantiate_from_spec(json.loads(row["task_spec"])))
-            for row in page
-            if row["task_spec"]
-        ]
+        states = [self._instance_state(row, parent_task, None) for row in page]
         token = ContinuationToken(page[-1]["name"]) if len(rows) > page_size and page else None
         return ListTasksResponse(tasks=states, continuation_token=token)
 
@@ -544,14 +521,8 @@ async def postgres_repository(**kwargs: Any) -> AsyncIterator[PostgresRepository
             f"{table_name!r} is not a safe identifier (lower-case letters, digits and underscores, "
             "not starting with a digit, at most 50 characters)",
         )
-    batch_size = kwargs.get("batch_size", 100)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise BackendConfigurationError(BACKEND, "batch_size", f"must be an integer of at least 1, got {batch_size!r}")
-    pool_size = kwargs.get("postgres_pool_size", 10)
-    if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
-        raise BackendConfigurationError(
-            BACKEND, "postgres_pool_size", f"must be an integer of at least 1, got {pool_size!r}"
-        )
+    batch_size = positive_int(BACKEND, kwargs, "batch_size", 100)
+    pool_size = positive_int(BACKEND, kwargs, "postgres_pool_size", 10)
 
     try:
         # min_size=0: no background "restore the floor" reconnect loop (which logs a traceback per

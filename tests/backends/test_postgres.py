@@ -93,7 +93,7 @@ async def test_unsafe_table_name_is_refused_before_connecting(name: str) -> None
     ("settings", "expected"),
     [
         ({"postgres_url": "mysql://127.0.0.1/"}, r"^postgres: postgres_url: expected a postgresql:// URL"),
-        ({"batch_size": 0}, r"^postgres: batch_size: must be an integer of at least 1"),
+        ({"batch_size": 0}, r"^postgres: batch_size: must be an integer >= 1"),
     ],
 )
 async def test_bad_settings_are_one_line_errors(postgres_url: str, settings: dict[str, Any], expected: str) -> None:

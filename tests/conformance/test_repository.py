@@ -603,3 +603,39 @@ async def test_a_pyncette_1_only_repository_works_through_the_default_batch_meth
     state = await legacy.get_task_state(at(12), every10)
     assert state is not None
     assert state.scheduled_at == at(20)
+
+
+async def test_poll_task_of_an_unregistered_instance_raises_not_found_like_pyncette_1(repository: Repository) -> None:
+    from pyncette.errors import PyncetteException
+
+    tmpl = template()
+    never = tmpl.instantiate("never", interval=datetime.timedelta(seconds=10))
+    with pytest.raises(PyncetteException, match="not found"):
+        await repository.poll_task(T0, never)
+
+    gone = await register(repository, tmpl, "gone", interval=datetime.timedelta(seconds=1))
+    await repository.unregister_task(T0, gone)
+    with pytest.raises(PyncetteException, match="not found"):
+        await repository.poll_task(at(5), gone)
+    assert await repository.get_task_state(at(5), gone) is None  # the poll did not bring it back
+
+
+class _UnschedulesAfterQuerying(LegacyRepository):
+    """A 1.x-style backend in which an instance is unscheduled between the query and its poll."""
+
+    async def poll_dynamic_task(self, utc_now: Any, task: Any, continuation_token: Any = None) -> Any:
+        response = await super().poll_dynamic_task(utc_now, task, continuation_token)
+        for instance, _ in response.tasks:
+            if instance.name == "doomed":
+                await self.unregister_task(utc_now, instance)
+        return response
+
+
+async def test_an_instance_unscheduled_while_polled_is_skipped_not_failing_the_batch(repository: Repository) -> None:
+    legacy = _UnschedulesAfterQuerying(repository)
+    tmpl = template()
+    await register(repository, tmpl, "doomed", execute_at=at(5))
+    await register(repository, tmpl, "kept", execute_at=at(5))
+
+    batch = await legacy.lease_due(at(10), [tmpl], limit=10)
+    assert names(batch.executions) == ["dyn:kept"]

@@ -37,6 +37,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 from typing import Protocol
 
+from pyncette.errors import PyncetteException
 from pyncette.model import ContinuationToken
 from pyncette.model import ExecutionMode
 from pyncette.model import Lease
@@ -131,7 +132,15 @@ class Repository(abc.ABC):
         return batch
 
     async def _lease_one(self, utc_now: datetime.datetime, task: Task, lease: Lease | None, batch: LeaseBatch) -> None:
-        response = await self.poll_task(utc_now, task, lease)
+        try:
+            response = await self.poll_task(utc_now, task, lease)
+        except PyncetteException:
+            if task.parent_task is None:
+                raise
+            # 1.x's poll_task raises "Task not found" for an instance unscheduled since the query
+            # found it: nothing to run, and no reason to fail the other entries of the batch.
+            logger.debug("Task %s was unscheduled while being polled, skipping it", task)
+            return
         if response.result == ResultType.READY:
             batch.executions.append(LeasedExecution(task, response.scheduled_at, response.lease))
         elif response.result == ResultType.PENDING and not task.dynamic:

@@ -16,7 +16,7 @@ from pyncette.model import Context
 _out = open(os.environ["BENCH_SKEW_FILE"], "a", buffering=1 << 16)  # noqa: SIM115 - lives as long as the process
 
 
-@pyncette_operator.handler("bench-noop")
+@pyncette_operator.handler("bench-noop", namespaces="*")
 async def bench_noop(context: Context) -> None:
     scheduled = context.scheduled_at.timestamp()
     _out.write(f"{time.time() - scheduled:.6f} {scheduled:.3f}\n")

@@ -16,9 +16,11 @@ from pyncette.model import Context
 logger = logging.getLogger("examples.handlers")
 
 
-@pyncette_operator.handler("nightly-report")
+# Every handler declares the namespaces whose PyncetteTasks may call it ("*": every namespace the
+# operator watches). Its args come from those tasks: untrusted input, checked before use.
+@pyncette_operator.handler("nightly-report", namespaces="*")
 async def nightly_report(context: Context) -> None:
-    recipients = ", ".join(context.args.get("recipients", []))
+    recipients = ", ".join(r for r in context.args.get("recipients", []) if isinstance(r, str))
     logger.info(
         "Report (%s) for the run scheduled at %s would go to %s",
         context.args.get("format", "txt"),

@@ -5,14 +5,17 @@ PyncetteTasks name in ``spec.handler.name`` (``--handlers my.module`` imports th
 
     import pyncette_operator
 
-    @pyncette_operator.handler("nightly-report")
+    @pyncette_operator.handler("nightly-report", namespaces=["reports"])
     async def nightly_report(context):
-        print(context.args["recipients"], context.scheduled_at)
+        print(context.args["recipients"], context.scheduled_at)   # args: untrusted input
+
+``HandlerError`` fails a run with a message shown to the task's owner.
 
 Everything else is run with the ``pyncette-operator run`` command.
 """
 
+from pyncette_operator.runs.handlers import HandlerError
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.runs.handlers import handler
 
-__all__ = ["HandlerRegistry", "handler"]
+__all__ = ["HandlerError", "HandlerRegistry", "handler"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 from collections.abc import Awaitable
@@ -39,6 +40,7 @@ from pyncette_operator.metrics import health_handler
 from pyncette_operator.metrics import metrics_handler
 from pyncette_operator.metrics import serve
 from pyncette_operator.mirror import Mirror
+from pyncette_operator.ratelimit import AsyncLimiter
 from pyncette_operator.runs.execute import RunExecutor
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.runs.pod_runner import PodRunHooks
@@ -49,6 +51,7 @@ from pyncette_operator.settings import Settings
 from pyncette_operator.spec import GROUP
 from pyncette_operator.spec import PLURAL
 from pyncette_operator.spec import VERSION
+from pyncette_operator.spec import TaskPolicy
 from pyncette_operator.status import ObjectGone
 from pyncette_operator.status import StatusWriter
 
@@ -152,7 +155,11 @@ def build_parts(
         kube=kube,
         metrics=metrics,
         namespaces=namespaces,
-        allowed_service_accounts=s.allowed_service_accounts,
+        policy=TaskPolicy(
+            allowed_service_accounts=s.allowed_service_accounts,
+            own_service_account=s.operator_service_account,
+            min_interval=datetime.timedelta(seconds=s.min_interval),
+        ),
     )
     executor = RunExecutor(
         mirror=mirror,
@@ -191,7 +198,11 @@ class Operator:
             api_client = await make_api_client()
         except Exception as e:
             raise StartupError(f"no Kubernetes credentials (in-cluster or KUBECONFIG): {e}") from None
-        kube = Kube(api_client, on_request=self.metrics.count_request)
+        s = self.settings
+        limiter = AsyncLimiter(
+            rate=s.pod_creates_per_second, burst=s.pod_create_burst, on_waiting=self.metrics.pod_creates_waiting.set
+        )
+        kube = Kube(api_client, on_request=self.metrics.count_request, pod_create_limiter=limiter)
         try:
             await self._preflight(kube)
             await self._run(kube)
@@ -212,6 +223,19 @@ class Operator:
             raise StartupError(
                 f"cannot list {PLURAL} ({api_error_message(e)}); check the API server and RBAC"
             ) from None
+        if self.settings.operator_service_account is None:
+            try:
+                own = await kube.service_account()
+            except Exception as e:
+                logger.warning(
+                    "Cannot tell which ServiceAccount the operator runs as (%s); set --operator-service-account"
+                    " so that no podTemplate can use it",
+                    api_error_message(e),
+                )
+            else:
+                if own is not None:
+                    self.settings = dataclasses.replace(self.settings, operator_service_account=own)
+                    logger.info("Running as ServiceAccount %s/%s: podTemplates may not use it", *own)
 
     async def _run(self, kube: Kube) -> None:
         s = self.settings
@@ -305,16 +329,18 @@ class Operator:
         runners = []
         if s.metrics_port:
             runners.append(
-                await serve(host="0.0.0.0", port=s.metrics_port, routes={"/metrics": metrics_handler(self.metrics)})
+                await serve(
+                    host=s.metrics_bind_address, port=s.metrics_port, routes={"/metrics": metrics_handler(self.metrics)}
+                )
             )
-            logger.info("Metrics on :%s/metrics", s.metrics_port)
+            logger.info("Metrics on %s:%s/metrics", s.metrics_bind_address, s.metrics_port)
         if s.liveness_url:
             import urllib.parse
 
             url = urllib.parse.urlsplit(s.liveness_url)
             runners.append(
                 await serve(
-                    host=url.hostname or "0.0.0.0",
+                    host=s.health_bind_address or url.hostname or "0.0.0.0",
                     port=url.port or 8080,
                     routes={url.path or "/healthz": health_handler(self._health(ctx, mirror))},
                 )

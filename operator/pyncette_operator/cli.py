@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +26,7 @@ from pyncette_operator.runs.handlers import default_registry
 from pyncette_operator.runs.handlers import import_handler_modules
 from pyncette_operator.settings import Settings
 from pyncette_operator.settings import default_data_dir
+from pyncette_operator.spec import parse_duration
 
 EXIT_USAGE = 2
 
@@ -80,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz (env PYNCETTE_LIVENESS)",
     )
     run.add_argument(
+        "--health-bind-address",
+        default=env("PYNCETTE_HEALTH_BIND_ADDRESS"),
+        metavar="ADDRESS",
+        help="the address the health endpoint listens on "
+        "(env PYNCETTE_HEALTH_BIND_ADDRESS; default: the --liveness host)",
+    )
+    run.add_argument(
+        "--metrics-bind-address",
+        default=env("PYNCETTE_METRICS_BIND_ADDRESS", "0.0.0.0"),
+        metavar="ADDRESS",
+        help="the address the metrics endpoint listens on (env PYNCETTE_METRICS_BIND_ADDRESS; default 0.0.0.0)",
+    )
+    run.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -91,8 +107,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="SA",
-        help="ServiceAccounts a podTemplate may use (repeatable or comma-separated; "
-        "env PYNCETTE_ALLOWED_SERVICE_ACCOUNTS; default any)",
+        help="ServiceAccounts a podTemplate may use: NAME (any namespace) or NAMESPACE:NAME (repeatable or "
+        "comma-separated; env PYNCETTE_ALLOWED_SERVICE_ACCOUNTS; default any)",
+    )
+    run.add_argument(
+        "--operator-service-account",
+        default=env("PYNCETTE_OPERATOR_SERVICE_ACCOUNT"),
+        metavar="NAMESPACE:NAME",
+        help="the operator's own ServiceAccount, which no podTemplate may use "
+        "(env PYNCETTE_OPERATOR_SERVICE_ACCOUNT; default: asked from the apiserver)",
+    )
+    run.add_argument(
+        "--min-interval",
+        default=env("PYNCETTE_MIN_INTERVAL"),
+        metavar="DURATION",
+        help="schedules running more often than this are refused, e.g. 1s, 30s, 5m "
+        "(env PYNCETTE_MIN_INTERVAL; default 1s)",
+    )
+    run.add_argument(
+        "--pod-create-qps",
+        default=env("PYNCETTE_POD_CREATE_QPS"),
+        metavar="N",
+        help="run Pods this replica creates per second, at most (env PYNCETTE_POD_CREATE_QPS; default 10)",
+    )
+    run.add_argument(
+        "--pod-create-burst",
+        default=env("PYNCETTE_POD_CREATE_BURST"),
+        metavar="N",
+        help="run Pods created at once before --pod-create-qps applies (env PYNCETTE_POD_CREATE_BURST; default 20)",
     )
     run.add_argument(
         "--status-interval",
@@ -109,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 class UsageError(Exception):
     pass
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _bind_address_ok(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return bool(re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?", address)) and len(address) <= 253
+    return True
 
 
 def _number(raw: str | None, name: str, *, default: float, minimum: float) -> float:
@@ -136,6 +190,31 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         accounts = frozenset(a for raw in accounts_raw for a in _split(raw))
     elif env("PYNCETTE_ALLOWED_SERVICE_ACCOUNTS") is not None:
         accounts = frozenset(_split(env("PYNCETTE_ALLOWED_SERVICE_ACCOUNTS")))
+    for entry in accounts or ():
+        namespace, colon, name = entry.rpartition(":")
+        if not _DNS_NAME.fullmatch(name) or (colon and not _DNS_LABEL.fullmatch(namespace)):
+            raise UsageError(f"--allowed-service-accounts: {entry!r} is not a ServiceAccount NAME or NAMESPACE:NAME")
+    own = None
+    if args.operator_service_account:
+        namespace, colon, name = args.operator_service_account.partition(":")
+        if not colon or not _DNS_LABEL.fullmatch(namespace) or not _DNS_NAME.fullmatch(name):
+            raise UsageError(
+                f"--operator-service-account: expected NAMESPACE:NAME, got {args.operator_service_account!r}"
+            )
+        own = (namespace, name)
+    min_interval = 1.0
+    if args.min_interval:
+        try:
+            min_interval = parse_duration(args.min_interval).total_seconds()
+        except ValueError:
+            try:
+                min_interval = float(args.min_interval)
+            except ValueError:
+                raise UsageError(
+                    f"--min-interval: expected a duration such as 1s, 30s or 5m, got {args.min_interval!r}"
+                ) from None
+        if min_interval <= 0:
+            raise UsageError(f"--min-interval: must be positive, got {args.min_interval!r}")
     metrics_port = (
         args.metrics_port
         if args.metrics_port is not None
@@ -150,6 +229,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--status-interval: must be >= 0.1 seconds, got {interval}")
     if args.liveness and not args.liveness.startswith("http://"):
         raise UsageError(f"--liveness: expected http://HOST:PORT/PATH, got {args.liveness!r}")
+    for flag, address in (
+        ("--health-bind-address", args.health_bind_address),
+        ("--metrics-bind-address", args.metrics_bind_address),
+    ):
+        if address is not None and not _bind_address_ok(address):
+            raise UsageError(f"{flag}: expected an IP address or a host name, got {address!r}")
     level = str(args.log_level).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise UsageError(f"--log-level: expected DEBUG, INFO, WARNING or ERROR, got {args.log_level!r}")
@@ -159,8 +244,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         all_namespaces=all_namespaces or not namespaces,
         handler_modules=handlers,
         liveness_url=args.liveness,
+        health_bind_address=args.health_bind_address or None,
         metrics_port=metrics_port,
+        metrics_bind_address=args.metrics_bind_address or "0.0.0.0",
         allowed_service_accounts=accounts,
+        operator_service_account=own,
+        min_interval=min_interval,
+        pod_creates_per_second=_number(args.pod_create_qps, "--pod-create-qps", default=10.0, minimum=0.01),
+        pod_create_burst=int(_number(args.pod_create_burst, "--pod-create-burst", default=20, minimum=1)),
         status_interval=interval,
         status_writes_per_second=_number(env("PYNCETTE_STATUS_QPS"), "PYNCETTE_STATUS_QPS", default=20.0, minimum=0.1),
         status_burst=int(_number(env("PYNCETTE_STATUS_BURST"), "PYNCETTE_STATUS_BURST", default=50, minimum=1)),

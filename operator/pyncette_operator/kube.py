@@ -19,6 +19,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from pyncette_operator.ratelimit import AsyncLimiter
 from pyncette_operator.spec import GROUP
 from pyncette_operator.spec import PLURAL
 from pyncette_operator.spec import VERSION
@@ -48,7 +49,15 @@ async def make_api_client() -> client.ApiClient:
 class Kube:
     """Thin async wrappers; ``on_request(verb, resource)`` is called once per apiserver request."""
 
-    def __init__(self, api_client: client.ApiClient, *, on_request: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        on_request: Callable[[str, str], None] | None = None,
+        pod_create_limiter: AsyncLimiter | None = None,
+    ) -> None:
+        self._pod_create_limiter = pod_create_limiter
+        """Bounds run-Pod creates (``--pod-create-qps``/``--pod-create-burst``); a create waits its turn."""
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
@@ -81,6 +90,8 @@ class Kube:
     # ---- Pods ----
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._pod_create_limiter is not None:
+            await self._pod_create_limiter.acquire()
         result: dict[str, Any] = await self._call("create", "pods", self._core.create_namespaced_pod, namespace, body)
         return result
 
@@ -103,6 +114,21 @@ class Kube:
         except ApiException as e:
             if e.status != 409:  # precondition failed: a different Pod by that name now
                 raise
+
+    # ---- who am I ----
+
+    async def service_account(self) -> tuple[str, str] | None:
+        """(namespace, name) of the ServiceAccount these credentials belong to, or None (another user).
+
+        A SelfSubjectReview (authentication.k8s.io/v1, any authenticated user may create one).
+        """
+        auth = client.AuthenticationV1Api(self._api)
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        review = await self._call("create", "selfsubjectreviews", auth.create_self_subject_review, body)
+        username = str(((review.get("status") or {}).get("userInfo") or {}).get("username") or "")
+        prefix, _, rest = username.partition("system:serviceaccount:")
+        namespace, _, name = rest.partition(":")
+        return (namespace, name) if not prefix and namespace and name else None
 
     # ---- PyncetteTasks ----
 

@@ -7,18 +7,24 @@ status-write cap is checked by reading ``pyncette_operator_status_writes_total``
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Gauge
 from prometheus_client import Histogram
 from prometheus_client import generate_latest
+
+from pyncette._http import Response
+from pyncette._http import bound_port
+from pyncette._http import start_server
+from pyncette_operator.backend_url import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,11 @@ class Metrics:
         self.pods_pruned = Counter(
             "pyncette_operator_pods_pruned", "Finished Pods deleted by history limits", registry=r
         )
+        self.pod_creates_waiting = Gauge(
+            "pyncette_operator_pod_creates_waiting",
+            "Run Pod creates waiting for the per-replica rate limit (--pod-create-qps)",
+            registry=r,
+        )
         self.registrations = Counter(
             "pyncette_operator_backend_registrations", "Task instances written to the backend", ["action"], registry=r
         )
@@ -82,33 +93,59 @@ class Metrics:
         return data
 
 
-async def serve(
-    *, host: str, port: int, routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
-) -> web.AppRunner:
-    """Starts an aiohttp server with ``routes`` (path → handler); returns the runner to clean up."""
-    app = web.Application()
-    for path, handler in routes.items():
-        app.router.add_get(path, handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host=host, port=port)
-    await site.start()
-    return runner
+Route = Callable[[], Awaitable[Response]]
 
 
-def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handle(_: web.Request) -> web.StreamResponse:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+class HttpServer:
+    """One listening endpoint (``pyncette._http``: connection cap, read/write/handler timeouts)."""
+
+    def __init__(self, server: asyncio.Server) -> None:
+        self.server = server
+
+    @property
+    def port(self) -> int:
+        return bound_port(self.server)
+
+    async def cleanup(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def serve(*, host: str, port: int, routes: dict[str, Route]) -> HttpServer:
+    """Serves GET ``routes`` (path → handler) on ``host:port``; 404 elsewhere, 405 for other methods.
+
+    Each endpoint is its own server with its own connection cap, so a flood of scrapes cannot
+    starve the kubelet's liveness probe.
+    """
+
+    async def respond(method: str, path: str) -> Response:
+        route = routes.get(path)
+        if route is None:
+            return Response(404, b"Not Found")
+        if method != "GET":
+            return Response(405, b"Method Not Allowed", headers={"Allow": "GET"})
+        return await route()
+
+    return HttpServer(await start_server(respond, host=host, port=port))
+
+
+def metrics_handler(metrics: Metrics) -> Route:
+    async def handle() -> Response:
+        return Response(200, metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
     return handle
 
 
-def health_handler(check: HealthCheck) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handle(_: web.Request) -> web.StreamResponse:
+def health_handler(check: HealthCheck) -> Route:
+    async def handle() -> Response:
         try:
             report = await check()
         except Exception as e:
-            return web.json_response({"ok": False, "error": f"{type(e).__name__}: {e}"}, status=503)
-        return web.json_response({"ok": True, **report})
+            return _json(503, {"ok": False, "error": f"{type(e).__name__}: {redact_text(str(e))}"})
+        return _json(200, {"ok": True, **report})
 
     return handle
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(status, json.dumps(body).encode(), content_type="application/json; charset=utf-8")

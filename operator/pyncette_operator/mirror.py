@@ -51,6 +51,7 @@ from pyncette_operator.metrics import Metrics
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import Reason
+from pyncette_operator.spec import TaskPolicy
 from pyncette_operator.spec import TaskSpec
 from pyncette_operator.spec import parse_task
 from pyncette_operator.spec import parse_time
@@ -83,7 +84,7 @@ class Mirror:
         kube: Kube,
         metrics: Metrics,
         namespaces: Collection[str] | None,
-        allowed_service_accounts: Collection[str] | None,
+        policy: TaskPolicy,
     ) -> None:
         self._template = template
         self._status = status
@@ -92,7 +93,7 @@ class Mirror:
         self._kube = kube
         self._metrics = metrics
         self._namespaces = None if namespaces is None else frozenset(namespaces)
-        self._allowed_service_accounts = allowed_service_accounts
+        self._policy = policy
         self._ctx: PyncetteContext | None = None
         self._cache: dict[str, Cached] = {}
         self._invalid: set[str] = set()
@@ -129,14 +130,15 @@ class Mirror:
         return self._parse(body)
 
     def _parse(self, body: Mapping[str, Any]) -> Cached:
-        parsed = parse_task(
-            body, handlers=self._handlers.names(), allowed_service_accounts=self._allowed_service_accounts
-        )
         meta = body.get("metadata") or {}
+        parsed = parse_task(body, handlers=self._handlers.names(str(meta.get("namespace") or "")), policy=self._policy)
         # Keep only what reconciling needs (not managedFields and the like): 10k tasks stay small.
         slim = {
             "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
-            "spec": body.get("spec"),
+            # A spec refused for its size is not kept: N replicas x many tasks x the limit adds up.
+            "spec": None
+            if isinstance(parsed, InvalidTask) and parsed.reason == Reason.SPEC_TOO_LARGE
+            else body.get("spec"),
             "status": body.get("status"),
         }
         cached = Cached(slim, parsed, str(meta.get("uid") or ""))
@@ -265,10 +267,12 @@ class Mirror:
                 self._status.changed(namespace, name, urgent=previous_ready != state.ready)
                 return
             except Exception as e:
-                problem = f"{type(e).__name__}: {e}"
-                logger.warning("Cannot mirror %s into the backend: %s", key, problem)
+                logger.warning("Cannot mirror %s into the backend: %s: %s", key, type(e).__name__, e)
                 self._dirty.add(key)
-                state.ready = Condition(READY, False, ReadyReason.BACKEND_UNAVAILABLE, problem, generation)
+                # The tenant sees a short reason only: the driver's message names the backend's
+                # hosts, tables and users, which are the operator's business.
+                message = "the operator's backend is unavailable; retrying"
+                state.ready = Condition(READY, False, ReadyReason.BACKEND_UNAVAILABLE, message, generation)
                 self._status.changed(namespace, name, urgent=previous_ready != state.ready)
                 return
             else:

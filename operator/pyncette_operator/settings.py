@@ -41,16 +41,46 @@ class Settings:
     """``--liveness`` / ``PYNCETTE_LIVENESS``, e.g. ``http://0.0.0.0:8080/healthz``. Default None: no
     probe endpoint. It answers 200 only while the backend answers and the scheduler loop ticks."""
 
+    health_bind_address: str | None = None
+    """``--health-bind-address`` / ``PYNCETTE_HEALTH_BIND_ADDRESS``. The address the health endpoint
+    listens on. Default None: the host of ``--liveness``."""
+
     metrics_port: int = 0
-    """``--metrics-port`` / ``PYNCETTE_METRICS_PORT``. Prometheus metrics on ``0.0.0.0:<port>/metrics``.
+    """``--metrics-port`` / ``PYNCETTE_METRICS_PORT``. Prometheus metrics on ``<bind address>:<port>/metrics``.
     Default 0: disabled (the chart enables it)."""
+
+    metrics_bind_address: str = "0.0.0.0"
+    """``--metrics-bind-address`` / ``PYNCETTE_METRICS_BIND_ADDRESS``. Default all interfaces (a Pod's
+    scrape target is its IP); ``127.0.0.1`` keeps the metrics to the Pod (a sidecar scraper)."""
 
     allowed_service_accounts: frozenset[str] | None = None
     """``--allowed-service-accounts`` / ``PYNCETTE_ALLOWED_SERVICE_ACCOUNTS`` (comma-separated). When
-    set, a podTemplate may only name these ServiceAccounts (a template naming none uses ``default``,
-    which must then be listed); any other gives Ready=False, reason ForbiddenServiceAccount.
+    set, a podTemplate may only name these ServiceAccounts: ``name`` allows that name in every
+    namespace, ``namespace:name`` in one namespace (a template naming none uses ``default``, which
+    must then be listed); any other gives Ready=False, reason ForbiddenServiceAccount.
     Default None: any ServiceAccount of the task's namespace, because creating a PyncetteTask is
     already as powerful as creating a Pod there."""
+
+    operator_service_account: tuple[str, str] | None = None
+    """``--operator-service-account NAMESPACE:NAME`` / ``PYNCETTE_OPERATOR_SERVICE_ACCOUNT``. The
+    operator's own ServiceAccount, which no podTemplate may name (its token may create Pods in every
+    watched namespace). Default None: asked from the apiserver at start-up (a SelfSubjectReview of
+    the operator's credentials); the chart sets it."""
+
+    min_interval: float = 1.0
+    """``--min-interval`` / ``PYNCETTE_MIN_INTERVAL``, seconds. An ``interval`` shorter than this, or a
+    cron schedule whose runs come closer together, is Ready=False (reason ScheduleTooFrequent).
+    1 s is cron's own resolution; raise it to keep tenants from scheduling Pods every second."""
+
+    pod_creates_per_second: float = 10.0
+    """``--pod-create-qps`` / ``PYNCETTE_POD_CREATE_QPS``, Pods/s. A token bucket over this replica's
+    run-Pod creates: due runs beyond it wait (renewing their leases) instead of flooding the
+    apiserver and the scheduler when many tasks fall due at once (a tenant's thousand tasks due at
+    midnight become a steady 10 Pods/s, not a thousand at once)."""
+
+    pod_create_burst: int = 20
+    """``--pod-create-burst`` / ``PYNCETTE_POD_CREATE_BURST``. Size of that bucket: this many Pods are
+    created at once before the rate applies."""
 
     status_interval: float = 10.0
     """``--status-interval`` / ``PYNCETTE_STATUS_INTERVAL``, seconds. At most one status write per task

@@ -2,20 +2,29 @@
 
 The API server already enforces the CRD schema and its CEL rules; this module re-checks the same
 one-of rules (a CRD applied from an older version, or a schema bypassed, must not crash the
-operator) and adds what only the operator can judge: cron syntax, time zone names, handler names,
-allowed ServiceAccounts. A problem is an ``InvalidTask`` with a condition reason and a one-line
-message naming the field, so it can go straight into ``Ready=False`` and a Warning Event.
+operator) and adds what only the operator can judge: cron syntax, time zone names, handler names
+(and whether they serve the task's namespace), ServiceAccounts, schedules more frequent than
+``--min-interval``, and the serialized size of ``podTemplate`` and handler args. A problem is an
+``InvalidTask`` with a condition reason and a one-line message naming the field, so it can go
+straight into ``Ready=False`` and a Warning Event.
+
+Everything in a PyncetteTask is written by a tenant: the messages built here quote the tenant's own
+values and the operator's policy, never anything about the backend or other namespaces.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import json
 import re
 from collections.abc import Collection
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
+
+from croniter import croniter
 
 from pyncette.model import ExecutionMode
 from pyncette.model import FailureMode
@@ -42,7 +51,69 @@ class Reason:
     UNKNOWN_TIMEZONE = "UnknownTimezone"
     UNKNOWN_HANDLER = "UnknownHandler"
     FORBIDDEN_SERVICE_ACCOUNT = "ForbiddenServiceAccount"
+    SCHEDULE_TOO_FREQUENT = "ScheduleTooFrequent"
+    SPEC_TOO_LARGE = "SpecTooLarge"
     INVALID_SPEC = "InvalidSpec"
+
+
+MAX_POD_TEMPLATE_BYTES = 128 * 1024
+"""The largest ``spec.podTemplate`` (as compact JSON) the operator runs. A Pod template is a few KiB;
+the bound keeps one tenant from filling the operator's cache (every replica keeps each task's spec)
+and the apiserver with huge Pods, one per run."""
+
+MAX_HANDLER_ARGS_BYTES = 32 * 1024
+"""The largest ``spec.handler.args`` (as compact JSON) the operator passes to a handler."""
+
+RESTART_POLICIES = ("Never", "OnFailure")
+"""``Always`` is refused: such a Pod never finishes, so its run never ends."""
+
+_CRON_SAMPLE = 64
+_CRON_SAMPLE_FROM = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    """What the operator's flags allow a PyncetteTask to do (the defaults are the CLI's)."""
+
+    allowed_service_accounts: frozenset[str] | None = None
+    """``--allowed-service-accounts``: ``name`` (in any namespace) or ``namespace:name`` entries;
+    None allows any ServiceAccount of the task's namespace."""
+
+    own_service_account: tuple[str, str] | None = None
+    """(namespace, name) of the operator's own ServiceAccount: a podTemplate naming it is always
+    refused, whatever ``allowed_service_accounts`` says (its token can create Pods everywhere the
+    operator serves)."""
+
+    min_interval: datetime.timedelta = datetime.timedelta(seconds=1)
+    """``--min-interval``: an interval, or a cron schedule whose runs come closer together, is refused."""
+
+
+def service_account_allowed(allowed: Collection[str] | None, namespace: str, account: str) -> bool:
+    """Whether ``--allowed-service-accounts`` entries (``name`` or ``namespace:name``) allow ``account``."""
+    return allowed is None or account in allowed or f"{namespace}:{account}" in allowed
+
+
+def json_size(value: Any) -> int:
+    """The size in bytes of ``value`` as compact JSON (what the size limits measure)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+
+
+@functools.lru_cache(maxsize=1024)
+def shortest_cron_gap(expression: str) -> datetime.timedelta:
+    """The shortest time between two runs among the first runs of ``expression`` from a fixed date.
+
+    Cron has no "interval"; ``0,1 0 * * *`` runs twice a minute apart once a day. The first
+    ``_CRON_SAMPLE`` runs from 2030-01-01 show every pattern that repeats within a day or an hour.
+    Cached by expression: tenants share a few expressions, and a start-up lists every task.
+    """
+    cron: Any = croniter(expression, start_time=_CRON_SAMPLE_FROM, ret_type=datetime.datetime)
+    previous: datetime.datetime = cron.get_next()
+    shortest = datetime.timedelta.max
+    for _ in range(_CRON_SAMPLE):
+        current: datetime.datetime = cron.get_next()
+        shortest = min(shortest, current - previous)
+        previous = current
+    return shortest
 
 
 @dataclass(frozen=True)
@@ -182,15 +253,19 @@ def parse_task(
     body: Mapping[str, Any],
     *,
     handlers: Collection[str],
-    allowed_service_accounts: Collection[str] | None = None,
+    policy: TaskPolicy = TaskPolicy(),
 ) -> TaskSpec | InvalidTask:
-    """Validates a PyncetteTask object (as the API returns it) into a ``TaskSpec``."""
+    """Validates a PyncetteTask object (as the API returns it) into a ``TaskSpec``.
+
+    ``handlers`` are the handler names that serve the task's namespace (see
+    ``HandlerRegistry.names``): a handler registered for other namespaces is unknown here.
+    """
     meta = body.get("metadata") or {}
     spec = body.get("spec")
     if not isinstance(spec, Mapping):
         return InvalidTask(Reason.INVALID_SPEC, "spec: missing or not an object")
     try:
-        return _parse(meta, spec, handlers=handlers, allowed_service_accounts=allowed_service_accounts)
+        return _parse(meta, spec, handlers=handlers, policy=policy)
     except _Invalid as e:
         return InvalidTask(e.reason, e.message)
 
@@ -207,7 +282,7 @@ def _parse(
     spec: Mapping[str, Any],
     *,
     handlers: Collection[str],
-    allowed_service_accounts: Collection[str] | None,
+    policy: TaskPolicy,
 ) -> TaskSpec:
     def bad(field_name: str, problem: str, reason: str = Reason.INVALID_SPEC) -> _Invalid:
         return _Invalid(reason, f"spec.{field_name}: {problem}")
@@ -229,7 +304,11 @@ def _parse(
         try:
             resolve_timezone(timezone if isinstance(timezone, str) else "")
         except ValueError:
-            raise bad("timezone", f"unknown time zone {timezone!r}", Reason.UNKNOWN_TIMEZONE) from None
+            raise bad(
+                "timezone",
+                f"unknown time zone {timezone!r} (an IANA name such as Europe/Dublin, or UTC+N / UTC-N)",
+                Reason.UNKNOWN_TIMEZONE,
+            ) from None
     if schedule is not None:
         if not isinstance(schedule, str):
             raise bad("schedule", f"expected a string, got {schedule!r}", Reason.INVALID_SCHEDULE)
@@ -237,10 +316,26 @@ def _parse(
             check_cron(schedule, timezone)  # parses it and computes its next run time in that zone
         except ValueError as e:
             raise bad("schedule", str(e), Reason.INVALID_SCHEDULE) from None
+        if policy.min_interval > datetime.timedelta(seconds=1):  # cron's own floor is one second
+            gap = shortest_cron_gap(schedule)
+            if gap < policy.min_interval:
+                raise bad(
+                    "schedule",
+                    f"runs {format_duration(gap)} apart, more often than the operator allows"
+                    f" (--min-interval {format_duration(policy.min_interval)})",
+                    Reason.SCHEDULE_TOO_FREQUENT,
+                )
 
     interval = _duration(spec, "interval", bad)
     if interval is not None and interval <= datetime.timedelta():
         raise bad("interval", "must be positive")
+    if interval is not None and interval < policy.min_interval:
+        raise bad(
+            "interval",
+            f"{spec['interval']} is shorter than the operator allows (--min-interval"
+            f" {format_duration(policy.min_interval)})",
+            Reason.SCHEDULE_TOO_FREQUENT,
+        )
     lease = _duration(spec, "leaseDuration", bad) or datetime.timedelta(seconds=60)
     if lease < datetime.timedelta(seconds=1):
         raise bad("leaseDuration", f"must be at least 1s, got {spec.get('leaseDuration')!r}")
@@ -256,32 +351,44 @@ def _parse(
     failure_mode = _enum(spec, "failureMode", _FAILURE_MODES, "None", bad)
     if execution_mode == ExecutionMode.AT_MOST_ONCE and failure_mode != FailureMode.NONE:
         raise bad("failureMode", "must be None when executionMode is AtMostOnce")
-    policy = spec.get("concurrencyPolicy") or "Allow"
-    if policy not in CONCURRENCY_POLICIES:
-        raise bad("concurrencyPolicy", f"expected one of {', '.join(CONCURRENCY_POLICIES)}, got {policy!r}")
+    concurrency = spec.get("concurrencyPolicy") or "Allow"
+    if concurrency not in CONCURRENCY_POLICIES:
+        raise bad("concurrencyPolicy", f"expected one of {', '.join(CONCURRENCY_POLICIES)}, got {concurrency!r}")
 
     pod_template = spec.get("podTemplate")
     handler_name = None
     handler_args: dict[str, Any] = {}
+    namespace = str(meta.get("namespace") or "")
     if pod_template is not None:
-        pod_template = _check_pod_template(pod_template, allowed_service_accounts, bad)
+        pod_template = _check_pod_template(pod_template, namespace, policy, bad)
     else:
         handler = spec["handler"]
         if not isinstance(handler, Mapping) or not isinstance(handler.get("name"), str) or not handler["name"]:
             raise bad("handler.name", "missing")
         handler_name = handler["name"]
         if handler_name not in handlers:
-            known = ", ".join(sorted(handlers)) or "none are registered; start the operator with --handlers MODULE"
-            raise bad("handler.name", f"no handler named {handler_name!r} (known: {known})", Reason.UNKNOWN_HANDLER)
+            known = ", ".join(sorted(handlers)) or "none"
+            raise bad(
+                "handler.name",
+                f"no handler named {handler_name!r} serves namespace {namespace!r} (available here: {known})",
+                Reason.UNKNOWN_HANDLER,
+            )
         args = handler.get("args") or {}
         if not isinstance(args, Mapping):
             raise bad("handler.args", "expected an object")
+        size = json_size(args)
+        if size > MAX_HANDLER_ARGS_BYTES:
+            raise bad(
+                "handler.args",
+                f"{size} bytes as JSON, more than the limit of {MAX_HANDLER_ARGS_BYTES}",
+                Reason.SPEC_TOO_LARGE,
+            )
         handler_args = dict(args)
 
     annotations = meta.get("annotations") or {}
     run_now = annotations.get(RUN_NOW_ANNOTATION) or None
     return TaskSpec(
-        namespace=str(meta.get("namespace") or ""),
+        namespace=namespace,
         name=str(meta.get("name") or ""),
         uid=str(meta.get("uid") or ""),
         generation=int(meta.get("generation") or 0),
@@ -293,7 +400,7 @@ def _parse(
         execution_mode=execution_mode,
         failure_mode=failure_mode,
         lease_duration=lease,
-        concurrency_policy=policy,
+        concurrency_policy=concurrency,
         pod_template=pod_template,
         handler_name=handler_name,
         handler_args=handler_args,
@@ -327,19 +434,40 @@ def _limit(spec: Mapping[str, Any], name: str, default: int, bad: Any) -> int:
     return raw
 
 
-def _check_pod_template(template: Any, allowed: Collection[str] | None, bad: Any) -> dict[str, Any]:
+def _check_pod_template(template: Any, namespace: str, policy: TaskPolicy, bad: Any) -> dict[str, Any]:
     if not isinstance(template, Mapping) or not isinstance(template.get("spec"), Mapping):
         raise bad("podTemplate.spec", "missing or not an object")
+    size = json_size(template)
+    if size > MAX_POD_TEMPLATE_BYTES:
+        raise bad(
+            "podTemplate",
+            f"{size} bytes as JSON, more than the limit of {MAX_POD_TEMPLATE_BYTES}",
+            Reason.SPEC_TOO_LARGE,
+        )
     pod_spec = template["spec"]
     containers = pod_spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise bad("podTemplate.spec.containers", "at least one container is required")
+    restart = pod_spec.get("restartPolicy")
+    if restart is not None and restart not in RESTART_POLICIES:
+        raise bad(
+            "podTemplate.spec.restartPolicy", f"must be Never or OnFailure (a run's Pod must finish), got {restart!r}"
+        )
     account = pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or "default"
-    if allowed is not None and account not in allowed:
+    if policy.own_service_account == (namespace, account):
         raise bad(
             "podTemplate.spec.serviceAccountName",
-            f"ServiceAccount {account!r} is not allowed by the operator"
-            f" (allowed: {', '.join(sorted(allowed)) or 'none'})",
+            f"ServiceAccount {account!r} is the operator's own and may not run tasks",
+            Reason.FORBIDDEN_SERVICE_ACCOUNT,
+        )
+    allowed = policy.allowed_service_accounts
+    if not service_account_allowed(allowed, namespace, account):
+        assert allowed is not None
+        here = sorted(a.rpartition(":")[2] for a in allowed if ":" not in a or a.startswith(f"{namespace}:"))
+        raise bad(
+            "podTemplate.spec.serviceAccountName",
+            f"ServiceAccount {account!r} is not allowed by the operator in namespace {namespace!r}"
+            f" (allowed here: {', '.join(here) or 'none'})",
             Reason.FORBIDDEN_SERVICE_ACCOUNT,
         )
     return dict(template)

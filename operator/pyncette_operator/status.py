@@ -67,6 +67,10 @@ def _observed_time(status: Mapping[str, Any], name: str) -> datetime.datetime | 
         return None
 
 
+MAX_ACTIVE_IN_STATUS = 20
+"""``status.active`` lists at most this many runs, the most recently scheduled ones."""
+
+
 @dataclass
 class ActiveRun:
     name: str
@@ -119,8 +123,11 @@ class TaskStatus:
         run_now = self.last_run_now or obs.get("lastRunNow")
         if run_now:
             out["lastRunNow"] = run_now
-        active = self._merged_active()
-        out["active"] = [run.render() for run in sorted(active, key=lambda r: (r.scheduled_at, r.name))]
+        active = sorted(self._merged_active(), key=lambda r: (r.scheduled_at, r.name))
+        # Capped: an Allow task whose Pods never end must not grow its status without bound (the
+        # object would outgrow etcd's limit and every status write with it). The Running
+        # condition still counts them all.
+        out["active"] = [run.render() for run in active[-MAX_ACTIVE_IN_STATUS:]]
 
         previous = obs.get("conditions") or []
         conditions = []

@@ -15,7 +15,9 @@ from pyncette import FailureMode
 from pyncette import FakeClock
 from pyncette import Pyncette
 from pyncette import PyncetteContext
+from pyncette._http import Response
 from pyncette._http import bound_port
+from pyncette._http import start_server
 from pyncette.healthcheck import use_healthcheck_server
 from pyncette.prometheus import use_prometheus
 
@@ -101,3 +103,77 @@ async def test_prometheus_metrics_are_served(make_app: Callable[..., Pyncette], 
     assert 'pyncette_repository_ops_total{operation="lease_due",task_name="*"}' in body
     assert 'pyncette_repository_ops_total{operation="commit_executions",task_name="*"}' in body
     assert "pyncette_ticks_total" in body
+
+
+async def _answer(port: int) -> tuple[int, str]:
+    return await asyncio.wait_for(http(port, "/anything"), 30)
+
+
+async def test_the_http_server_caps_concurrent_connections() -> None:
+    """Connections beyond the cap are closed at once; a probe gets through when a slot frees."""
+
+    async def ok(method: str, path: str) -> Response:
+        return Response(200, b"OK")
+
+    server = await start_server(ok, host="127.0.0.1", port=0, max_connections=2)
+    port = bound_port(server)
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]  # they send nothing
+        try:
+            refused = await _answer(port)
+        except (ConnectionError, IndexError, ValueError):  # reset, or closed before a status line
+            refused = None
+        assert refused is None
+        for _, writer in idle:
+            writer.close()
+            await writer.wait_closed()
+        # The server sees the closes as it reads; the next request after that is served.
+        answers = [await _answer_or_none(port)]
+        while answers[-1] is None:
+            answers.append(await _answer_or_none(port))
+        assert answers[-1] == (200, "OK")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _answer_or_none(port: int) -> tuple[int, str] | None:
+    try:
+        return await _answer(port)
+    except (ConnectionError, IndexError, ValueError):
+        return None
+
+
+async def test_the_http_server_cuts_off_slow_clients() -> None:
+    """A client that never finishes its request head is disconnected (its slot comes back)."""
+
+    async def ok(method: str, path: str) -> Response:
+        return Response(200, b"OK")
+
+    server = await start_server(ok, host="127.0.0.1", port=0, max_connections=1, read_timeout=0.2)
+    port = bound_port(server)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: loc")  # ...and nothing more
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 30) == b""  # the server hung up
+        writer.close()
+        assert await _answer(port) == (200, "OK")  # and serves the next client
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_stuck_handler_answers_500_after_its_timeout() -> None:
+    never = asyncio.Event()
+
+    async def stuck(method: str, path: str) -> Response:
+        await never.wait()
+        return Response(200, b"OK")
+
+    server = await start_server(stuck, host="127.0.0.1", port=0, handler_timeout=0.2)
+    try:
+        assert (await _answer(bound_port(server)))[0] == 500
+    finally:
+        server.close()
+        await server.wait_closed()

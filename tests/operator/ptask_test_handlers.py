@@ -9,7 +9,7 @@ import pyncette_operator
 from pyncette.model import Context
 
 
-@pyncette_operator.handler("record")
+@pyncette_operator.handler("record", namespaces="*")
 async def record(context: Context) -> None:
     """Appends one JSON line (args and scheduled time) to ``args["path"]``."""
     line = {"args": context.args, "scheduled_at": context.scheduled_at.isoformat()}
@@ -17,6 +17,17 @@ async def record(context: Context) -> None:
         out.write(json.dumps(line) + "\n")
 
 
-@pyncette_operator.handler("explode")
+@pyncette_operator.handler("explode", namespaces="*")
 async def explode(context: Context) -> None:
     raise RuntimeError(f"boom for {context.args.get('who', 'nobody')}")
+
+
+@pyncette_operator.handler("refuse", namespaces="*")
+async def refuse(context: Context) -> None:
+    """Fails with a message meant for the task's owner."""
+    raise pyncette_operator.HandlerError(f"no report for {context.args.get('who', 'nobody')} today")
+
+
+@pyncette_operator.handler("only-blue", namespaces=["blue-team"])
+async def only_blue(context: Context) -> None:
+    """Serves one namespace only (tests give theirs the name ``blue-team`` never)."""

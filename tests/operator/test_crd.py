@@ -73,13 +73,14 @@ def test_schema_covers_the_contract() -> None:
 
 
 def test_schema_is_structural() -> None:
-    """Every object node declares properties or preserves unknown fields (else the apiserver prunes)."""
+    """Every object node declares properties, is a map, or preserves unknown fields (else the apiserver prunes)."""
     schema = load()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
     def walk(node: dict[str, Any], path: str) -> None:
         assert "type" in node, path
         if node["type"] == "object" and path != "$.metadata":
-            assert "properties" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+            kinds = ("properties", "additionalProperties", "x-kubernetes-preserve-unknown-fields")
+            assert any(node.get(kind) for kind in kinds), path
         for name, child in (node.get("properties") or {}).items():
             walk(child, f"{path}.{name}")
         if "items" in node:

@@ -10,6 +10,7 @@ import pytest
 from pyncette.model import ExecutionMode
 from pyncette.model import FailureMode
 from pyncette_operator.spec import InvalidTask
+from pyncette_operator.spec import TaskPolicy
 from pyncette_operator.spec import TaskSpec
 from pyncette_operator.spec import format_duration
 from pyncette_operator.spec import parse_duration
@@ -28,9 +29,19 @@ def body(**spec: Any) -> dict[str, Any]:
 
 
 def parse(
-    *, handlers: tuple[str, ...] = ("report",), accounts: set[str] | None = None, **spec: Any
+    *,
+    handlers: tuple[str, ...] = ("report",),
+    accounts: set[str] | None = None,
+    own: tuple[str, str] | None = None,
+    min_interval: float = 1.0,
+    **spec: Any,
 ) -> TaskSpec | InvalidTask:
-    return parse_task(body(**spec), handlers=handlers, allowed_service_accounts=accounts)
+    policy = TaskPolicy(
+        allowed_service_accounts=None if accounts is None else frozenset(accounts),
+        own_service_account=own,
+        min_interval=datetime.timedelta(seconds=min_interval),
+    )
+    return parse_task(body(**spec), handlers=handlers, policy=policy)
 
 
 def test_valid_pod_task_with_overrides() -> None:
@@ -162,3 +173,97 @@ def test_format_duration() -> None:
     assert format_duration(datetime.timedelta(seconds=90)) == "1m30s"
     assert format_duration(datetime.timedelta(milliseconds=250)) == "250ms"
     assert format_duration(datetime.timedelta(days=1, hours=2)) == "1d2h"
+
+
+@pytest.mark.parametrize("policy", ["Always", "Sometimes"])
+def test_restart_policy_must_let_the_pod_finish(policy: str) -> None:
+    template = {"spec": {"restartPolicy": policy, "containers": [{"name": "c", "image": "x"}]}}
+    result = parse(interval="10s", podTemplate=template)
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "InvalidSpec"
+    assert "spec.podTemplate.spec.restartPolicy: must be Never or OnFailure" in result.message
+    for ok in ("Never", "OnFailure"):
+        fine = {"spec": {**template["spec"], "restartPolicy": ok}}
+        assert isinstance(parse(interval="10s", podTemplate=fine), TaskSpec)
+
+
+def test_min_interval_refuses_intervals_below_it() -> None:
+    result = parse(interval="500ms", podTemplate=POD)  # the default --min-interval is 1s
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "ScheduleTooFrequent"
+    assert result.message == "spec.interval: 500ms is shorter than the operator allows (--min-interval 1s)"
+    assert isinstance(parse(interval="1s", podTemplate=POD), TaskSpec)
+    assert isinstance(parse(interval="100ms", podTemplate=POD, min_interval=0.1), TaskSpec)
+    assert isinstance(parse(interval="30s", podTemplate=POD, min_interval=60), InvalidTask)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "gap"),
+    [
+        ("* * * * * */10", "10s"),  # every ten seconds
+        ("0,1 0 * * *", "1m"),  # twice a minute apart, once a day
+        ("*/5 * * * *", "5m"),
+    ],
+)
+def test_min_interval_refuses_cron_schedules_that_run_closer_together(schedule: str, gap: str) -> None:
+    result = parse(schedule=schedule, podTemplate=POD, min_interval=3600)
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "ScheduleTooFrequent"
+    assert f"runs {gap} apart" in result.message
+    assert isinstance(parse(schedule="0 * * * *", podTemplate=POD, min_interval=3600), TaskSpec)
+
+
+def test_oversized_pod_template_and_handler_args_are_refused() -> None:
+    big = "x" * (128 * 1024)
+    template = {"spec": {"containers": [{"name": "c", "image": "x", "env": [{"name": "BIG", "value": big}]}]}}
+    result = parse(interval="10s", podTemplate=template)
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "SpecTooLarge"
+    assert result.message.startswith("spec.podTemplate: ") and "more than the limit of 131072" in result.message
+    result = parse(interval="10s", handler={"name": "report", "args": {"blob": "y" * (32 * 1024)}})
+    assert isinstance(result, InvalidTask)
+    assert (result.reason, result.message.split(":")[0]) == ("SpecTooLarge", "spec.handler.args")
+    assert isinstance(parse(interval="10s", handler={"name": "report", "args": {"blob": "y" * 1000}}), TaskSpec)
+
+
+def test_the_operators_own_service_account_is_always_refused() -> None:
+    template = {"spec": {"serviceAccountName": "pyncette-operator", "containers": [{"name": "c", "image": "x"}]}}
+    own = ("ns", "pyncette-operator")
+    result = parse(interval="10s", podTemplate=template, own=own, accounts={"pyncette-operator"})
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "ForbiddenServiceAccount"
+    assert "is the operator's own" in result.message
+    # The same name in another namespace is another ServiceAccount.
+    assert isinstance(parse(interval="10s", podTemplate=template, own=("ops", "pyncette-operator")), TaskSpec)
+    # The deprecated spec.serviceAccount field is checked too.
+    legacy = {"spec": {"serviceAccount": "pyncette-operator", "containers": [{"name": "c", "image": "x"}]}}
+    assert isinstance(parse(interval="10s", podTemplate=legacy, own=own), InvalidTask)
+
+
+def test_allowed_service_accounts_by_name_or_namespace_and_name() -> None:
+    def template(account: str) -> dict[str, Any]:
+        return {"spec": {"serviceAccountName": account, "containers": [{"name": "c", "image": "x"}]}}
+
+    accounts = {"runner", "ns:reporter", "other:admin"}
+    assert isinstance(parse(interval="10s", podTemplate=template("runner"), accounts=accounts), TaskSpec)
+    assert isinstance(parse(interval="10s", podTemplate=template("reporter"), accounts=accounts), TaskSpec)
+    refused = parse(interval="10s", podTemplate=template("admin"), accounts=accounts)
+    assert isinstance(refused, InvalidTask) and refused.reason == "ForbiddenServiceAccount"
+    # The message lists what is allowed in the task's own namespace only.
+    assert refused.message.endswith("(allowed here: reporter, runner)")
+
+
+def test_unknown_handler_message_lists_only_the_handlers_of_the_namespace() -> None:
+    result = parse(interval="10s", handler={"name": "secret-thing"}, handlers=("report",))
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "UnknownHandler"
+    assert result.message == (
+        "spec.handler.name: no handler named 'secret-thing' serves namespace 'ns' (available here: report)"
+    )
+
+
+@pytest.mark.parametrize("zone", ["/etc/localtime", "../../etc/passwd", "Europe/../../../etc/localtime"])
+def test_time_zones_that_are_file_paths_are_unknown(zone: str) -> None:
+    result = parse(schedule="0 0 * * *", timezone=zone, podTemplate=POD)
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "UnknownTimezone"

@@ -10,6 +10,7 @@ from pyncette_operator.conditions import merge_conditions
 from pyncette_operator.ratelimit import TokenBucket
 from pyncette_operator.status import ActiveRun
 from pyncette_operator.status import StatusWriter
+from pyncette_operator.status import TaskStatus
 
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
 
@@ -134,3 +135,15 @@ async def test_render_merges_observed_monotonic_and_running_condition() -> None:
     writer.changed("ns", "t", urgent=True)
     await writer.flush_due()
     assert sent[-1][2]["active"] == []
+
+
+def test_status_active_is_capped_and_running_counts_every_run() -> None:
+    state = TaskStatus()
+    for minute in range(30):
+        when = NOW + datetime.timedelta(minutes=minute)
+        state.active[f"pod-{minute:02d}"] = ActiveRun(f"pod-{minute:02d}", "Pod", when)
+    body = state.render(NOW)
+    # The 20 most recently scheduled runs, oldest first.
+    assert [a["name"] for a in body["active"]] == [f"pod-{minute:02d}" for minute in range(10, 30)]
+    running = next(c for c in body["conditions"] if c["type"] == "Running")
+    assert running["message"].startswith("30 run(s) in flight")

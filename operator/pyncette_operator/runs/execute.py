@@ -28,6 +28,7 @@ from pyncette_operator.events import EventRecorder
 from pyncette_operator.events import ObjectRef
 from pyncette_operator.metrics import Metrics
 from pyncette_operator.mirror import Mirror
+from pyncette_operator.runs.handlers import HandlerError
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.runs.pod_runner import PodRunner
 from pyncette_operator.runs.pod_runner import RunAbandoned
@@ -246,11 +247,11 @@ class RunExecutor:
     ) -> None:
         assert task.handler_name is not None
         clock = self._mirror.ctx.clock
-        func = self._handlers.get(task.handler_name)
+        func = self._handlers.get(task.handler_name, namespace=task.namespace)
         run = ActiveRun(f"handler:{task.handler_name}@{format_time(scheduled_at)}", "Handler", scheduled_at)
         self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off)
         if func is None:
-            message = f"no handler named {task.handler_name!r}"
+            message = f"no handler named {task.handler_name!r} serves namespace {task.namespace!r}"
             self._finished(task, run, succeeded=False, message=message, finished_at=clock.now(), one_off=one_off)
             raise RunFailed(message)
         context.args = dict(task.handler_args)
@@ -258,7 +259,10 @@ class RunExecutor:
         try:
             await func(context)
         except Exception as e:
-            message = f"{type(e).__name__}: {e}"
+            # The task's owner sees a HandlerError's message, or else only the exception's type:
+            # a message may quote the operator's internals (its backend, its files, other tenants).
+            # (pyncette logs the traceback.)
+            message = str(e) if isinstance(e, HandlerError) else f"{type(e).__name__} (details in the operator's log)"
             self._finished(task, run, succeeded=False, message=message, finished_at=clock.now(), one_off=one_off)
             raise
         self._finished(task, run, succeeded=True, message="", finished_at=clock.now(), one_off=one_off)

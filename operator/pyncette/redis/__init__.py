@@ -29,7 +29,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -40,7 +39,6 @@ from redis.backoff import ExponentialBackoff
 from redis.backoff import NoBackoff
 
 from pyncette.errors import BackendConfigurationError
-from pyncette.errors import PyncetteException
 from pyncette.errors import TaskLockedException
 from pyncette.model import ContinuationToken
 from pyncette.model import ExecutionMode
@@ -49,10 +47,14 @@ from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
-from pyncette.model import QueryResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
-from pyncette.repository import Repository
+from pyncette.repository.kit import BatchRepository
+from pyncette.repository.kit import TokenLease
+from pyncette.repository.kit import held
+from pyncette.repository.kit import next_time
+from pyncette.repository.kit import to_commit
+from pyncette.repository.kit import token_of
 from pyncette.task import Task
 
 logger = logging.getLogger(__name__)
@@ -79,16 +81,8 @@ def _key_prefix(namespace: str) -> str:
     return f"pyncette:{namespace.replace(':', '::')}:"
 
 
-@dataclass(frozen=True)
-class RedisLease:
-    """Proof of ownership of a leased entry: the token stored in ``lb`` and the time it was due."""
-
-    token: str
-    scheduled_at: datetime.datetime
-
-
-def _lease_of(lease: Lease | None) -> RedisLease | None:
-    return lease if isinstance(lease, RedisLease) else None
+# The lease type of this backend is the kit's (its token is stored in ``lb``).
+RedisLease = TokenLease
 
 
 class _Scripts:
@@ -112,16 +106,16 @@ class _Scripts:
             await client.script_load(script.script)
 
 
-class RedisRepository(Repository):
+class RedisRepository(BatchRepository):
     """Task state of one app (one namespace) on a Redis server."""
 
+    backend_name = BACKEND
+
     def __init__(self, client: aioredis.Redis, *, namespace: str = "", batch_size: int = 100) -> None:
+        super().__init__(batch_size=batch_size)
         self._client = client
         self._prefix = _key_prefix(namespace)
-        self._batch_size = batch_size
         self._scripts = _Scripts(client)
-        # Static tasks whose entry this repository has made sure exists (once per lifetime).
-        self._ensured: set[str] = set()
 
     # ---- keys ----
 
@@ -149,31 +143,31 @@ class RedisRepository(Repository):
         now_us = _to_us(utc_now)
         token = uuid.uuid4().hex
         args: list[Any] = [self._prefix, now_us, limit, token]
+        fresh = self.statics.due_for_creation(utc_now, tasks)
+        firsts = {task.canonical_name: first for task, first in fresh}
         for task in tasks:
-            initial = ""
-            static_name = ""
-            if not task.dynamic:
-                static_name = task.canonical_name
-                if static_name not in self._ensured:
-                    first = task.get_next_execution(utc_now, None)
-                    initial = str(_to_us(first)) if first is not None else ""
-                    self._ensured.add(static_name)
+            static_name = "" if task.dynamic else task.canonical_name
+            first = firsts.get(static_name)
+            initial = str(_to_us(first)) if first is not None else ""
             args += [static_name, initial, task.lease_duration // _MICROSECOND]
 
         response = await self._scripts.lease(keys=[self._index_key(t) for t in tasks], args=args)
+        self.statics.created(task for task, _ in fresh)
         has_more, next_due, missing, rows = json.loads(response)
         for index in missing:
             # The entry of a static task vanished (e.g. flushed): create it again on the next poll.
-            self._ensured.discard(tasks[int(index) - 1].canonical_name)
+            self.statics.forget(tasks[int(index) - 1].canonical_name)
 
         batch = LeaseBatch(has_more=bool(int(has_more)), next_due_at=_from_us(next_due) if next_due else None)
         at_most_once: list[LeasedExecution] = []
-        for index, _name, execute_after, spec in rows:
+        for index, name, execute_after, spec in rows:
             owner = tasks[int(index) - 1]
-            task = owner.instantiate_from_spec(spec) if owner.dynamic else owner
+            concrete = self.entries.load(owner, name, spec) if owner.dynamic else owner
+            if concrete is None:
+                continue  # quarantined: leased by the script ("parked"), not run
             scheduled_at = _from_us(execute_after)
-            execution = LeasedExecution(task, scheduled_at, Lease(RedisLease(token, scheduled_at)))
-            if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+            execution = LeasedExecution(concrete, scheduled_at, Lease(TokenLease(token, scheduled_at)))
+            if concrete.execution_mode == ExecutionMode.AT_MOST_ONCE:
                 at_most_once.append(execution)
             else:
                 batch.executions.append(execution)
@@ -190,55 +184,56 @@ class RedisRepository(Repository):
     async def _commit(
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[tuple[LeasedExecution, bool, datetime.datetime | None]]:
-        """Moves leased entries to their next time in one call; reports which leases were still held."""
+        """Moves leased entries to their next time in one call; reports which leases were still held.
+
+        An entry whose next time cannot be computed is left leased (``kit.next_time``): not done."""
         keys: dict[str, int] = {}
         items: list[list[Any]] = []
-        next_times: list[datetime.datetime | None] = []
-        for execution in executions:
-            lease = _lease_of(execution.lease)
-            assert lease is not None
-            next_at = execution.task.get_next_execution(utc_now, execution.scheduled_at)
-            next_times.append(next_at)
+        movable: list[tuple[LeasedExecution, datetime.datetime | None]] = []
+        for execution, token in held(executions):
+            ok, next_at = next_time(execution.task, utc_now, execution.scheduled_at)
+            if not ok:
+                continue
+            movable.append((execution, next_at))
             key = keys.setdefault(self._index_key(self._owner(execution.task)), len(keys) + 1)
             next_text = str(_to_us(next_at)) if next_at is not None else ""
-            items.append([key, execution.task.canonical_name, lease.token, next_text])
+            items.append([key, execution.task.canonical_name, token, next_text])
+        if not items:
+            return [(e, False, None) for e in executions]
         flags = await self._scripts.commit(keys=list(keys), args=[self._prefix, json.dumps(items)])
-        return [(e, f == "1", n) for e, f, n in zip(executions, _text(flags), next_times, strict=True)]
+        done = {id(e): (f == "1", n) for (e, n), f in zip(movable, _text(flags), strict=True)}
+        return [(e, *done.get(id(e), (False, None))) for e in executions]
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        held = [
-            e
-            for e in executions
-            if _lease_of(e.lease) is not None and e.task.execution_mode == ExecutionMode.AT_LEAST_ONCE
-        ]
-        if not held:
+        leased = [e for e, _ in to_commit(executions)]
+        if not leased:
             return
-        for execution, done, _ in await self._commit(utc_now, held):
+        for execution, done, _ in await self._commit(utc_now, leased):
             if not done:
                 logger.info("Not committing %s: the lease was lost", execution.task)
 
     async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        held = [(e, lease) for e in executions if (lease := _lease_of(e.lease)) is not None]
-        if not held:
+        leases = held(executions)
+        if not leases:
             return
         args: list[Any] = [self._prefix]
-        for execution, lease in held:
-            args += [execution.task.canonical_name, lease.token]
-        await self._scripts.unlock(keys=[self._index_key(self._owner(e.task)) for e, _ in held], args=args)
+        for execution, token in leases:
+            args += [execution.task.canonical_name, token]
+        await self._scripts.unlock(keys=[self._index_key(self._owner(e.task)) for e, _ in leases], args=args)
 
     async def extend_leases(
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[Lease | None]:
-        held = [(i, e, lease) for i, e in enumerate(executions) if (lease := _lease_of(e.lease)) is not None]
+        leases = [(i, e, token) for i, e in enumerate(executions) if (token := token_of(e.lease))]
         results: list[Lease | None] = [None] * len(executions)
-        if not held:
+        if not leases:
             return results
         args: list[Any] = [self._prefix]
-        for _, execution, lease in held:
-            args += [execution.task.canonical_name, lease.token, _to_us(utc_now + execution.task.lease_duration)]
-        keys = [self._index_key(self._owner(e.task)) for _, e, _ in held]
+        for _, execution, token in leases:
+            args += [execution.task.canonical_name, token, _to_us(utc_now + execution.task.lease_duration)]
+        keys = [self._index_key(self._owner(e.task)) for _, e, _ in leases]
         flags = await self._scripts.extend(keys=keys, args=args)
-        for (i, execution, _), flag in zip(held, flags, strict=True):
+        for (i, execution, _), flag in zip(leases, flags, strict=True):
             if int(flag):
                 results[i] = execution.lease
         return results
@@ -274,22 +269,6 @@ class RedisRepository(Repository):
 
     # ---- pyncette 1.x single-entry protocol ----
 
-    async def poll_dynamic_task(
-        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
-    ) -> QueryResponse:
-        batch = await self.lease_due(utc_now, [task], limit=self._batch_size)
-        leased: list[tuple[Task, Lease]] = []
-        for execution in batch.executions:
-            if execution.lease is not None:
-                leased.append((execution.task, execution.lease))
-            else:
-                # Already moved forward (AT_MOST_ONCE): hand it over with a lease poll_task accepts.
-                leased.append((execution.task, Lease(RedisLease("", execution.scheduled_at))))
-        return QueryResponse(tasks=leased, continuation_token=ContinuationToken(True) if batch.has_more else None)
-
-    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
-        await self.register_tasks(utc_now, [task], force=force)
-
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         owner = self._owner(task)
         async with self._client.pipeline(transaction=True) as pipe:
@@ -299,14 +278,14 @@ class RedisRepository(Repository):
             await pipe.execute()
 
     async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
-        held = _lease_of(lease)
-        if held is not None and held.token == "":
+        if isinstance(lease, TokenLease) and lease.token is None:
             # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
-            return PollResponse(ResultType.READY, held.scheduled_at, None)
+            return PollResponse(ResultType.READY, lease.scheduled_at, None)
+        held_token = token_of(lease)
         initial = ""
         if task.parent_task is None:
-            first = task.get_next_execution(utc_now, None)
-            initial = str(_to_us(first)) if first is not None else ""
+            created = self.statics.due_for_creation(utc_now, [task])
+            initial = str(_to_us(created[0][1])) if created else ""
         result, execute_after, token = await self._scripts.poll(
             keys=[self._index_key(self._owner(task))],
             args=[
@@ -314,39 +293,22 @@ class RedisRepository(Repository):
                 task.canonical_name,
                 _to_us(utc_now),
                 initial,
-                held.token if held is not None else "",
+                held_token or "",
                 uuid.uuid4().hex,
                 task.lease_duration // _MICROSECOND,
             ],
         )
         outcome = ResultType[_text(result)]
         if outcome == ResultType.MISSING:
-            raise PyncetteException(f"Task {task.canonical_name} not found")
+            raise self.instance_not_found(task)
         scheduled_at = _from_us(execute_after)
         if outcome != ResultType.READY:
             return PollResponse(outcome, scheduled_at, None)
-        execution = LeasedExecution(task, scheduled_at, Lease(RedisLease(_text(token), scheduled_at)))
+        execution = LeasedExecution(task, scheduled_at, Lease(TokenLease(_text(token), scheduled_at)))
         if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
             [(_, done, _)] = await self._commit(utc_now, [execution])
             return PollResponse(ResultType.READY if done else ResultType.LOCKED, scheduled_at, None)
         return PollResponse(outcome, scheduled_at, execution.lease)
-
-    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        held = _lease_of(lease)
-        if held is not None and held.token:
-            await self.commit_executions(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
-
-    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
-        held = _lease_of(lease)
-        if held is None or not held.token:
-            return None
-        [result] = await self.extend_leases(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
-        return result
-
-    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        held = _lease_of(lease)
-        if held is not None and held.token:
-            await self.unlock_executions(utc_now, [LeasedExecution(task, held.scheduled_at, lease)])
 
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
         execute_after, locked_until, locked_by, spec = await self._client.hmget(
@@ -354,8 +316,16 @@ class RedisRepository(Repository):
         )
         if execute_after is None:
             return None
-        if task.parent_task is not None and spec:
-            task = task.parent_task.instantiate_from_spec(json.loads(spec))
+        if task.parent_task is not None:
+            return self.entries.state(
+                task.parent_task,
+                task.canonical_name,
+                _text(spec) if spec else None,
+                scheduled_at=_from_us(execute_after),
+                locked_until=_from_us(locked_until) if locked_until else None,
+                locked_by=_text(locked_by) if locked_by else None,
+                known=task,
+            )
         return TaskState(
             task=task,
             scheduled_at=_from_us(execute_after),
@@ -376,14 +346,15 @@ class RedisRepository(Repository):
             keys=[self._names_key(parent_task)], args=[self._prefix, page_size, after]
         )
         states = [
-            TaskState(
-                task=parent_task.instantiate_from_spec(json.loads(spec)),
+            self.entries.state(
+                parent_task,
+                _text(name),
+                _text(spec) if spec else None,
                 scheduled_at=_from_us(execute_after),
                 locked_until=_from_us(locked_until) if locked_until else None,
                 locked_by=_text(locked_by) if locked_by else None,
             )
-            for _, execute_after, locked_until, locked_by, spec in rows
-            if spec
+            for name, execute_after, locked_until, locked_by, spec in rows
         ]
         token = ContinuationToken(_text(rows[-1][0])) if int(has_more) and rows else None
         return ListTasksResponse(tasks=states, continuation_token=token)

@@ -12,9 +12,8 @@
 -- AT_MOST_ONCE entries forward with commit.lua before running them.
 -- Returns one JSON document (a single bulk reply decodes much faster than nested arrays):
 --   [has_more (0/1), next_due ('' if none), [indexes of static tasks whose entry is missing],
---    [[task index, entry name, execute_after, spec object or null], ...]]
--- Stored specs are JSON already and are spliced in as they are, not re-encoded. Times stay
--- strings: cjson would print large numbers with 14 significant digits.
+--    [[task index, entry name, execute_after, spec text or null], ...]]
+-- Times stay strings: cjson would print large numbers with 14 significant digits.
 
 local prefix, now, limit, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 
@@ -71,7 +70,10 @@ for c = 1, math.min(limit, #candidates) do
         end
         pairs_[#pairs_ + 1] = locked_until
         pairs_[#pairs_ + 1] = name
-        rows[#rows + 1] = '[' .. i .. ',' .. cjson.encode(name) .. ',"' .. fields[1] .. '",' .. (fields[3] or 'null') .. ']'
+        -- The spec goes back as a JSON string (parsed by the caller), so a stored spec that is not
+        -- JSON (edited by hand) spoils that row only, never the whole reply.
+        local spec = fields[3] and cjson.encode(fields[3]) or 'null'
+        rows[#rows + 1] = '[' .. i .. ',' .. cjson.encode(name) .. ',"' .. fields[1] .. '",' .. spec .. ']'
     end
 end
 for i, pairs_ in pairs(rescored) do

@@ -199,6 +199,28 @@ def next_cron_time(expression: str, after: datetime.datetime, timezone: str | No
     return None
 
 
+def latest_cron_time(
+    expression: str, at_or_before: datetime.datetime, timezone: str | None
+) -> datetime.datetime | None:
+    """The last time at or before ``at_or_before`` that matches ``expression`` (the rules of
+    ``next_cron_time``: times inside a forward gap do not exist, repeated ones count once), or None."""
+    zone = resolve_timezone(timezone)
+    limit = at_or_before.astimezone(UTC)
+    # Start a second later: croniter's get_prev is strictly before its start time.
+    wall = (limit + datetime.timedelta(seconds=1)).astimezone(zone).replace(tzinfo=None, microsecond=0)
+    cron: Any = croniter(expression, start_time=wall, ret_type=datetime.datetime)
+    for _ in range(_MAX_SKIPPED):
+        candidate: datetime.datetime | None = cron.get_prev()
+        if candidate is None:
+            return None
+        if zone is not UTC and not _exists(candidate, zone):
+            continue
+        result = candidate.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        if result <= limit:
+            return result
+    return None
+
+
 # Candidates skipped at most while looking for the next time (a seconds-resolution cron inside a
 # repeated hour skips up to 3600): a bound against looping forever on a pathological zone.
 _MAX_SKIPPED = 10_000

@@ -28,6 +28,7 @@ from pyncette.model import PartitionSelector
 from pyncette.model import TaskFunc
 from pyncette.schedule import UTC
 from pyncette.schedule import check_cron
+from pyncette.schedule import latest_cron_time
 from pyncette.schedule import next_union_time
 from pyncette.schedule import resolve_timezone
 from pyncette.schedule import spread_cron
@@ -35,7 +36,7 @@ from pyncette.schedule import spread_cron
 # Keyword arguments of ``instantiate``/``schedule_task`` that configure the instance itself rather
 # than landing in ``context.args``.
 _INSTANCE_FIELDS = ("schedule", "interval", "execute_at", "timezone")
-_OVERRIDE_FIELDS = ("fast_forward", "execution_mode", "failure_mode", "lease_duration")
+_OVERRIDE_FIELDS = ("fast_forward", "execution_mode", "failure_mode", "lease_duration", "catch_up_latest", "anchor")
 # The finest time step of a schedule: "strictly after now - _RESOLUTION" means "not before now".
 _RESOLUTION = datetime.timedelta(microseconds=1)
 # How many rebuilt instances a template remembers (see ``instantiate_from_spec``).
@@ -57,6 +58,8 @@ class Task:
     failure_mode: FailureMode
     execution_mode: ExecutionMode
     lease_duration: datetime.timedelta
+    catch_up_latest: bool
+    anchor: datetime.datetime | None
     parent_task: Task | None
     dynamic: bool
     extra_args: dict[str, Any]
@@ -78,6 +81,8 @@ class Task:
         failure_mode: FailureMode = FailureMode.NONE,
         execution_mode: ExecutionMode = ExecutionMode.AT_LEAST_ONCE,
         lease_duration: datetime.timedelta = datetime.timedelta(seconds=60),
+        catch_up_latest: bool = False,
+        anchor: datetime.datetime | None = None,
         **kwargs: Any,
     ) -> None:
         self._enabled = enabled
@@ -94,6 +99,8 @@ class Task:
         self.failure_mode = failure_mode
         self.execution_mode = execution_mode
         self.lease_duration = lease_duration
+        self.catch_up_latest = catch_up_latest
+        self.anchor = anchor
         self.extra_args = kwargs
         self._spec_cache: dict[str, tuple[dict[str, Any], Task]] = {}
         self._validate()
@@ -139,6 +146,8 @@ class Task:
                 raise self._fail("interval", f"expected a timedelta, got {self.interval!r}")
             if self.interval <= datetime.timedelta():
                 raise self._fail("interval", f"must be positive, got {self.interval}")
+        if self.anchor is not None and (not isinstance(self.anchor, datetime.datetime) or self.anchor.tzinfo is None):
+            raise self._fail("anchor", f"expected a timezone-aware datetime, got {self.anchor!r}")
         if self.execute_at is not None:
             if not isinstance(self.execute_at, datetime.datetime):
                 raise self._fail("execute_at", f"expected a datetime, got {self.execute_at!r}")
@@ -171,18 +180,41 @@ class Task:
     def get_next_execution(
         self, utc_now: datetime.datetime, last_execution: datetime.datetime | None
     ) -> datetime.datetime | None:
-        """When this task is due next, given the last scheduled time (None: never ran)."""
+        """When this task is due next, given the last scheduled time (None: never ran).
+
+        Missed times (the next one after ``last_execution`` is already past) are all run in turn by
+        default, skipped with ``fast_forward`` (the next time is the first one in the future), or,
+        with ``catch_up_latest``, collapsed into the most recent one (CronJob's rule: after an
+        outage only the latest missed time runs). A recurring instance that never ran counts from
+        ``anchor`` when it has one (a time it is known to have last run), else from now.
+        """
         if self.execute_at is not None:
             return self.execute_at.astimezone(UTC) if last_execution is None else None
 
+        if last_execution is None and self.anchor is not None:
+            last_execution = self.anchor.astimezone(UTC)
         current = last_execution if last_execution is not None else utc_now
         if self.interval is not None:
-            if last_execution is None or not self.fast_forward:
+            if last_execution is None:
+                return current + self.interval
+            if self.catch_up_latest:
+                passed = (utc_now - last_execution) // self.interval
+                return last_execution + self.interval * max(1, passed)
+            if not self.fast_forward:
                 return current + self.interval
             missed = (utc_now - last_execution) // self.interval + 1
             return last_execution + self.interval * missed
 
         if self.cron_expressions:
+            if self.catch_up_latest and last_execution is not None:
+                following = next_union_time(self.cron_expressions, last_execution, self.timezone)
+                if following is None or following > utc_now:
+                    return following
+                latest = max(
+                    (t for t in (latest_cron_time(e, utc_now, self.timezone) for e in self.cron_expressions) if t),
+                    default=None,
+                )
+                return latest if latest is not None and latest > following else following
             if self.fast_forward and last_execution is not None and utc_now - _RESOLUTION > current:
                 # The first slot after the last run that is not in the past: computed directly from
                 # now, O(1) however many slots were missed (a day of a per-second cron is 86,400).
@@ -212,6 +244,7 @@ class Task:
             "failure_mode": self.failure_mode,
             "execution_mode": self.execution_mode,
             "lease_duration": self.lease_duration,
+            "catch_up_latest": self.catch_up_latest,
             **overrides,
         }
         return Task(
@@ -251,6 +284,8 @@ class Task:
             "execution_mode": self.execution_mode.name,
             "failure_mode": self.failure_mode.name,
             "lease_duration": self.lease_duration.total_seconds(),
+            "catch_up_latest": self.catch_up_latest,
+            "anchor": self.anchor.isoformat() if self.anchor is not None else None,
             "extra_args": self.extra_args,
         }
 
@@ -283,6 +318,10 @@ class Task:
             overrides["failure_mode"] = FailureMode[task_spec["failure_mode"]]
         if task_spec.get("lease_duration") is not None:
             overrides["lease_duration"] = datetime.timedelta(seconds=task_spec["lease_duration"])
+        if task_spec.get("catch_up_latest"):
+            overrides["catch_up_latest"] = True
+        if task_spec.get("anchor"):
+            overrides["anchor"] = datetime.datetime.fromisoformat(task_spec["anchor"])
         interval = task_spec.get("interval")
         execute_at = task_spec.get("execute_at")
         return self.instantiate(

@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "pyncettetask"
 DIRTY_RETRY_SECONDS = 2.0
+SHUTDOWN_DRAIN_SECONDS = 15.0
+"""On SIGTERM, how long running handlers get to finish (Pod runs release their leases at once).
+Below the chart's terminationGracePeriodSeconds (30) so the final status write fits after it."""
 
 
 def kopf_settings() -> kopf.OperatorSettings:
@@ -106,7 +109,7 @@ def build_parts(
 ) -> Parts:
     async def send_status(namespace: str, name: str, body: dict[str, Any]) -> None:
         try:
-            await kube.apply_status(namespace, name, body)
+            await kube.apply_status(namespace, name, body["status"], uid=body.get("uid"))
         except NotFound:
             raise ObjectGone() from None
 
@@ -178,6 +181,50 @@ class StartupError(Exception):
     """The operator cannot start (one line for the CLI, exit code 1)."""
 
 
+class FatalError(Exception):
+    """kopf or a core loop died while running (logged with its traceback; exit code 1)."""
+
+
+RESYNC_SETTLE_SECONDS = 1.0
+"""After a watch restart, how long the re-list's events get to arrive before the LIST that repairs
+the tracker (a debounce: one LIST for a burst of restarts)."""
+
+
+async def resync_pods(
+    *, kube: Kube, tracker: PodTracker, status: StatusWriter, namespaces: list[str] | None, metrics: Metrics
+) -> int:
+    """Rebuilds the Pod tracker from a LIST, then drops runs in ``status.active`` whose Pod is gone
+    or finished (reported by a replica that died before it could say so). Returns Pods found gone."""
+    since = tracker.mark()
+    pods = await kube.list_pods(namespaces, label_selector=TASK_LABEL)
+    gone = tracker.resync(pods, since=since, namespaces=namespaces)
+    metrics.pod_resyncs.inc()
+    reconcile_active(tracker=tracker, status=status, leased=None)
+    if gone:
+        logger.info("Pod resync: %d run Pod(s) were deleted while the watch was not looking", gone)
+    return gone
+
+
+def reconcile_active(*, tracker: PodTracker, status: StatusWriter, leased: set[str] | None) -> None:
+    """``status.active`` from the cluster: a Pod run is active while its Pod exists and has not
+    finished; a handler run while its backend entry is leased (``leased``: instance keys; None: unknown)."""
+    for (namespace, name), state in status.states():
+        instance = f"{namespace}/{name}"
+
+        def alive(kind: str, run: str, _namespace: str = namespace, _instance: str = instance) -> bool | None:
+            if kind == "Handler":
+                if leased is None:
+                    return None
+                return any(k == _instance or k.startswith(f"{_instance}@") for k in leased)
+            view = tracker.get(_namespace, run)
+            if view is None:
+                return False if tracker.synced else None
+            return not view.finished
+
+        if state.reconcile_active(alive):
+            status.changed(namespace, name)
+
+
 class Operator:
     """One operator replica. ``run()`` returns when kopf stops (signal) or a core task fails."""
 
@@ -188,6 +235,7 @@ class Operator:
         self.metrics = Metrics()
         self.tracker = PodTracker()
         self.stopping = asyncio.Event()
+        self.resync_requested = asyncio.Event()
 
     def _namespaces(self) -> list[str] | None:
         s = self.settings
@@ -267,42 +315,61 @@ class Operator:
                 ) from None
             mirror.bind(ctx)
             runners = await self._http(ctx, mirror)
+            namespaces = self._namespaces()
+
+            async def sweep() -> None:
+                await mirror.sweep()
+                reconcile_active(tracker=self.tracker, status=status, leased=mirror.leased)
+
             background = [
                 asyncio.ensure_future(ctx.run()),
                 asyncio.ensure_future(status.run()),
                 asyncio.ensure_future(events.run()),
-                asyncio.ensure_future(self._every(s.sweep_interval, mirror.sweep, "sweep")),
+                asyncio.ensure_future(self._every(s.sweep_interval, sweep, "sweep")),
                 asyncio.ensure_future(self._every(DIRTY_RETRY_SECONDS, mirror.retry_dirty, "retry")),
+                asyncio.ensure_future(self._resync_loop(kube, status, namespaces)),
             ]
             kopf_task = asyncio.ensure_future(
                 kopf.operator(
                     registry=registry,
                     settings=kopf_settings(),
                     standalone=True,
-                    clusterwide=self._namespaces() is None,
-                    namespaces=self._namespaces() or (),
+                    clusterwide=namespaces is None,
+                    namespaces=namespaces or (),
                     memo=kopf.Memo(),
                 )
             )
+            fatal: BaseException | None = None
             try:
                 done, _ = await asyncio.wait([kopf_task, *background], return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if task is not kopf_task and task.exception() is not None:
-                        logger.error("A core task failed: %r", task.exception())
+                    error = task.exception()
+                    if error is not None:
+                        what = "kopf (the watches)" if task is kopf_task else "a core loop"
+                        logger.error("The operator stops: %s failed", what, exc_info=error)
+                        fatal = error
+                    elif task is not kopf_task:
+                        logger.error("The operator stops: a core loop returned unexpectedly")
+                        fatal = RuntimeError("a core loop returned")
             finally:
-                logger.info("Stopping: finishing status writes; Pod runs in flight are left to the other replicas")
+                logger.info("Stopping: releasing the runs that wait on Pods (another replica adopts them)")
+                # First the runs: waiting Pod runs release their leases, so the entries are due at once.
                 self.stopping.set()
                 ctx.shutdown()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(background[0]), timeout=SHUTDOWN_DRAIN_SECONDS)
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(ctx.drain(), timeout=SHUTDOWN_DRAIN_SECONDS)
                 kopf_task.cancel()
                 for task in background[1:]:
                     task.cancel()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(background[0], timeout=30)
                 await executor.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(status.close(), timeout=10)
                 for runner in runners:
                     await runner.cleanup()
+            if fatal is not None:
+                raise FatalError(f"{type(fatal).__name__}: {fatal}")
 
     def _kopf_registry(self, mirror: Mirror) -> kopf.OperatorRegistry:
         registry = kopf.OperatorRegistry()
@@ -320,6 +387,8 @@ class Operator:
 
         @kopf.on.event("", "v1", "pods", labels={TASK_LABEL: kopf.PRESENT}, registry=registry)
         async def on_pod(event: kopf.RawEvent, **_: Any) -> None:
+            if event.get("type") is None:
+                self.resync_requested.set()  # kopf re-lists: its watch (re)started after a gap
             tracker.observe(event.get("type"), dict(event.get("object") or {}))
 
         return registry
@@ -360,6 +429,23 @@ class Operator:
             return {"lastPoll": last.isoformat(), "tasks": len(mirror), "podsWatched": len(self.tracker)}
 
         return check
+
+    async def _resync_loop(self, kube: Kube, status: StatusWriter, namespaces: list[str] | None) -> None:
+        """LISTs run Pods after every watch restart (kopf re-lists) and every sweep interval."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.resync_requested.wait(), timeout=self.settings.sweep_interval)
+            if self.resync_requested.is_set():
+                await asyncio.sleep(RESYNC_SETTLE_SECONDS)
+            self.resync_requested.clear()
+            try:
+                await resync_pods(
+                    kube=kube, tracker=self.tracker, status=status, namespaces=namespaces, metrics=self.metrics
+                )
+            except Exception as e:
+                logger.warning("Listing run Pods failed (retrying): %s", api_error_message(e))
+                self.resync_requested.set()
+                await asyncio.sleep(DIRTY_RETRY_SECONDS)
 
     @staticmethod
     async def _every(seconds: float, action: Callable[[], Awaitable[Any]], name: str) -> None:

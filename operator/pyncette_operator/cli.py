@@ -308,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if os.environ.get("PYNCETTE_TRACEMALLOC"):
         _install_memory_report()
+    from pyncette_operator.app import FatalError
     from pyncette_operator.app import Operator
     from pyncette_operator.app import StartupError
 
@@ -316,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(Operator(settings, backend, handlers=default_registry).run())
     except StartupError as e:
         print(f"pyncette-operator: error: {e}", file=sys.stderr)
+        return 1
+    except FatalError as e:
+        print(f"pyncette-operator: fatal: {e} (the traceback is in the log above)", file=sys.stderr)
         return 1
     return 0
 

@@ -35,6 +35,7 @@ class EventReason:
     RUN_SUCCEEDED = "RunSucceeded"
     RUN_FAILED = "RunFailed"
     INVALID_SPEC = "InvalidSpec"
+    MISSED_SCHEDULES = "MissedSchedules"
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class Kube:
         await self._api.close()
 
     async def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        uid_guard = kwargs.pop("_uid_guard", False)
         self._on_request(verb, resource)
         try:
             response = await fn(*args, _preload_content=False, **kwargs)
@@ -84,6 +85,8 @@ class Kube:
                 raise NotFound(_reason(e)) from None
             if e.status == 409 and verb == "create":
                 raise AlreadyExists(_reason(e)) from None
+            if e.status == 409 and uid_guard:
+                raise NotFound(_reason(e)) from None  # a uid precondition failed: that object is gone
             raise
         return json.loads(data)
 
@@ -130,6 +133,25 @@ class Kube:
         namespace, _, name = rest.partition(":")
         return (namespace, name) if not prefix and namespace and name else None
 
+    async def list_pods(self, namespaces: Iterable[str] | None, *, label_selector: str) -> list[dict[str, Any]]:
+        """A fresh LIST of the Pods matching ``label_selector`` in ``namespaces`` (None: all), paginated."""
+        items: list[dict[str, Any]] = []
+        for namespace in [None] if namespaces is None else list(namespaces):
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {"limit": 500, "label_selector": label_selector}
+                if token:
+                    kwargs["_continue"] = token
+                if namespace is None:
+                    page = await self._call("list", "pods", self._core.list_pod_for_all_namespaces, **kwargs)
+                else:
+                    page = await self._call("list", "pods", self._core.list_namespaced_pod, namespace, **kwargs)
+                items.extend(_slim(item) for item in page.get("items") or [])
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+        return items
+
     # ---- PyncetteTasks ----
 
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -171,12 +193,19 @@ class Kube:
                     break
         return items
 
-    async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Server-side apply of ``status`` on the status subresource (manager ``pyncette-operator``)."""
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any], *, uid: str | None = None) -> None:
+        """Server-side apply of ``status`` on the status subresource (manager ``pyncette-operator``).
+
+        With ``uid`` the write is for that object only: a same-name successor makes it fail with
+        NotFound (the apiserver answers 409 for a uid mismatch), never inherit the status.
+        """
+        metadata: dict[str, Any] = {"name": name}
+        if uid:
+            metadata["uid"] = uid
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "PyncetteTask",
-            "metadata": {"name": name},
+            "metadata": metadata,
             "status": status,
         }
         await self._call(
@@ -192,6 +221,7 @@ class Kube:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type="application/apply-patch+yaml",
+            _uid_guard=bool(uid),
         )
 
     # ---- Events ----

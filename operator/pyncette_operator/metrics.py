@@ -67,6 +67,24 @@ class Metrics:
         self.registrations = Counter(
             "pyncette_operator_backend_registrations", "Task instances written to the backend", ["action"], registry=r
         )
+        self.missed_schedules = Counter(
+            "pyncette_operator_missed_schedules",
+            "Scheduled runs skipped: missed while no replica could start them, or past startingDeadlineSeconds",
+            registry=r,
+        )
+        self.retries = Counter(
+            "pyncette_operator_run_retries",
+            "Attempts started after a failed attempt of the same scheduled run",
+            registry=r,
+        )
+        self.runs_given_up = Counter(
+            "pyncette_operator_runs_given_up",
+            "Scheduled runs recorded as failed after backoffLimit retries (or activeDeadlineSeconds)",
+            registry=r,
+        )
+        self.pod_resyncs = Counter(
+            "pyncette_operator_pod_resyncs", "Full LISTs of run Pods that rebuilt the Pod tracker", registry=r
+        )
         self.invalid_tasks = Gauge("pyncette_operator_invalid_tasks", "PyncetteTasks with Ready=False", registry=r)
         self.start_skew = Histogram(
             "pyncette_operator_start_skew_seconds",

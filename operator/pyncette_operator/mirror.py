@@ -48,11 +48,15 @@ from pyncette_operator.events import EventRecorder
 from pyncette_operator.events import ObjectRef
 from pyncette_operator.kube import Kube
 from pyncette_operator.metrics import Metrics
+from pyncette_operator.runs.catchup import MISSED_COUNT_CAP
+from pyncette_operator.runs.catchup import count_between
+from pyncette_operator.runs.catchup import schedule_hash
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import Reason
 from pyncette_operator.spec import TaskPolicy
 from pyncette_operator.spec import TaskSpec
+from pyncette_operator.spec import format_time
 from pyncette_operator.spec import parse_task
 from pyncette_operator.spec import parse_time
 from pyncette_operator.spec import run_now_key
@@ -62,8 +66,8 @@ from pyncette_operator.status import StatusWriter
 
 logger = logging.getLogger(__name__)
 
-Fingerprint = tuple[str, int, str]
-_KEPT_METADATA = ("name", "namespace", "uid", "generation", "annotations")
+Fingerprint = tuple[str, str]
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "annotations", "creationTimestamp")
 
 
 @dataclass
@@ -102,6 +106,8 @@ class Mirror:
         self._invalid_reported: dict[str, tuple[int, str]] = {}
         self._run_now_registered: dict[str, str] = {}
         self._lock: dict[str, asyncio.Lock] = {}
+        self.leased: set[str] | None = None
+        """Instances the last sweep found leased (runs in flight somewhere); None before the first."""
         self.created = 0
         """Instances this replica created in the backend (not updates): the sweep reports re-registrations."""
 
@@ -204,7 +210,7 @@ class Mirror:
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         key = task_key(namespace, name)
         generation = int(meta.get("generation") or 0)
-        self._status.observe(namespace, name, body.get("status"))
+        self._status.observe(namespace, name, body.get("status"), uid=cached.uid)
         state = self._status.state(namespace, name)
         previous_ready = state.ready
         parsed = cached.parsed
@@ -249,7 +255,7 @@ class Mirror:
             state.next_run_time, state.next_run_known = None, True
         else:
             try:
-                next_run = await self._ensure_registered(parsed)
+                next_run = await self._ensure_registered(parsed, body)
             except TaskLockedException:
                 logger.info("PyncetteTask %s changed while a run holds its lease; applying after the run", key)
                 self._dirty.add(key)
@@ -301,10 +307,31 @@ class Mirror:
         return bool(stored and stored.locked_until and stored.locked_until > self.ctx.clock.now())
 
     def _fingerprint(self, parsed: TaskSpec) -> Fingerprint:
-        return (parsed.uid, parsed.generation, repr(sorted(parsed.schedule_kwargs().items(), key=lambda kv: kv[0])))
+        return (parsed.uid, schedule_hash(parsed))
 
-    async def _ensure_registered(self, parsed: TaskSpec) -> datetime.datetime | None:
-        """Makes the stored instance match ``parsed``; returns its next run time when it was read or written."""
+    def _anchor(self, parsed: TaskSpec, body: Mapping[str, Any]) -> datetime.datetime | None:
+        """When the task last ran as far as the cluster knows (``status.lastScheduleTime``, or what
+        this replica started since), else its creation: a (re-)registered schedule counts from
+        there, so a wiped backend, a rollout or a spec change never restarts an interval's countdown."""
+        state = self._status.state(parsed.namespace, parsed.name)
+        status = body.get("status") or {}
+        candidates = [state.last_schedule_time]
+        for raw in (status.get("lastScheduleTime"), (body.get("metadata") or {}).get("creationTimestamp")):
+            try:
+                candidates.append(parse_time(str(raw)) if raw else None)
+            except ValueError:
+                continue
+            if candidates[-1] is not None:
+                break
+        known = [t for t in candidates if t is not None]
+        return max(known) if known else None
+
+    async def _ensure_registered(self, parsed: TaskSpec, body: Mapping[str, Any]) -> datetime.datetime | None:
+        """Makes the stored instance match ``parsed``; returns its next run time when it was read or written.
+
+        Only the schedule fields count (``schedule_hash``): a new image or new handler args change
+        nothing in the backend, so they never move the next run time.
+        """
         key = parsed.key
         fingerprint = self._fingerprint(parsed)
         if self._fingerprints.get(key) == fingerprint:
@@ -320,20 +347,48 @@ class Mirror:
                 raise TaskLockedException(stored.task, stored.locked_until)
             force = True  # a changed spec replaces the stored schedule instead of keeping the sooner time
         now = ctx.clock.now()
+        anchor = self._anchor(parsed, body) if parsed.execute_at is None else None
+        if anchor is not None and anchor > now:
+            anchor = None  # a clock skew between apiserver and operator must not push the schedule out
         concrete = await ctx.schedule_task(
-            self._template, key, force=force, uid=parsed.uid, generation=parsed.generation, **parsed.schedule_kwargs()
+            self._template,
+            key,
+            force=force,
+            uid=parsed.uid,
+            generation=parsed.generation,
+            sched=fingerprint[1],
+            anchor=anchor,
+            **parsed.schedule_kwargs(),
         )
         self._metrics.count("registrations", action="update" if force else "create")
         self.created += 0 if force else 1
         self._fingerprints[key] = fingerprint
-        logger.info("PyncetteTask %s mirrored (generation %s)", key, parsed.generation)
+        first = concrete.get_next_execution(now, None)
+        logger.info("PyncetteTask %s mirrored (generation %s), next run %s", key, parsed.generation, first)
+        if anchor is not None and first is not None and first <= now:
+            missed = count_between(concrete, anchor, first)
+            if missed:
+                self.report_missed(parsed, missed, anchor, first)
         # Created or replaced: the stored next time is the new schedule's first one.
-        return concrete.get_next_execution(now, None)
+        return first
+
+    def report_missed(self, task: TaskSpec, missed: int, after: datetime.datetime, before: datetime.datetime) -> None:
+        """Counts scheduled times that will never run and says so in a Warning Event."""
+        self._metrics.missed_schedules.inc(missed)
+        count = f"more than {missed - 1}" if missed >= MISSED_COUNT_CAP else str(missed)
+        self._events.record(
+            ObjectRef(task.namespace, task.name, task.uid),
+            reason=EventReason.MISSED_SCHEDULES,
+            message=f"{count} scheduled run(s) between {format_time(after)} and {format_time(before)} were missed"
+            " (operator down, suspended, or a run still in flight); only the most recent one runs",
+            warning=True,
+        )
+        logger.warning("PyncetteTask %s: %s scheduled run(s) missed before %s", task.key, count, format_time(before))
 
     @staticmethod
     def _matches(stored: TaskState, parsed: TaskSpec) -> bool:
         args = stored.task.extra_args
-        return args.get("uid") == parsed.uid and args.get("generation") == parsed.generation
+        return args.get("uid") == parsed.uid and args.get("sched") == schedule_hash(parsed)
 
     async def _maybe_run_now(self, parsed: TaskSpec, body: Mapping[str, Any]) -> None:
         value = parsed.run_now
@@ -395,6 +450,8 @@ class Mirror:
             meta = body.get("metadata") or {}
             live[task_key(meta.get("namespace", ""), meta.get("name", ""))] = body
 
+        now = ctx.clock.now()
+        self.leased = {i for i, st in stored.items() if st.locked_until is not None and st.locked_until > now}
         removed = 0
         for instance, state in stored.items():
             namespace, name, _ = split_instance_name(instance)

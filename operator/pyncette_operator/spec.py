@@ -209,6 +209,15 @@ class TaskSpec:
     successful_runs_history_limit: int = 3
     failed_runs_history_limit: int = 1
     run_now: str | None = None
+    starting_deadline: datetime.timedelta | None = None
+    """``startingDeadlineSeconds``: a run that cannot start within this of its scheduled time is
+    skipped (counted as missed). None: no deadline (as CronJob)."""
+    backoff_limit: int = 6
+    """``backoffLimit``: failed attempts of one scheduled run retried at most this many times
+    (Job's default 6), with exponential backoff; then the run is recorded as failed."""
+    active_deadline: datetime.timedelta | None = None
+    """``activeDeadlineSeconds``: one attempt may run at most this long (its Pod is deleted, its
+    handler cancelled, and the attempt counts as failed)."""
 
     @property
     def key(self) -> str:
@@ -221,8 +230,9 @@ class TaskSpec:
     def schedule_kwargs(self) -> dict[str, Any]:
         """The ``schedule_task`` keywords for the recurring instance: when, and the per-task overrides.
 
-        Forbid skips the scheduled times that pass while a run is in flight (``fast_forward``); Allow
-        and Replace never hold the schedule while a Pod runs, so there is nothing to skip.
+        Missed scheduled times (operator down, a Forbid run longer than the period, a resume) are
+        collapsed into the most recent one, whatever the concurrency policy (``catch_up_latest``,
+        CronJob's rule): never a burst of catch-up runs.
         """
         when: dict[str, Any]
         if self.schedule is not None:
@@ -236,7 +246,7 @@ class TaskSpec:
             "execution_mode": self.execution_mode,
             "failure_mode": self.failure_mode,
             "lease_duration": self.lease_duration,
-            "fast_forward": self.concurrency_policy == "Forbid",
+            "catch_up_latest": self.execute_at is None,
         }
 
     def describe_schedule(self) -> str:
@@ -407,6 +417,9 @@ def _parse(
         successful_runs_history_limit=_limit(spec, "successfulRunsHistoryLimit", 3, bad),
         failed_runs_history_limit=_limit(spec, "failedRunsHistoryLimit", 1, bad),
         run_now=str(run_now) if run_now is not None else None,
+        starting_deadline=_seconds(spec, "startingDeadlineSeconds", 0, bad),
+        backoff_limit=_limit(spec, "backoffLimit", 6, bad),
+        active_deadline=_seconds(spec, "activeDeadlineSeconds", 1, bad),
     )
 
 
@@ -432,6 +445,15 @@ def _limit(spec: Mapping[str, Any], name: str, default: int, bad: Any) -> int:
     if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
         raise bad(name, f"expected an integer >= 0, got {raw!r}")
     return raw
+
+
+def _seconds(spec: Mapping[str, Any], name: str, minimum: int, bad: Any) -> datetime.timedelta | None:
+    raw = spec.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < minimum:
+        raise bad(name, f"expected an integer >= {minimum} (seconds), got {raw!r}")
+    return datetime.timedelta(seconds=raw)
 
 
 def _check_pod_template(template: Any, namespace: str, policy: TaskPolicy, bad: Any) -> dict[str, Any]:

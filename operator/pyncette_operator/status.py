@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 Sender = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+"""``send(namespace, name, {"uid": uid or None, "status": body})``."""
 
 
 class ObjectGone(Exception):
@@ -86,6 +87,8 @@ class TaskStatus:
     """The status one replica wants a task to have (its own changes over what it observed)."""
 
     observed: dict[str, Any] = field(default_factory=dict)
+    uid: str | None = None
+    """The task this status belongs to: writes carry it, so a same-name successor never gets it."""
     ready: Condition | None = None
     generation: int | None = None
     schedule_text: str | None = None
@@ -147,6 +150,19 @@ class TaskStatus:
         out["conditions"] = conditions
         return out
 
+    def reconcile_active(self, alive: Callable[[str, str], bool | None]) -> bool:
+        """Drops runs that another replica reported in ``active`` and that no longer run:
+        ``alive(kind, name)`` says True, False, or None (cannot tell). Returns True if any were dropped."""
+        dropped = False
+        for item in self.observed.get("active") or []:
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if not name or name in self.active or name in self.finished:
+                continue
+            if alive(str(item.get("kind") or "Pod"), str(name)) is False:
+                self.finished[name] = None
+                dropped = True
+        return dropped
+
     def _merged_active(self) -> list[ActiveRun]:
         merged = dict(self.active)
         for item in self.observed.get("active") or []:
@@ -193,9 +209,20 @@ class StatusWriter:
     def state(self, namespace: str, name: str) -> TaskStatus:
         return self._states.setdefault((namespace, name), TaskStatus())
 
-    def observe(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
-        """Records the status seen in a watch event (no write)."""
-        self.state(namespace, name).observed = dict(status or {})
+    def observe(self, namespace: str, name: str, status: Mapping[str, Any] | None, *, uid: str | None = None) -> None:
+        """Records the status seen in a watch event (no write). A different ``uid`` than before means
+        the task was deleted and re-created under the same name: nothing of the old one is kept."""
+        key = (namespace, name)
+        current = self._states.get(key)
+        if uid and current is not None and current.uid and current.uid != uid:
+            self.forget(namespace, name)
+        state = self.state(namespace, name)
+        if uid:
+            state.uid = uid
+        state.observed = dict(status or {})
+
+    def states(self) -> list[tuple[Key, TaskStatus]]:
+        return list(self._states.items())
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -249,7 +276,7 @@ class StatusWriter:
         self._last_write[key] = self._monotonic()
         body = state.render(self._wall_clock())
         try:
-            await self._send(key[0], key[1], body)
+            await self._send(key[0], key[1], {"uid": state.uid, "status": body})
         except ObjectGone:
             self.forget(*key)
             return

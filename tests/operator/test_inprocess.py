@@ -69,8 +69,8 @@ class FakeKube:
     async def list_tasks(self, namespaces: Any) -> list[dict[str, Any]]:
         return [copy.deepcopy(t) for t in self.tasks.values()]
 
-    async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        if (namespace, name) not in self.tasks:
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any], *, uid: str | None = None) -> None:
+        if (namespace, name) not in self.tasks or (uid and self.tasks[(namespace, name)]["metadata"]["uid"] != uid):
             raise NotFound(name)
         self.status_writes.append((namespace, name, copy.deepcopy(status)))
         self.tasks[(namespace, name)]["status"] = copy.deepcopy(status)
@@ -152,20 +152,28 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 10) -> Any
         await asyncio.sleep(0.005)
 
 
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    kube = FakeKube()
-    clock = FakeClock(T0)
+@contextlib.asynccontextmanager
+async def running_world(
+    kube: FakeKube | None = None,
+    clock: FakeClock | None = None,
+    backend: str = "memory://",
+    poll_interval: float = 0.05,
+) -> AsyncIterator[World]:
+    """One operator replica (no kopf: the test feeds the watch events) on ``backend``."""
+    kube = kube or FakeKube()
+    clock = clock or FakeClock(T0)
     metrics, tracker, handlers = Metrics(), PodTracker(), HandlerRegistry()
-    settings = Settings(status_interval=0.05, poll_interval=0.05, sweep_interval=3600)
+    # The loop wakes at known due times anyway; a long poll interval keeps clock jumps of hours cheap.
+    settings = Settings(status_interval=0.05, poll_interval=poll_interval, sweep_interval=3600)
+    stopping = asyncio.Event()
     parts = build_parts(
         settings,
-        parse_backend_url("memory://"),
+        parse_backend_url(backend),
         kube=kube,  # type: ignore[arg-type]
         handlers=handlers,
         metrics=metrics,
         tracker=tracker,
-        stopping=asyncio.Event(),
+        stopping=stopping,
         namespaces=["ns"],
         clock=clock,
     )
@@ -177,11 +185,18 @@ async def world() -> AsyncIterator[World]:
             yield World(kube, clock, parts, ctx, tracker, metrics, handlers)
         finally:
             ctx.shutdown()
-            parts.executor._stopping.set()
+            stopping.set()
             for task in tasks[1:]:
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(tasks[0], timeout=5)
+            await parts.executor.close()
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    async with running_world() as w:
+        yield w
 
 
 async def test_pod_task_runs_and_reports(world: World) -> None:

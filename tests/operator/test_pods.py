@@ -86,7 +86,9 @@ def raw_pod(name: str, phase: str, scheduled: str, *, uid: str = "uid-1") -> dic
             "uid": f"pod-{name}",
             "labels": {"pyncette.dev/task": "hello"},
             "annotations": {"pyncette.dev/scheduled-at": scheduled},
-            "ownerReferences": [{"kind": "PyncetteTask", "uid": uid, "controller": True}],
+            "ownerReferences": [
+                {"apiVersion": "pyncette.dev/v1", "kind": "PyncetteTask", "uid": uid, "controller": True}
+            ],
         },
         "status": {
             "phase": phase,

@@ -64,7 +64,7 @@ def test_valid_pod_task_with_overrides() -> None:
         "execution_mode": ExecutionMode.AT_LEAST_ONCE,
         "failure_mode": FailureMode.UNLOCK,
         "lease_duration": datetime.timedelta(seconds=90),
-        "fast_forward": True,
+        "catch_up_latest": True,
     }
     assert task.describe_schedule() == "*/10 * * * * * (Europe/Dublin)"
 
@@ -76,7 +76,8 @@ def test_interval_handler_task() -> None:
     assert task.handler_args == {"to": ["a@b"]}
     assert not task.is_pod
     assert task.describe_schedule() == "every 30s"
-    assert task.schedule_kwargs()["fast_forward"] is False
+    assert task.schedule_kwargs()["catch_up_latest"] is True
+    assert (task.backoff_limit, task.starting_deadline, task.active_deadline) == (6, None, None)
 
 
 def test_execute_at() -> None:

@@ -81,7 +81,7 @@ async def test_writes_are_coalesced_per_task_interval() -> None:
         tick.t += 1
     await writer.flush_due()
     assert 6 <= len(sent) <= 7  # the first change at once, then one per 10 s
-    last = sent[-1][2]
+    last = sent[-1][2]["status"]
     assert last["lastScheduleTime"] >= "2030-01-01T00:00:5"
     assert {c["type"] for c in last["conditions"]} == {"Running"}
 
@@ -121,7 +121,7 @@ async def test_render_merges_observed_monotonic_and_running_condition() -> None:
     state.ready = Condition("Ready", True, "Scheduled", "ok", 3)
     writer.changed("ns", "t")
     await writer.flush_due()
-    body = sent[0][2]
+    body = sent[0][2]["status"]
     assert body["lastSuccessfulTime"] == "2030-01-01T00:05:00Z"
     assert [a["name"] for a in body["active"]] == ["other-replica-pod"]
     running = next(c for c in body["conditions"] if c["type"] == "Running")
@@ -134,7 +134,7 @@ async def test_render_merges_observed_monotonic_and_running_condition() -> None:
     state.finished["other-replica-pod"] = None
     writer.changed("ns", "t", urgent=True)
     await writer.flush_due()
-    assert sent[-1][2]["active"] == []
+    assert sent[-1][2]["status"]["active"] == []
 
 
 def test_status_active_is_capped_and_running_counts_every_run() -> None:

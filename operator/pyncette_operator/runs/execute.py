@@ -7,8 +7,16 @@ raising applies the task's failureMode (pyncette's own semantics). Here the run:
    an instance whose PyncetteTask is gone or was re-created (other uid) is removed instead;
 2. records the start in status (lastScheduleTime, nextRunTime, active, Running) and an Event;
 3. runs a Pod (``PodRunner``) or a handler, renewing the lease while it waits;
-4. records the end (lastSuccessfulTime / lastFailureTime, an Event), prunes old Pods, and raises
-   ``RunFailed`` on failure.
+4. retries a failed attempt up to ``backoffLimit`` times with exponential backoff (``catchup``),
+   then records the end (lastSuccessfulTime / lastFailureTime, an Event) and prunes old Pods.
+
+Before any of that, a stale slot (a later scheduled time is already due: the operator was down)
+or one past ``startingDeadlineSeconds`` is skipped and reported as missed.
+
+The run always returns normally once the scheduled time is settled, succeeded or failed, so the
+schedule moves on; failureMode Commit only means "no retries". On shutdown a run still waiting
+for its Pod *releases* its lease instead (the entry is due again at once), so another replica
+adopts the Pod without waiting for leaseDuration.
 
 Status changes go to the coalescing ``StatusWriter``: a run costs no status write of its own.
 The exceptions are one-off runs (run-now, executeAt), whose start is written at once because the
@@ -23,11 +31,17 @@ import logging
 
 from pyncette.errors import LeaseLostException
 from pyncette.model import Context
+from pyncette.model import ExecutionMode
+from pyncette.model import FailureMode
+from pyncette.model import LeasedExecution
 from pyncette_operator.events import EventReason
 from pyncette_operator.events import EventRecorder
 from pyncette_operator.events import ObjectRef
 from pyncette_operator.metrics import Metrics
 from pyncette_operator.mirror import Mirror
+from pyncette_operator.runs.catchup import backoff_delay
+from pyncette_operator.runs.catchup import count_between
+from pyncette_operator.runs.catchup import stale_slot
 from pyncette_operator.runs.handlers import HandlerError
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.runs.pod_runner import PodRunner
@@ -36,10 +50,12 @@ from pyncette_operator.runs.pod_runner import RunFailed
 from pyncette_operator.runs.pod_watch import PodTracker
 from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import TaskSpec
+from pyncette_operator.spec import format_duration
 from pyncette_operator.spec import format_time
 from pyncette_operator.spec import split_instance_name
 from pyncette_operator.status import ActiveRun
 from pyncette_operator.status import StatusWriter
+from pyncette_operator.status import TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +84,8 @@ class RunExecutor:
         self._metrics = metrics
         self._stopping = stopping
         self._handovers: set[asyncio.Task[None]] = set()
+        self._retrying: dict[tuple[str, str], set[str]] = {}
+        """Scheduled times (RFC 3339) of runs this replica is retrying, per task: pruning keeps their Pods."""
 
     async def __call__(self, context: Context) -> None:
         instance = context.task.name
@@ -83,6 +101,8 @@ class RunExecutor:
         clock = self._mirror.ctx.clock
         now = clock.now()
         scheduled_at = context.scheduled_at.astimezone(datetime.UTC)
+        if run_now is None and self._skipped(context, task, scheduled_at, now):
+            return
         self._metrics.start_skew.observe(max(0.0, (now - scheduled_at).total_seconds()))
         next_time = None if run_now is not None else context.task.get_next_execution(now, scheduled_at)
         one_off = run_now is not None or task.execute_at is not None
@@ -90,6 +110,37 @@ class RunExecutor:
             await self._run_pod(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
         else:
             await self._run_handler(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
+
+    def _skipped(
+        self, context: Context, task: TaskSpec, scheduled_at: datetime.datetime, now: datetime.datetime
+    ) -> bool:
+        """Skips (and reports) a stale scheduled time, or one past startingDeadlineSeconds."""
+        later = stale_slot(context.task, scheduled_at, now)
+        if later is not None:
+            # Committing this run moves the entry to ``later`` (catch_up_latest), which runs next.
+            missed = 1 + count_between(context.task, scheduled_at, later)
+            self._mirror.report_missed(task, missed, scheduled_at - datetime.timedelta(microseconds=1), later)
+            return True
+        if (
+            task.starting_deadline is not None
+            and task.execute_at is None
+            and now - scheduled_at > task.starting_deadline
+        ):
+            self._mirror.report_missed(task, 1, scheduled_at - datetime.timedelta(microseconds=1), now)
+            logger.info(
+                "Run of %s for %s skipped: later than startingDeadlineSeconds (%s)",
+                task.key,
+                format_time(scheduled_at),
+                format_duration(task.starting_deadline),
+            )
+            return True
+        return False
+
+    def _retries_allowed(self, context: Context, task: TaskSpec) -> int:
+        """How many retries a failed scheduled run gets: backoffLimit, or none (Commit, AtMostOnce)."""
+        if context.task.execution_mode == ExecutionMode.AT_MOST_ONCE or context.task.failure_mode == FailureMode.COMMIT:
+            return 0
+        return task.backoff_limit
 
     # ---- status bookkeeping ----
 
@@ -101,6 +152,7 @@ class RunExecutor:
         run_now: str | None,
         next_time: datetime.datetime | None,
         one_off: bool,
+        attempt: int = 0,
     ) -> None:
         state = self._status.state(task.namespace, task.name)
         if state.last_schedule_time is None or run.scheduled_at > state.last_schedule_time:
@@ -110,15 +162,30 @@ class RunExecutor:
         else:
             state.next_run_time, state.next_run_known = next_time, True
         state.active[run.name] = run
+        state.finished.pop(run.name, None)
         self._status.changed(task.namespace, task.name, urgent=one_off)
         self._metrics.count("runs_started", kind=run.kind)
         what = f"Pod {run.name}" if run.kind == "Pod" else f"handler {task.handler_name}"
         trigger = f" (run now: {run_now})" if run_now else ""
+        retry = f", attempt {attempt + 1}" if attempt else ""
         self._events.record(
             ObjectRef(task.namespace, task.name, task.uid),
             reason=EventReason.RUN_STARTED,
-            message=f"started {what} for {format_time(run.scheduled_at)}{trigger}",
+            message=f"started {what} for {format_time(run.scheduled_at)}{trigger}{retry}",
         )
+
+    def _attempt_failed(self, task: TaskSpec, run: ActiveRun) -> None:
+        """One attempt failed and another follows: the run leaves ``active``; nothing is recorded yet."""
+        state = self._status.state(task.namespace, task.name)
+        state.active.pop(run.name, None)
+        self._remember_finished(state, run.name)
+        self._status.changed(task.namespace, task.name)
+
+    @staticmethod
+    def _remember_finished(state: TaskStatus, name: str) -> None:
+        state.finished[name] = None
+        while len(state.finished) > _FINISHED_MEMORY:
+            state.finished.pop(next(iter(state.finished)))
 
     def _finished(
         self,
@@ -129,12 +196,11 @@ class RunExecutor:
         message: str,
         finished_at: datetime.datetime,
         one_off: bool,
+        attempts: int = 1,
     ) -> None:
         state = self._status.state(task.namespace, task.name)
         state.active.pop(run.name, None)
-        state.finished[run.name] = None
-        while len(state.finished) > _FINISHED_MEMORY:
-            state.finished.pop(next(iter(state.finished)))
+        self._remember_finished(state, run.name)
         if succeeded:
             if state.last_successful_time is None or finished_at > state.last_successful_time:
                 state.last_successful_time = finished_at
@@ -148,9 +214,52 @@ class RunExecutor:
         if succeeded:
             self._events.record(ref, reason=EventReason.RUN_SUCCEEDED, message=f"{what} for {when} succeeded")
         else:
+            tries = f" after {attempts} attempt(s)" if attempts > 1 else " (attempt 1, not retried)"
             self._events.record(
-                ref, reason=EventReason.RUN_FAILED, message=f"{what} for {when} failed: {message}", warning=True
+                ref,
+                reason=EventReason.RUN_FAILED,
+                message=f"{what} for {when} failed{tries}: {message}",
+                warning=True,
+                force=True,
             )
+
+    # ---- leases ----
+
+    async def _release(self, context: Context) -> None:
+        """Gives the run's lease back so that the entry is due again at once (another replica adopts
+        the Pod now, not after leaseDuration); the run then commits nothing."""
+        lease = getattr(context, "_lease", None)
+        if lease is None:
+            return
+        ctx = self._mirror.ctx
+        execution = LeasedExecution(context.task, context.scheduled_at.astimezone(datetime.UTC), lease)
+        try:
+            await ctx.repository.unlock_executions(ctx.clock.now(), [execution])
+        except Exception as e:
+            logger.warning("Releasing the lease of %s failed (it expires after leaseDuration): %s", context.task, e)
+            return
+        context._lease = None
+
+    async def _backoff(
+        self, context: Context, task: TaskSpec, until: datetime.datetime, limit: datetime.datetime | None
+    ) -> bool:
+        """Waits (renewing the lease) until ``until``; False if ``limit`` or shutdown comes first."""
+        clock = self._mirror.ctx.clock
+        if limit is not None and until >= limit:
+            return False
+        tick = datetime.timedelta(seconds=max(task.lease_duration.total_seconds() / 3, 0.2))
+        while clock.now() < until:
+            if self._stopping.is_set():
+                return False
+            sleeper = asyncio.ensure_future(clock.sleep_until(min(until, clock.now() + tick)))
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                stopper.cancel()
+            await context.heartbeat()
+        return not self._stopping.is_set()
 
     # ---- Pod runs ----
 
@@ -165,46 +274,113 @@ class RunExecutor:
         one_off: bool,
     ) -> None:
         clock = self._mirror.ctx.clock
-        try:
-            pod_name = await self._pods.start(task, scheduled_at, run_now or "")
-        except RunFailed as e:
-            run = ActiveRun(f"{task.name}@{format_time(scheduled_at)}", "Pod", scheduled_at)
-            self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off)
-            self._finished(task, run, succeeded=False, message=str(e), finished_at=clock.now(), one_off=one_off)
-            raise
-        run = ActiveRun(pod_name, "Pod", scheduled_at)
-        self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off)
+        trigger = run_now or ""
+        retries = self._retries_allowed(context, task)
         deadline = None if task.concurrency_policy == "Forbid" or one_off else next_time
+        stamp = format_time(scheduled_at)
+        slot_key = (task.namespace, task.uid)
+        retrying = self._retrying.setdefault(slot_key, set())
+        retrying.add(stamp)
         try:
-            result = await self._pods.wait(
-                task, pod_name, heartbeat=context.heartbeat, deadline=deadline, now=clock.now, stopping=self._stopping
-            )
-        except RunAbandoned:
-            logger.info(
-                "Stopped waiting for Pod %s/%s (shutting down); another replica adopts it", task.namespace, pod_name
-            )
-            raise
-        except LeaseLostException:
-            # The entry was removed (task deleted or changed) or taken over after a stall: someone
-            # else owns the schedule now. Follow the Pod to its end for status, commit nothing.
-            logger.info("Lease on %s lost while Pod %s runs; following it without the lease", task.key, pod_name)
-            self._hand_over(task, run, one_off=one_off)
-            return
-        if not result.finished:
-            # Allow/Replace: the next run is due; let the schedule move on and watch this Pod to its end.
-            self._hand_over(task, run, one_off=one_off)
-            return
+            while True:
+                slot = self._pods.slot(task, scheduled_at, trigger)
+                if slot.succeeded is not None:
+                    # Another replica (or an earlier life of this one) ran it to success already.
+                    self._pods.adopted()
+                    return
+                if slot.running is not None:
+                    pod_name, attempt = slot.running.name, slot.running.attempt
+                    self._pods.adopted()
+                else:
+                    attempt = slot.next_attempt
+                    if attempt > retries:
+                        run = ActiveRun(f"{task.name}@{stamp}", "Pod", scheduled_at)
+                        self._given_up(task, run, attempt, slot.last_message or "failed", one_off)
+                        return
+                    if attempt > 0:
+                        after = (slot.last_finished_at or clock.now()) + backoff_delay(attempt)
+                        if not await self._backoff(context, task, after, deadline):
+                            if self._stopping.is_set():
+                                await self._release(context)
+                                return
+                            run = ActiveRun(f"{task.name}@{stamp}", "Pod", scheduled_at)
+                            message = f"{slot.last_message or 'failed'}; no retry before the next scheduled time"
+                            self._given_up(task, run, attempt, message, one_off)
+                            return
+                        self._metrics.retries.inc()
+                    try:
+                        created = await self._pods.create(task, scheduled_at, trigger, attempt=attempt)
+                    except RunFailed as e:
+                        run = ActiveRun(f"{task.name}@{stamp}", "Pod", scheduled_at)
+                        self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off)
+                        self._finished(
+                            task, run, succeeded=False, message=str(e), finished_at=clock.now(), one_off=one_off
+                        )
+                        return
+                    if created is None:
+                        continue  # that attempt's Pod had already finished: read the slot again
+                    pod_name = created
+                run = ActiveRun(pod_name, "Pod", scheduled_at)
+                self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off, attempt=attempt)
+                try:
+                    result = await self._pods.wait(
+                        task,
+                        pod_name,
+                        heartbeat=context.heartbeat,
+                        deadline=deadline,
+                        now=clock.now,
+                        stopping=self._stopping,
+                    )
+                except RunAbandoned:
+                    logger.info(
+                        "Released Pod %s/%s (shutting down); another replica adopts it now", task.namespace, pod_name
+                    )
+                    await self._release(context)
+                    return
+                except LeaseLostException:
+                    # The entry was removed (task deleted or changed) or taken over after a stall: someone
+                    # else owns the schedule now. Follow the Pod to its end for status, commit nothing.
+                    logger.info(
+                        "Lease on %s lost while Pod %s runs; following it without the lease", task.key, pod_name
+                    )
+                    self._hand_over(task, run, one_off=one_off)
+                    return
+                if not result.finished:
+                    # Allow/Replace: the next run is due; let the schedule move on and watch this Pod to its end.
+                    self._hand_over(task, run, one_off=one_off)
+                    return
+                if result.succeeded or attempt >= retries:
+                    retrying.discard(stamp)
+                    self._finished(
+                        task,
+                        run,
+                        succeeded=result.succeeded,
+                        message=result.message,
+                        finished_at=result.finished_at or clock.now(),
+                        one_off=one_off,
+                        attempts=attempt + 1,
+                    )
+                    if not result.succeeded and attempt > 0:
+                        self._metrics.runs_given_up.inc()
+                    await self._prune(task)
+                    return
+                self._attempt_failed(task, run)
+        finally:
+            retrying.discard(stamp)
+            if not retrying:
+                self._retrying.pop(slot_key, None)
+
+    def _given_up(self, task: TaskSpec, run: ActiveRun, attempts: int, message: str, one_off: bool) -> None:
+        self._metrics.runs_given_up.inc()
         self._finished(
             task,
             run,
-            succeeded=result.succeeded,
-            message=result.message,
-            finished_at=result.finished_at or clock.now(),
+            succeeded=False,
+            message=message,
+            finished_at=self._mirror.ctx.clock.now(),
             one_off=one_off,
+            attempts=attempts,
         )
-        await self._prune(task)
-        if not result.succeeded:
-            raise RunFailed(result.message)
 
     def _hand_over(self, task: TaskSpec, run: ActiveRun, *, one_off: bool) -> None:
         async def follow() -> None:
@@ -227,7 +403,8 @@ class RunExecutor:
     async def _prune(self, task: TaskSpec) -> None:
         latest = self._mirror.cached(task.namespace, task.name)
         spec = latest.parsed if latest is not None and isinstance(latest.parsed, TaskSpec) else task
-        await self._pods.prune(spec)
+        keep = frozenset(self._retrying.get((task.namespace, task.uid), ()))
+        await self._pods.prune(spec, keep_slots=keep)
 
     async def close(self) -> None:
         for handover in list(self._handovers):
@@ -245,24 +422,64 @@ class RunExecutor:
         next_time: datetime.datetime | None,
         one_off: bool,
     ) -> None:
+        """Calls the handler; a failure is retried in this replica (attempts are not persisted:
+        a replica that takes the run over starts counting again)."""
         assert task.handler_name is not None
         clock = self._mirror.ctx.clock
         func = self._handlers.get(task.handler_name, namespace=task.namespace)
         run = ActiveRun(f"handler:{task.handler_name}@{format_time(scheduled_at)}", "Handler", scheduled_at)
-        self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off)
-        if func is None:
-            message = f"no handler named {task.handler_name!r} serves namespace {task.namespace!r}"
-            self._finished(task, run, succeeded=False, message=message, finished_at=clock.now(), one_off=one_off)
-            raise RunFailed(message)
-        context.args = dict(task.handler_args)
-        context.resource = ObjectRef(task.namespace, task.name, task.uid)
-        try:
-            await func(context)
-        except Exception as e:
-            # The task's owner sees a HandlerError's message, or else only the exception's type:
-            # a message may quote the operator's internals (its backend, its files, other tenants).
-            # (pyncette logs the traceback.)
-            message = str(e) if isinstance(e, HandlerError) else f"{type(e).__name__} (details in the operator's log)"
-            self._finished(task, run, succeeded=False, message=message, finished_at=clock.now(), one_off=one_off)
-            raise
-        self._finished(task, run, succeeded=True, message="", finished_at=clock.now(), one_off=one_off)
+        retries = self._retries_allowed(context, task)
+        deadline = None if one_off else next_time
+        attempt = 0
+        last_failure = clock.now()
+        message = ""
+        while True:
+            if attempt > 0:
+                if not await self._backoff(context, task, last_failure + backoff_delay(attempt), deadline):
+                    if self._stopping.is_set():
+                        await self._release(context)
+                        return
+                    self._given_up(task, run, attempt, f"{message}; no retry before the next scheduled time", one_off)
+                    return
+                self._metrics.retries.inc()
+            self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off, attempt=attempt)
+            if func is None:
+                message = f"no handler named {task.handler_name!r} serves namespace {task.namespace!r}"
+                self._finished(task, run, succeeded=False, message=message, finished_at=clock.now(), one_off=one_off)
+                return
+            context.args = dict(task.handler_args)
+            context.resource = ObjectRef(task.namespace, task.name, task.uid)
+            limit = task.active_deadline.total_seconds() if task.active_deadline is not None else None
+            try:
+                await asyncio.wait_for(func(context), timeout=limit)
+            except TimeoutError:
+                assert task.active_deadline is not None
+                message = f"cancelled after activeDeadlineSeconds ({format_duration(task.active_deadline)})"
+            except LeaseLostException:
+                raise
+            except Exception as e:
+                # The task's owner sees a HandlerError's message, or else only the exception's type:
+                # a message may quote the operator's internals (its backend, its files, other tenants).
+                logger.warning("Handler run of %s (attempt %d) failed", task.key, attempt + 1, exc_info=e)
+                message = (
+                    str(e) if isinstance(e, HandlerError) else f"{type(e).__name__} (details in the operator's log)"
+                )
+            else:
+                self._finished(task, run, succeeded=True, message="", finished_at=clock.now(), one_off=one_off)
+                return
+            last_failure = clock.now()
+            if attempt >= retries:
+                if attempt > 0:
+                    self._metrics.runs_given_up.inc()
+                self._finished(
+                    task,
+                    run,
+                    succeeded=False,
+                    message=message,
+                    finished_at=last_failure,
+                    one_off=one_off,
+                    attempts=attempt + 1,
+                )
+                return
+            self._attempt_failed(task, run)
+            attempt += 1

@@ -18,8 +18,11 @@ How long the worker waits, by ``concurrencyPolicy``:
   Events) and the schedule moves on, so runs may overlap. Replace deletes the older run Pods of the
   task before it starts a new one.
 
-A retry of the same scheduled time (failureMode None or Unlock after a failed Pod) is a new
-attempt with its own Pod name; the attempt number is the count of failed Pods of that run.
+A retry of the same scheduled time (after a failed Pod, up to backoffLimit) is a new attempt with
+its own Pod name; the attempt number is the highest ``pyncette.dev/attempt`` annotation among the
+run's Pods plus one, so it survives history pruning and a takeover by another replica. A Pod that
+has finished is never adopted as the *next* attempt: a 409 on a finished Pod means the tracker was
+behind, and the next attempt number is read again.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pyncette_operator.runs.pods import pod_view
 from pyncette_operator.runs.pods import prune_candidates
 from pyncette_operator.runs.pods import render_pod
 from pyncette_operator.spec import TaskSpec
+from pyncette_operator.spec import format_duration
 from pyncette_operator.spec import format_time
 
 logger = logging.getLogger(__name__)
@@ -64,6 +68,20 @@ class PodRunResult:
 
 
 @dataclass
+class SlotState:
+    """What the cluster says about one scheduled run (its Pods, all attempts)."""
+
+    running: PodView | None
+    """An attempt still in flight (to adopt), if any."""
+    succeeded: PodView | None
+    next_attempt: int
+    """Highest attempt annotation among the run's Pods + 1 (0 when it has none)."""
+    last_finished_at: datetime.datetime | None
+    """When the latest failed attempt ended (backoff counts from there)."""
+    last_message: str
+
+
+@dataclass
 class PodRunHooks:
     """Callbacks into status/metrics; kept abstract so this module needs no status machinery."""
 
@@ -78,25 +96,31 @@ class PodRunner:
         self._tracker = tracker
         self._hooks = hooks
 
-    def _slot_pods(self, task: TaskSpec, scheduled_at: datetime.datetime, trigger: str) -> list[PodView]:
+    def slot(self, task: TaskSpec, scheduled_at: datetime.datetime, trigger: str) -> SlotState:
+        """The run's Pods as the tracker sees them: one to adopt, a success, or the next attempt number."""
         stamp = format_time(scheduled_at)
-        pods = [p for p in self._tracker.pods_of(task.uid) if p.scheduled_at == stamp]
         want = f"run-now:{trigger}" if trigger else None
-        return [p for p in pods if (p.trigger == want)]
+        pods = [
+            p for p in self._tracker.pods_of(task.namespace, task.uid) if p.scheduled_at == stamp and p.trigger == want
+        ]
+        running = next((p for p in pods if not p.finished and not p.deleting), None)
+        succeeded = next((p for p in pods if p.succeeded), None)
+        failed = sorted((p for p in pods if p.finished and not p.succeeded), key=lambda p: p.attempt)
+        last = failed[-1] if failed else None
+        return SlotState(
+            running=running,
+            succeeded=succeeded,
+            next_attempt=max((p.attempt for p in pods), default=-1) + 1,
+            last_finished_at=(last.finished_at or last.created_at) if last else None,
+            last_message=last.message if last else "",
+        )
 
-    async def start(self, task: TaskSpec, scheduled_at: datetime.datetime, trigger: str) -> str:
-        """Creates or adopts the Pod of this run; returns its name (RunFailed if the API refuses)."""
-        existing = self._slot_pods(task, scheduled_at, trigger)
-        for pod in existing:
-            if not pod.finished and not pod.deleting:
-                self._hooks.on_adopted()
-                return pod.name
-        attempt = sum(1 for p in existing if p.finished and not p.succeeded)
-        done = [p for p in existing if p.succeeded]
-        if done:
-            self._hooks.on_adopted()
-            return done[0].name
-        if task.concurrency_policy == "Replace":
+    async def create(
+        self, task: TaskSpec, scheduled_at: datetime.datetime, trigger: str, *, attempt: int
+    ) -> str | None:
+        """Creates the Pod of one attempt; returns its name, or None when a Pod of that attempt already
+        finished (the caller reads the slot again). RunFailed if the API refuses."""
+        if task.concurrency_policy == "Replace" and attempt == 0:
             await self._replace_older(task, scheduled_at)
         name = run_pod_name(
             task_name=task.name, task_uid=task.uid, scheduled_at=scheduled_at, trigger=trigger, attempt=attempt
@@ -110,6 +134,8 @@ class PodRunner:
             if seen is None or seen.owner_uid != task.uid or seen.scheduled_at != format_time(scheduled_at):
                 raise RunFailed(f"a Pod named {name} already exists and does not belong to this run") from None
             self._tracker.observe("MODIFIED", found or {})
+            if seen.finished or seen.deleting:
+                return None  # never re-adopt a finished attempt as a new one
             self._hooks.on_adopted()
             return name
         except Exception as e:
@@ -118,9 +144,12 @@ class PodRunner:
         self._hooks.on_created()
         return name
 
+    def adopted(self) -> None:
+        self._hooks.on_adopted()
+
     async def _replace_older(self, task: TaskSpec, scheduled_at: datetime.datetime) -> None:
         stamp = format_time(scheduled_at)
-        for pod in self._tracker.pods_of(task.uid):
+        for pod in self._tracker.pods_of(task.namespace, task.uid):
             if not pod.finished and not pod.deleting and (pod.scheduled_at or "") < stamp:
                 logger.info("Replacing run Pod %s/%s of %s", pod.namespace, pod.name, task.key)
                 await self._kube.delete_pod(pod.namespace, pod.name, uid=pod.uid)
@@ -135,17 +164,32 @@ class PodRunner:
         now: Callable[[], datetime.datetime],
         stopping: asyncio.Event,
     ) -> PodRunResult:
-        """Waits for the Pod to end (renewing the lease), or until ``deadline`` (then ``finished=False``)."""
+        """Waits for the Pod to end (renewing the lease), or until ``deadline`` (then ``finished=False``).
+
+        With ``activeDeadlineSeconds`` the Pod is deleted once it has run that long (counted from its
+        creation, so a replica that adopts it keeps the same limit) and the attempt fails.
+        """
         tick = max(task.lease_duration.total_seconds() / 3, 0.2)
         while True:
             if stopping.is_set():
                 raise RunAbandoned("the operator is shutting down")
             budget = tick
+            current = now()
             if deadline is not None:
-                left = (deadline - now()).total_seconds()
+                left = (deadline - current).total_seconds()
                 if left <= 0:
                     return PodRunResult(pod_name, False, False, "still running at the next scheduled time", None)
                 budget = min(budget, left)
+            view = self._tracker.get(task.namespace, pod_name)
+            if task.active_deadline is not None and view is not None and view.created_at is not None:
+                expires = view.created_at + task.active_deadline
+                left = (expires - current).total_seconds()
+                if left <= 0 and not view.finished:
+                    logger.info("Pod %s/%s exceeded activeDeadlineSeconds; deleting it", task.namespace, pod_name)
+                    await self._kube.delete_pod(task.namespace, pod_name, uid=view.uid)
+                    message = f"Pod {pod_name} exceeded activeDeadlineSeconds ({format_duration(task.active_deadline)})"
+                    return PodRunResult(pod_name, True, False, message, current)
+                budget = min(budget, max(left, 0.05))
             waiter = asyncio.ensure_future(self._tracker.wait_finished(task.namespace, pod_name, timeout=budget))
             stopper = asyncio.ensure_future(stopping.wait())
             try:
@@ -156,7 +200,7 @@ class PodRunner:
                 waiter.cancel()
                 continue
             try:
-                view = waiter.result()
+                finished = waiter.result()
             except TimeoutError:
                 await heartbeat()
                 if self._tracker.get(task.namespace, pod_name) is None:
@@ -166,17 +210,18 @@ class PodRunner:
                         return PodRunResult(pod_name, True, False, f"Pod {pod_name} was deleted", now())
                     self._tracker.observe("MODIFIED", pod)
                 continue
-            if view is None:
+            if finished is None:
                 return PodRunResult(pod_name, True, False, f"Pod {pod_name} was deleted before it finished", now())
-            message = "" if view.succeeded else (view.message or f"Pod {pod_name} failed")
-            return PodRunResult(pod_name, True, view.succeeded, message, view.finished_at or now())
+            message = "" if finished.succeeded else (finished.message or f"Pod {pod_name} failed")
+            return PodRunResult(pod_name, True, finished.succeeded, message, finished.finished_at or now())
 
-    async def prune(self, task: TaskSpec) -> None:
+    async def prune(self, task: TaskSpec, *, keep_slots: frozenset[str] = frozenset()) -> None:
         """Deletes finished Pods of ``task`` beyond its history limits (oldest first)."""
         victims = prune_candidates(
-            self._tracker.pods_of(task.uid),
+            self._tracker.pods_of(task.namespace, task.uid),
             successful_limit=task.successful_runs_history_limit,
             failed_limit=task.failed_runs_history_limit,
+            keep_slots=keep_slots,
         )
         for pod in victims:
             try:

@@ -97,6 +97,8 @@ class PodView:
     finished_at: datetime.datetime | None
     deleting: bool
     message: str
+    attempt: int = 0
+    created_at: datetime.datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -113,21 +115,39 @@ def pod_view(pod: dict[str, Any]) -> PodView:
     status = pod.get("status") or {}
     owner_uid = None
     for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("controller"):
+        # Another API group's "PyncetteTask" kind is not ours, whatever its uid says.
+        group = str(ref.get("apiVersion") or "").partition("/")[0]
+        if ref.get("kind") == KIND and group == GROUP and ref.get("controller"):
             owner_uid = ref.get("uid")
+    annotations = meta.get("annotations") or {}
+    try:
+        attempt = max(0, int(annotations.get(ATTEMPT_ANNOTATION) or 0))
+    except ValueError:
+        attempt = 0
     return PodView(
         namespace=meta.get("namespace", ""),
         name=meta.get("name", ""),
         uid=meta.get("uid", ""),
         owner_uid=owner_uid,
         task_name=(meta.get("labels") or {}).get(TASK_LABEL),
-        scheduled_at=(meta.get("annotations") or {}).get(SCHEDULED_AT_ANNOTATION),
-        trigger=(meta.get("annotations") or {}).get(TRIGGER_ANNOTATION),
+        scheduled_at=annotations.get(SCHEDULED_AT_ANNOTATION),
+        trigger=annotations.get(TRIGGER_ANNOTATION),
         phase=status.get("phase") or PodPhase.PENDING,
         finished_at=_finished_at(status),
         deleting=meta.get("deletionTimestamp") is not None,
         message=_failure_message(status),
+        attempt=attempt,
+        created_at=_parse_stamp(meta.get("creationTimestamp")),
     )
+
+
+def _parse_stamp(raw: Any) -> datetime.datetime | None:
+    if not raw:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _finished_at(status: dict[str, Any]) -> datetime.datetime | None:
@@ -151,15 +171,28 @@ def _failure_message(status: dict[str, Any]) -> str:
     return str(status.get("reason") or "")
 
 
-def prune_candidates(pods: list[PodView], *, successful_limit: int, failed_limit: int) -> list[PodView]:
-    """Finished Pods beyond the history limits, oldest first (by scheduled time, then name)."""
+def prune_candidates(
+    pods: list[PodView], *, successful_limit: int, failed_limit: int, keep_slots: frozenset[str] = frozenset()
+) -> list[PodView]:
+    """Finished Pods beyond the history limits, oldest first (by scheduled time, then attempt).
 
-    def order(p: PodView) -> tuple[str, str]:
-        return (p.scheduled_at or "", p.name)
+    Pods of the scheduled times in ``keep_slots`` (runs still being retried) are never candidates:
+    their attempt annotations are where the next attempt number comes from.
+    """
+
+    def order(p: PodView) -> tuple[str, int, str]:
+        return (p.scheduled_at or "", p.attempt, p.name)
 
     victims: list[PodView] = []
     for want_success, limit in ((True, successful_limit), (False, failed_limit)):
-        done = sorted((p for p in pods if p.finished and p.succeeded == want_success and not p.deleting), key=order)
+        done = sorted(
+            (
+                p
+                for p in pods
+                if p.finished and p.succeeded == want_success and not p.deleting and p.scheduled_at not in keep_slots
+            ),
+            key=order,
+        )
         if len(done) > limit:
             victims.extend(done[: len(done) - limit])
     return victims

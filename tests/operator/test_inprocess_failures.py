@@ -1,0 +1,185 @@
+"""Failure paths of the operator on the fake clock: downtime catch-up, bounded retries with backoff,
+schedules anchored on status, leases released at shutdown.
+
+The same code as the cluster tests (mirror, runs, status), with the schedule driven by FakeClock, so
+"the operator was down for ten minutes" and "the backoff is 10 s, 20 s, 40 s" take no real time.
+The cluster tests (test_cluster_failures.py) check the same behaviour through kubectl.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_inprocess import POD
+from test_inprocess import T0
+from test_inprocess import FakeKube
+from test_inprocess import World
+from test_inprocess import running_world
+from test_inprocess import until
+
+from pyncette.clock import FakeClock
+
+MINUTE = datetime.timedelta(minutes=1)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    async with running_world(poll_interval=30) as w:
+        yield w
+
+
+FAILING = {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+
+
+def stamp(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"]["annotations"]["pyncette.dev/scheduled-at"])
+
+
+def attempt(pod: dict[str, Any]) -> int:
+    return int(pod["metadata"]["annotations"]["pyncette.dev/attempt"])
+
+
+async def restart(world: World, name: str) -> None:
+    """What a fresh replica sees first: kopf's listing of the task and of the run Pods."""
+    for pod in list(world.kube.pods.values()):
+        world.tracker.observe(None, copy.deepcopy(pod))
+    world.tracker.resync(list(world.kube.pods.values()), since=world.tracker.mark(), namespaces=["ns"])
+    body = world.kube.tasks[("ns", name)]
+    await world.parts.mirror.on_event(None, copy.deepcopy(body))
+
+
+async def test_ten_minutes_down_gives_one_catch_up_run(tmp_path: Path) -> None:
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'down.db'}"
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        await w.apply("cron", {"schedule": "* * * * *", "podTemplate": POD})
+        await clock.advance(MINUTE)
+        [pod] = await until(lambda: w.pods_of("cron"), "the 00:01 Pod")
+        w.finish_pod(pod["metadata"]["name"])
+        await until(lambda: kube.status("cron").get("lastSuccessfulTime"), "its success")
+    # The operator is stopped for ten minutes and a half: slots 00:02 ... 00:11 pass unseen.
+    await clock.advance(minutes_and_a_half(10))
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        await restart(w, "cron")
+        pods = await until(lambda: len(w.pods_of("cron")) == 2 and w.pods_of("cron"), "one catch-up Pod")
+        await clock.advance(seconds=1)
+        assert sorted(stamp(p) for p in w.pods_of("cron")) == ["2030-01-01T00:01:00Z", "2030-01-01T00:11:00Z"]
+        assert w.metrics.missed_schedules._value.get() == 9
+        [missed] = [e for e in kube.events if e["reason"] == "MissedSchedules"]
+        assert missed["type"] == "Warning" and missed["message"].startswith("9 scheduled run(s)")
+        # And then the schedule goes on: 00:12 runs at 00:12.
+        latest = next(p for p in pods if stamp(p).endswith("00:11:00Z"))
+        w.finish_pod(latest["metadata"]["name"])
+        await clock.set(T0 + datetime.timedelta(minutes=12))
+        await until(lambda: len(w.pods_of("cron")) == 3, "the 00:12 Pod")
+
+
+def minutes_and_a_half(n: int) -> datetime.timedelta:
+    return datetime.timedelta(minutes=n, seconds=30)
+
+
+async def test_starting_deadline_skips_a_late_catch_up(tmp_path: Path) -> None:
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'deadline.db'}"
+    spec = {"schedule": "* * * * *", "startingDeadlineSeconds": 20, "podTemplate": POD}
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        await w.apply("late", spec)
+    await clock.advance(minutes_and_a_half(10))  # the latest missed slot (00:10) is 30 s late
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        await restart(w, "late")
+        await until(lambda: w.metrics.missed_schedules._value.get() == 10, "ten missed slots")
+        assert w.pods_of("late") == []
+        await clock.set(T0 + datetime.timedelta(minutes=11))
+        [pod] = await until(lambda: w.pods_of("late"), "the 00:11 Pod, on time")
+        assert stamp(pod) == "2030-01-01T00:11:00Z"
+
+
+async def test_failing_pods_are_retried_with_backoff_then_the_schedule_moves_on(world: World) -> None:
+    spec = {"interval": "1h", "backoffLimit": 2, "failedRunsHistoryLimit": 5, "podTemplate": FAILING}
+    await world.apply("flaky", spec)
+    first = T0 + datetime.timedelta(hours=1)
+    await world.clock.set(first)
+    for n, delay in enumerate((10, 20, None)):
+        pods = await until(lambda n=n: len(world.pods_of("flaky")) == n + 1 and world.pods_of("flaky"), f"attempt {n}")
+        current = max(pods, key=attempt)
+        assert attempt(current) == n
+        world.finish_pod(current["metadata"]["name"], succeeded=False)
+        if delay is None:
+            break
+        await until(lambda: world.clock.next_deadline is not None, "the backoff wait")
+        await world.clock.advance(seconds=delay - 1)
+        assert len(world.pods_of("flaky")) == n + 1  # still backing off
+        await world.clock.advance(seconds=1)
+    status = await until(
+        lambda: world.kube.status("flaky").get("lastFailureTime") and world.kube.status("flaky"), "failure"
+    )
+    assert status["lastScheduleTime"] == "2030-01-01T01:00:00Z"
+    assert sorted(attempt(p) for p in world.pods_of("flaky")) == [0, 1, 2]
+    [failed] = [e for e in world.kube.events if e["reason"] == "RunFailed"]
+    assert "after 3 attempt(s)" in failed["message"]
+    stored = await world.ctx.get_task(world.parts.mirror._template, "ns/flaky")
+    assert stored is not None and stored.scheduled_at == first + datetime.timedelta(hours=1)
+
+
+async def test_default_backoff_limit_with_history_pruning_never_readopts(world: World) -> None:
+    await world.apply("bad", {"interval": "1h", "concurrencyPolicy": "Forbid", "podTemplate": FAILING})
+    await world.clock.set(T0 + datetime.timedelta(hours=1))
+    created = world.metrics.pods_created
+    for n in range(7):
+        await until(lambda n=n: created._value.get() == n + 1, f"attempt {n}")
+        [running] = [p for p in world.pods_of("bad") if p.get("status", {}).get("phase") == "Pending"]
+        assert attempt(running) == n
+        world.finish_pod(running["metadata"]["name"], succeeded=False)
+        if n < 6:
+            await until(lambda: world.clock.next_deadline is not None, "the backoff wait")
+            await world.clock.advance(seconds=min(10 * 2**n, 360))
+    await until(lambda: world.kube.status("bad").get("lastFailureTime"), "the run recorded as failed")
+    assert created._value.get() == 7  # backoffLimit 6 + 1
+    assert world.metrics.pods_adopted._value.get() == 0
+    # failedRunsHistoryLimit 1: only the last attempt's Pod is kept once the run is over.
+    await until(lambda: [attempt(p) for p in world.pods_of("bad")] == [6], "pruning after the run")
+
+
+async def test_interval_countdown_survives_image_bumps_and_a_wiped_backend() -> None:
+    kube, clock = FakeKube(), FakeClock(T0)
+    async with running_world(kube, clock, poll_interval=30) as w:
+        await w.apply("daily", {"interval": "1h", "podTemplate": POD})
+        await clock.set(T0 + datetime.timedelta(hours=1))
+        [pod] = await until(lambda: w.pods_of("daily"), "the first run")
+        w.finish_pod(pod["metadata"]["name"])
+        await until(lambda: kube.status("daily").get("lastScheduleTime"), "lastScheduleTime in status")
+        await clock.advance(datetime.timedelta(minutes=20))
+        bumped = copy.deepcopy(POD)
+        bumped["spec"]["containers"][0]["image"] = "busybox:2"
+        await w.apply("daily", {"interval": "1h", "podTemplate": bumped})
+        stored = await w.ctx.get_task(w.parts.mirror._template, "ns/daily")
+        assert stored is not None and stored.scheduled_at == T0 + datetime.timedelta(hours=2)
+    # A rollout on embedded SQLite in an emptyDir: a new replica with an empty backend.
+    await clock.advance(datetime.timedelta(minutes=10))
+    async with running_world(kube, clock, poll_interval=30) as w:
+        await restart(w, "daily")
+        stored = await w.ctx.get_task(w.parts.mirror._template, "ns/daily")
+        assert stored is not None and stored.scheduled_at == T0 + datetime.timedelta(hours=2)
+
+
+async def test_shutdown_releases_waiting_pod_runs_for_another_replica(tmp_path: Path) -> None:
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'handover.db'}"
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        await w.apply("long", {"interval": "1h", "leaseDuration": "10m", "podTemplate": POD})
+        await clock.set(T0 + datetime.timedelta(hours=1))
+        [pod] = await until(lambda: w.pods_of("long"), "the run Pod")
+    # The replica stopped while its Pod runs: the lease is released, not left to expire in 10 minutes.
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        stored = await w.ctx.get_task(w.parts.mirror._template, "ns/long")
+        assert stored is not None and stored.locked_until is None
+        await restart(w, "long")
+        await until(lambda: w.metrics.pods_adopted._value.get() == 1, "adoption by the other replica")
+        assert w.metrics.pods_created._value.get() == 0
+        w.finish_pod(pod["metadata"]["name"])
+        await until(lambda: kube.status("long").get("lastSuccessfulTime"), "its success recorded")

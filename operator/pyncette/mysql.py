@@ -49,10 +49,15 @@ from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
-from pyncette.model import QueryResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
-from pyncette.repository import Repository
+from pyncette.repository.kit import BatchRepository
+from pyncette.repository.kit import TokenLease
+from pyncette.repository.kit import held
+from pyncette.repository.kit import next_time
+from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import to_commit
+from pyncette.repository.kit import token_of
 from pyncette.task import Task
 
 logger = logging.getLogger(__name__)
@@ -129,19 +134,18 @@ def _values_table(rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> tupl
     return sql, [value for row in rows for value in row]
 
 
-class MySQLRepository(Repository):
+class MySQLRepository(BatchRepository):
     """Task state in one MySQL/MariaDB table, shared by every process of an app."""
 
+    backend_name = BACKEND
     _pool: aiomysql.Pool
     _table: str
-    _batch_size: int
 
     def __init__(self, pool: aiomysql.Pool, *, table_name: str, batch_size: int) -> None:
+        super().__init__(batch_size=batch_size)
         self._pool = pool
         self._table = f"`{table_name}`"
         self._table_name = table_name
-        self._batch_size = batch_size
-        self._known_static: set[str] = set()
 
     # ---- connection handling ----
 
@@ -221,12 +225,20 @@ class MySQLRepository(Repository):
 
     # ---- row helpers ----
 
-    def _instance(self, template: Task, row: dict[str, Any]) -> Task:
-        return template.instantiate_from_spec(json.loads(row["task_spec"]))
-
-    def _state(self, task: Task, row: dict[str, Any]) -> TaskState:
+    def _state(self, task: Task, row: dict[str, Any], template: Task | None = None) -> TaskState:
+        """The state of a row; with ``template``, of an instance rebuilt from its spec (quarantine aware)."""
         scheduled_at = _from_micros(row["execute_after"])
         assert scheduled_at is not None
+        if template is not None:
+            return self.entries.state(
+                template,
+                row["name"],
+                _text(row["task_spec"]),
+                scheduled_at=scheduled_at,
+                locked_until=_from_micros(row["locked_until"]),
+                locked_by=_text(row["locked_by"]),
+                known=task if task is not template else None,
+            )
         return TaskState(
             task=task,
             scheduled_at=scheduled_at,
@@ -254,13 +266,8 @@ class MySQLRepository(Repository):
 
     async def _create_static(self, utc_now: datetime.datetime, statics: dict[str, Task]) -> None:
         """Inserts the entries of static tasks seen for the first time (kept if they exist)."""
-        fresh = []
-        for name, task in statics.items():
-            if name in self._known_static:
-                continue
-            first = task.get_next_execution(utc_now, None)
-            if first is not None:
-                fresh.append((name, _STATIC, _to_micros(first)))
+        created = self.statics.due_for_creation(utc_now, statics.values())
+        fresh = [(_name(task), _STATIC, _to_micros(first)) for task, first in created]
         if fresh:
             async with self._transaction() as cursor:
                 for chunk in _chunks(fresh):
@@ -270,7 +277,7 @@ class MySQLRepository(Repository):
                         "ON DUPLICATE KEY UPDATE name = name",
                         [value for row in chunk for value in row],
                     )
-        self._known_static.update(statics)
+        self.statics.created(task for task, _ in created)
 
     async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
         statics = {_name(task): task for task in tasks if not task.dynamic}
@@ -311,15 +318,24 @@ class MySQLRepository(Repository):
             deletes: list[str] = []
             for row in rows[:limit]:
                 template = templates.get(row["parent_name"])
-                try:
-                    task = statics[row["name"]] if template is None else self._instance(template, row)
-                except Exception:
-                    logger.exception("mysql: cannot load the stored spec of %s; skipping it", _text(row["name"]))
-                    continue
+                if template is None:
+                    task: Task | None = statics[row["name"]]
+                else:
+                    task = self.entries.load(template, row["name"], _text(row["task_spec"]))
                 scheduled_at = _from_micros(row["execute_after"])
                 assert scheduled_at is not None
+                moved, following = (
+                    next_time(task, utc_now, scheduled_at)
+                    if task is not None and task.execution_mode == ExecutionMode.AT_MOST_ONCE
+                    else (False, None)
+                )
+                if task is None or (task.execution_mode == ExecutionMode.AT_MOST_ONCE and not moved):
+                    # Quarantined (or its next time cannot be computed): leased ("parked") so it is not
+                    # read again before the lease ends, and not returned.
+                    until = _to_micros(utc_now + (task or template or statics[row["name"]]).lease_duration)
+                    writes.append((row["name"], row["execute_after"], until, token))
+                    continue
                 if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
-                    following = task.get_next_execution(utc_now, scheduled_at)
                     if following is None:
                         deletes.append(row["name"])
                     else:
@@ -328,7 +344,7 @@ class MySQLRepository(Repository):
                 else:
                     until = _to_micros(utc_now + task.lease_duration)
                     writes.append((row["name"], row["execute_after"], until, token))
-                    batch.executions.append(LeasedExecution(task, scheduled_at, Lease(token)))
+                    batch.executions.append(LeasedExecution(task, scheduled_at, Lease(TokenLease(token, scheduled_at))))
             await self._write_rows(cursor, writes)
             await self._delete_rows(cursor, deletes)
             if not batch.has_more:
@@ -369,11 +385,10 @@ class MySQLRepository(Repository):
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
         moves: list[tuple[str, Any, int]] = []
         finished: list[tuple[str, Any]] = []
-        for execution in executions:
-            if execution.lease is None or execution.task.execution_mode != ExecutionMode.AT_LEAST_ONCE:
+        for execution, lease in to_commit(executions):
+            ok, following = next_time(execution.task, utc_now, execution.scheduled_at)
+            if not ok:
                 continue
-            lease = str(execution.lease)
-            following = execution.task.get_next_execution(utc_now, execution.scheduled_at)
             if following is None:
                 finished.append((_name(execution.task), lease))
             else:
@@ -401,12 +416,12 @@ class MySQLRepository(Repository):
         await self._retrying(commit)
 
     async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        held = [(_name(e.task), str(e.lease)) for e in executions if e.lease is not None]
-        if not held:
+        leases = [(_name(e.task), token) for e, token in held(executions)]
+        if not leases:
             return
 
         async def unlock(cursor: aiomysql.DictCursor) -> None:
-            for chunk in _chunks(held):
+            for chunk in _chunks(leases):
                 values, params = _values_table(chunk, ("n", "l"))
                 await cursor.execute(
                     f"""
@@ -421,17 +436,13 @@ class MySQLRepository(Repository):
     async def extend_leases(
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[Lease | None]:
-        held = [
-            (_name(e.task), str(e.lease), _to_micros(utc_now + e.task.lease_duration))
-            for e in executions
-            if e.lease is not None
-        ]
-        if not held:
+        leases = [(_name(e.task), token, _to_micros(utc_now + e.task.lease_duration)) for e, token in held(executions)]
+        if not leases:
             return [None] * len(executions)
 
         async def extend(cursor: aiomysql.DictCursor) -> set[tuple[str, str]]:
             kept: set[tuple[str, str]] = set()
-            for chunk in _chunks(held):
+            for chunk in _chunks(leases):
                 values, params = _values_table(chunk, ("n", "l", "lu"))
                 await cursor.execute(
                     f"SELECT t.name, t.locked_by FROM {self._table} AS t JOIN ({values}) AS v "
@@ -447,7 +458,7 @@ class MySQLRepository(Repository):
             return kept
 
         kept: set[tuple[str, str]] = await self._retrying(extend)
-        return [e.lease if e.lease is not None and (_name(e.task), str(e.lease)) in kept else None for e in executions]
+        return [e.lease if (_name(e.task), token_of(e.lease)) in kept else None for e in executions]
 
     async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
         entries: dict[str, tuple[Task, int | None]] = {}
@@ -500,42 +511,14 @@ class MySQLRepository(Repository):
 
     # ---- pyncette 1.x single-entry protocol ----
 
-    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
-        await self.register_tasks(utc_now, [task], force=force)
-
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         async with self._transaction() as cursor:
             await cursor.execute(f"DELETE FROM {self._table} WHERE name = %s", (_name(task),))
 
-    async def poll_dynamic_task(
-        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
-    ) -> QueryResponse:
-        now = _to_micros(utc_now)
-        token = uuid.uuid4().hex
-        limit = self._batch_size
-
-        async def poll(cursor: aiomysql.DictCursor) -> QueryResponse:
-            await cursor.execute(
-                f"SELECT {_COLUMNS} FROM {self._table} WHERE parent_name = %s AND ready_at <= %s "
-                "ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                (_name(task), now, limit),
-            )
-            rows = await _fetchall(cursor)
-            leased = []
-            writes = []
-            for row in rows:
-                instance = self._instance(task, row)
-                until = _to_micros(utc_now + instance.lease_duration)
-                writes.append((row["name"], row["execute_after"], until, token))
-                leased.append((instance, Lease(token)))
-            await self._write_rows(cursor, writes)
-            more = ContinuationToken(True) if len(rows) == limit else None
-            return QueryResponse(tasks=leased, continuation_token=more)
-
-        result: QueryResponse = await self._retrying(poll)
-        return result
-
     async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
+        if isinstance(lease, TokenLease) and lease.token is None:
+            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
+            return PollResponse(ResultType.READY, lease.scheduled_at, None)
         now = _to_micros(utc_now)
         name = _name(task)
 
@@ -544,10 +527,11 @@ class MySQLRepository(Repository):
             row = await _fetchone(cursor)
             if row is None:
                 if task.parent_task is not None:
-                    raise PyncetteException(f"Task {task.canonical_name} not found")
-                first = task.get_next_execution(utc_now, None)
-                if first is None:
+                    raise self.instance_not_found(task)
+                created = self.statics.due_for_creation(utc_now, [task])
+                if not created:
                     raise PyncetteException(f"Task {task.canonical_name} has no next execution")
+                first = created[0][1]
                 await cursor.execute(
                     f"INSERT INTO {self._table} (name, parent_name, execute_after) VALUES (%s, %s, %s)",
                     (name, _STATIC, _to_micros(first)),
@@ -557,8 +541,8 @@ class MySQLRepository(Repository):
                 execute_after, locked_until, locked_by = row["execute_after"], row["locked_until"], row["locked_by"]
             scheduled_at = _from_micros(execute_after)
             assert scheduled_at is not None
-            held = lease is not None and _text(locked_by) == str(lease)
-            if locked_until is not None and locked_until > now and not held:
+            ours = lease is not None and _text(locked_by) == token_of(lease)
+            if locked_until is not None and locked_until > now and not ours:
                 return PollResponse(ResultType.LOCKED, scheduled_at, None)
             if execute_after > now:
                 return PollResponse(ResultType.PENDING, scheduled_at, None)
@@ -571,30 +555,10 @@ class MySQLRepository(Repository):
                 return PollResponse(ResultType.READY, scheduled_at, None)
             token = uuid.uuid4().hex
             await self._write_rows(cursor, [(name, execute_after, _to_micros(utc_now + task.lease_duration), token)])
-            return PollResponse(ResultType.READY, scheduled_at, Lease(token))
+            return PollResponse(ResultType.READY, scheduled_at, Lease(TokenLease(token, scheduled_at)))
 
         result: PollResponse = await self._retrying(poll)
         return result
-
-    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        async with self._transaction() as cursor:
-            await cursor.execute(
-                f"SELECT execute_after, locked_by FROM {self._table} WHERE name = %s FOR UPDATE", (_name(task),)
-            )
-            row = await _fetchone(cursor)
-        if row is None or _text(row["locked_by"]) != str(lease):
-            logger.warning("mysql: lease lost on %s; not committing", task.canonical_name)
-            return
-        scheduled_at = _from_micros(row["execute_after"])
-        assert scheduled_at is not None
-        await self.commit_executions(utc_now, [LeasedExecution(task, scheduled_at, lease)])
-
-    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
-        (result,) = await self.extend_leases(utc_now, [LeasedExecution(task, utc_now, lease)])
-        return result
-
-    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        await self.unlock_executions(utc_now, [LeasedExecution(task, utc_now, lease)])
 
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
         async with self._transaction() as cursor:
@@ -602,8 +566,7 @@ class MySQLRepository(Repository):
             row = await _fetchone(cursor)
         if row is None:
             return None
-        instance = self._instance(task.parent_task, row) if task.parent_task is not None else task
-        return self._state(instance, row)
+        return self._state(task, row, task.parent_task)
 
     async def list_task_states(
         self,
@@ -622,12 +585,7 @@ class MySQLRepository(Repository):
             rows = list(await _fetchall(cursor))
         more = len(rows) > page
         rows = rows[:page]
-        states = []
-        for row in rows:
-            try:
-                states.append(self._state(self._instance(parent_task, row), row))
-            except Exception:
-                logger.exception("mysql: cannot load the stored spec of %s; skipping it", _text(row["name"]))
+        states = [self._state(parent_task, row, parent_task) for row in rows]
         token = ContinuationToken(rows[-1]["name"]) if more and rows else None
         return ListTasksResponse(tasks=states, continuation_token=token)
 
@@ -678,9 +636,7 @@ async def mysql_repository(**kwargs: Any) -> AsyncIterator[MySQLRepository]:
             f"{table_name!r} is not a safe identifier "
             "(letters, digits and underscores, at most 64, not starting with a digit)",
         )
-    batch_size = kwargs.get("batch_size", DEFAULT_BATCH_SIZE)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise BackendConfigurationError(BACKEND, "batch_size", f"must be a positive integer, got {batch_size!r}")
+    batch_size = positive_int(BACKEND, kwargs, "batch_size", DEFAULT_BATCH_SIZE)
 
     try:
         pool = await aiomysql.create_pool(

@@ -27,7 +27,7 @@ LEASE = datetime.timedelta(seconds=60)
 StoreRawSpec = Callable[[str, str], Awaitable[None]]
 
 # Backends whose move onto the repository kit has not landed yet (issue 10, in progress).
-_NOT_ON_THE_KIT_YET = {"mysql", "dynamodb"}
+_NOT_ON_THE_KIT_YET = {"dynamodb"}
 
 
 @pytest.fixture(autouse=True)

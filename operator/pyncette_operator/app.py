@@ -162,6 +162,7 @@ def build_parts(
             allowed_service_accounts=s.allowed_service_accounts,
             own_service_account=s.operator_service_account,
             min_interval=datetime.timedelta(seconds=s.min_interval),
+            excluded_namespaces=frozenset(s.excluded_namespaces),
         ),
     )
     executor = RunExecutor(

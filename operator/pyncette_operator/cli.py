@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -68,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="watch every namespace (env PYNCETTE_ALL_NAMESPACES=1; the default when no namespace is given)",
+    )
+    run.add_argument(
+        "--exclude-namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="do not run the PyncetteTasks of this namespace, e.g. the operator's own "
+        "(repeatable; env PYNCETTE_EXCLUDE_NAMESPACES, comma-separated)",
     )
     run.add_argument(
         "--handlers",
@@ -184,6 +193,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.namespace:
         all_namespaces = False
     handlers = tuple(args.handlers or _split(env("PYNCETTE_HANDLERS")))
+    excluded = tuple(
+        ns for raw in (args.exclude_namespace or [env("PYNCETTE_EXCLUDE_NAMESPACES")]) for ns in _split(raw)
+    )
+    for ns in excluded:
+        if not _DNS_LABEL.fullmatch(ns):
+            raise UsageError(f"--exclude-namespace: {ns!r} is not a namespace name")
     accounts_raw = args.allowed_service_accounts
     accounts: frozenset[str] | None = None
     if accounts_raw:
@@ -243,6 +258,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         namespaces=namespaces,
         all_namespaces=all_namespaces or not namespaces,
         handler_modules=handlers,
+        excluded_namespaces=excluded,
         liveness_url=args.liveness,
         health_bind_address=args.health_bind_address or None,
         metrics_port=metrics_port,
@@ -291,9 +307,25 @@ def _install_memory_report() -> None:
     signal.signal(signal.SIGUSR1, report)
 
 
+OPERATOR_MODULES = ("kopf", "kubernetes_asyncio", "prometheus_client")
+"""What the ``operator`` extra installs: ``pip install pyncette`` alone has the scheduler only."""
+
+
+def missing_operator_modules() -> list[str]:
+    return [name for name in OPERATOR_MODULES if importlib.util.find_spec(name) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    missing = missing_operator_modules()
+    if missing:
+        print(
+            f"pyncette-operator: error: the operator's dependencies are not installed ({', '.join(missing)}):"
+            " pip install 'pyncette[operator]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         settings = settings_from_args(args)
         backend = parse_backend_url(settings.backend_url, data_dir=settings.data_dir)

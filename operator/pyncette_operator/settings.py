@@ -33,6 +33,12 @@ class Settings:
     """``--all-namespaces`` / ``PYNCETTE_ALL_NAMESPACES=1``. Watch the whole cluster (needs cluster-wide
     RBAC for pyncettetasks, pods and events)."""
 
+    excluded_namespaces: tuple[str, ...] = ()
+    """``--exclude-namespace`` (repeatable) / ``PYNCETTE_EXCLUDE_NAMESPACES`` (comma-separated). Namespaces
+    whose PyncetteTasks are not run (Ready=False, NamespaceNotServed) although they are watched: with
+    ``--all-namespaces``, the operator's own namespace (the chart passes it unless
+    ``watch.releaseNamespace`` is set), whose Secrets a task's Pod there could mount."""
+
     handler_modules: tuple[str, ...] = ()
     """``--handlers`` (repeatable) / ``PYNCETTE_HANDLERS`` (comma-separated). Python modules imported at
     start-up; they register in-process handlers with ``@pyncette_operator.handler("name")``."""

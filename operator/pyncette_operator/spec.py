@@ -53,6 +53,7 @@ class Reason:
     FORBIDDEN_SERVICE_ACCOUNT = "ForbiddenServiceAccount"
     SCHEDULE_TOO_FREQUENT = "ScheduleTooFrequent"
     SPEC_TOO_LARGE = "SpecTooLarge"
+    NAMESPACE_NOT_SERVED = "NamespaceNotServed"
     INVALID_SPEC = "InvalidSpec"
 
 
@@ -86,6 +87,10 @@ class TaskPolicy:
 
     min_interval: datetime.timedelta = datetime.timedelta(seconds=1)
     """``--min-interval``: an interval, or a cron schedule whose runs come closer together, is refused."""
+
+    excluded_namespaces: frozenset[str] = frozenset()
+    """``--exclude-namespace``: watched (all-namespaces mode) but not served, such as the operator's
+    own namespace, whose Secrets and ServiceAccounts a task's Pod there could use."""
 
 
 def service_account_allowed(allowed: Collection[str] | None, namespace: str, account: str) -> bool:
@@ -271,6 +276,12 @@ def parse_task(
     ``HandlerRegistry.names``): a handler registered for other namespaces is unknown here.
     """
     meta = body.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "")
+    if namespace in policy.excluded_namespaces:
+        return InvalidTask(
+            Reason.NAMESPACE_NOT_SERVED,
+            f"the operator does not run PyncetteTasks in namespace {namespace!r} (--exclude-namespace)",
+        )
     spec = body.get("spec")
     if not isinstance(spec, Mapping):
         return InvalidTask(Reason.INVALID_SPEC, "spec: missing or not an object")

@@ -66,3 +66,13 @@ def test_bad_values_name_the_flag(argv: list[str], fragment: str) -> None:
     with pytest.raises(UsageError) as info:
         settings(*argv)
     assert fragment in str(info.value)
+
+
+def test_excluded_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYNCETTE_EXCLUDE_NAMESPACES", raising=False)
+    assert settings().excluded_namespaces == ()
+    assert settings("--exclude-namespace=ops", "--exclude-namespace=a,b").excluded_namespaces == ("ops", "a", "b")
+    monkeypatch.setenv("PYNCETTE_EXCLUDE_NAMESPACES", "pyncette-system")
+    assert settings().excluded_namespaces == ("pyncette-system",)
+    with pytest.raises(UsageError, match="--exclude-namespace: 'Ops' is not a namespace name"):
+        settings("--exclude-namespace=Ops")

@@ -268,3 +268,12 @@ def test_time_zones_that_are_file_paths_are_unknown(zone: str) -> None:
     result = parse(schedule="0 0 * * *", timezone=zone, podTemplate=POD)
     assert isinstance(result, InvalidTask)
     assert result.reason == "UnknownTimezone"
+
+
+def test_tasks_in_an_excluded_namespace_are_not_served() -> None:
+    result = parse_task(
+        body(interval="10s", podTemplate=POD), handlers=(), policy=TaskPolicy(excluded_namespaces=frozenset({"ns"}))
+    )
+    assert isinstance(result, InvalidTask)
+    assert result.reason == "NamespaceNotServed"
+    assert "namespace 'ns'" in result.message

@@ -6,8 +6,13 @@
   ``_failures_total``, ``_in_progress``;
 * task executions: ``pyncette_tasks_*`` by ``task_name`` (the template's name, so dynamic instances
   do not explode cardinality) and the start lag histogram ``pyncette_tasks_staleness_seconds``;
-* repository operations: ``pyncette_repository_ops_*`` by ``operation`` and ``task_name`` (batch
-  operations use the task name ``*``).
+* repository operations: ``pyncette_repository_ops_*`` by ``operation`` and ``task_name``, with
+  1.x's operation names and counts (``poll_task``, ``poll_dynamic_task``, ``commit_task``,
+  ``unlock_task``, ``extend_lease``, ``register_task``...), although the scheduler makes them in
+  batches (see ``MeteredRepository``);
+* the batch calls themselves (new, one per round trip): ``pyncette_repository_batch_ops_*`` by
+  ``operation`` (``lease_due``, ``commit_executions``, ``unlock_executions``, ``extend_leases``,
+  ``register_tasks``).
 
 Metrics go to ``prometheus_client.REGISTRY`` unless another registry is given. Like 1.x this does
 not serve them by itself (combine it with ``prometheus_client.start_http_server``), unless a
@@ -23,6 +28,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from collections.abc import Callable
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -40,6 +46,7 @@ from pyncette._http import bound_port
 from pyncette._http import start_server
 from pyncette.model import Context
 from pyncette.model import ContinuationToken
+from pyncette.model import ExecutionMode
 from pyncette.model import Lease
 from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
@@ -57,7 +64,6 @@ from pyncette.task import Task
 logger = logging.getLogger(__name__)
 
 TASK_LABELS = ["task_name"]
-_BATCH = "*"
 _STALENESS_BUCKETS = (
     0.005,
     0.01,
@@ -147,6 +153,7 @@ class _Metrics:
             registry=registry,
         )
         self.repository = OperationMetricSet("repository_ops", ["operation", *TASK_LABELS], registry)
+        self.repository_batches = OperationMetricSet("repository_batch_ops", ["operation"], registry)
         self.ticks = OperationMetricSet("ticks", [], registry)
 
 
@@ -161,15 +168,76 @@ def _metrics(registry: CollectorRegistry) -> _Metrics:
 
 
 class MeteredRepository(Repository):
-    """Wraps a repository and measures every call, batch methods included (they stay one round trip)."""
+    """Wraps a repository and measures every call under pyncette 1.x's operation names.
 
-    def __init__(self, metric_set: OperationMetricSet, inner_repository: Repository) -> None:
+    The 1.x calls (``poll_task``, ``commit_task``...) are measured as they happen. A batch call
+    counts, in ``pyncette_repository_ops_*``, every 1.x operation it stands for, labelled with each
+    task's name, as 1.x counted them (its duration is the batch's); the batch call itself goes to
+    ``pyncette_repository_batch_ops_*`` by ``operation`` (when ``batch_metric_set`` is given):
+
+    * ``lease_due`` (one poll of the backend): ``poll_dynamic_task`` for every task polled and
+      ``poll_task`` for every static task polled (1.x polled each of them on every tick), plus
+      ``poll_task`` for every dynamic instance leased;
+    * ``commit_executions``, ``unlock_executions``, ``extend_leases``: ``commit_task``,
+      ``unlock_task``, ``extend_lease`` per leased execution;
+    * ``register_tasks``: ``register_task`` per instance.
+    """
+
+    def __init__(
+        self,
+        metric_set: OperationMetricSet,
+        inner_repository: Repository,
+        batch_metric_set: OperationMetricSet | None = None,
+    ) -> None:
         self._metric_set = metric_set
+        self._batch_metric_set = batch_metric_set
         self._inner = inner_repository
 
-    def _measure(self, operation: str, task: Task | None) -> AbstractAsyncContextManager[None]:
-        name = _task_labels(task)["task_name"] if task is not None else _BATCH
-        return self._metric_set.measure(operation=operation, task_name=name)
+    def _measure(self, operation: str, task: Task) -> AbstractAsyncContextManager[None]:
+        return self._metric_set.measure(operation=operation, **_task_labels(task))
+
+    @contextlib.asynccontextmanager
+    async def _measure_batch(
+        self, batch_operation: str, operations: list[tuple[str, Task]]
+    ) -> AsyncIterator[Callable[[list[tuple[str, Task]]], None]]:
+        """Measures one batch call as ``batch_operation`` and as the 1.x ``operations`` it stands for.
+
+        Yields a function that adds operations known only once the call returned (such as the
+        instances it leased); they are counted with the batch's duration.
+        """
+        metrics = self._metric_set
+        labels = [{"operation": operation, **_task_labels(task)} for operation, task in operations]
+        for each in labels:
+            metrics.requests.labels(**each).inc()
+            metrics.requests_in_progress.labels(**each).inc()
+        later: list[dict[str, str]] = []
+
+        def add(more: list[tuple[str, Task]]) -> None:
+            for operation, task in more:
+                each = {"operation": operation, **_task_labels(task)}
+                metrics.requests.labels(**each).inc()
+                later.append(each)
+
+        batch = (
+            self._batch_metric_set.measure(operation=batch_operation)
+            if self._batch_metric_set is not None
+            else contextlib.nullcontext()
+        )
+        started = time.perf_counter()
+        try:
+            async with batch:
+                yield add
+        except Exception as e:
+            for each in labels:
+                metrics.exceptions.labels(**each, exception_type=type(e).__name__).inc()
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            for each in labels:
+                metrics.requests_duration.labels(**each).observe(elapsed)
+                metrics.requests_in_progress.labels(**each).dec()
+            for each in later:
+                metrics.requests_duration.labels(**each).observe(elapsed)
 
     async def poll_dynamic_task(
         self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
@@ -216,41 +284,54 @@ class MeteredRepository(Repository):
             return await self._inner.list_task_states(utc_now, parent_task, limit, continuation_token)
 
     async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
-        async with self._measure("lease_due", None):
-            return await self._inner.lease_due(utc_now, tasks, limit=limit)
+        polled = [("poll_dynamic_task", task) for task in tasks]
+        polled += [("poll_task", task) for task in tasks if not task.dynamic]
+        async with self._measure_batch("lease_due", polled) as add:
+            batch = await self._inner.lease_due(utc_now, tasks, limit=limit)
+            add([("poll_task", e.task) for e in batch.executions if e.task.parent_task is not None])
+            return batch
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        async with self._measure("commit_executions", None):
+        async with self._measure_batch("commit_executions", _leased("commit_task", executions)):
             await self._inner.commit_executions(utc_now, executions)
 
     async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        async with self._measure("unlock_executions", None):
+        async with self._measure_batch("unlock_executions", _leased("unlock_task", executions)):
             await self._inner.unlock_executions(utc_now, executions)
 
     async def extend_leases(
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[Lease | None]:
-        async with self._measure("extend_leases", None):
+        async with self._measure_batch("extend_leases", _leased("extend_lease", executions)):
             return await self._inner.extend_leases(utc_now, executions)
 
     async def register_tasks(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, force: bool = False) -> None:
-        async with self._measure("register_tasks", None):
+        async with self._measure_batch("register_tasks", [("register_task", task) for task in tasks]):
             await self._inner.register_tasks(utc_now, tasks, force=force)
 
     async def check_health(self) -> None:
         await self._inner.check_health()
 
 
+def _leased(operation: str, executions: Sequence[LeasedExecution]) -> list[tuple[str, Task]]:
+    """The 1.x ``operation`` once per execution that holds a lease (1.x had nothing to do for the others)."""
+    return [
+        (operation, execution.task)
+        for execution in executions
+        if execution.lease is not None and execution.task.execution_mode == ExecutionMode.AT_LEAST_ONCE
+    ]
+
+
 def with_prometheus_repository(
     repository_factory: RepositoryFactory, registry: CollectorRegistry = REGISTRY
 ) -> RepositoryFactory:
     """Wraps a repository factory so that every repository operation is measured."""
-    metric_set = _metrics(registry).repository
+    metrics = _metrics(registry)
 
     @contextlib.asynccontextmanager
     async def _factory(**kwargs: Any) -> AsyncIterator[Repository]:
         async with repository_factory(**kwargs) as inner:
-            yield MeteredRepository(metric_set, inner)
+            yield MeteredRepository(metrics.repository, inner, batch_metric_set=metrics.repository_batches)
 
     return _factory
 

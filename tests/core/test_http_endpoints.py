@@ -100,8 +100,8 @@ async def test_prometheus_metrics_are_served(make_app: Callable[..., Pyncette], 
     assert 'pyncette_tasks_total{task_name="fine"} 3.0' in body
     assert 'pyncette_tasks_failures_total{exception_type="ValueError",task_name="broken"} 3.0' in body
     assert 'pyncette_tasks_staleness_seconds_count{task_name="fine"} 3.0' in body
-    assert 'pyncette_repository_ops_total{operation="lease_due",task_name="*"}' in body
-    assert 'pyncette_repository_ops_total{operation="commit_executions",task_name="*"}' in body
+    assert 'pyncette_repository_ops_total{operation="commit_task",task_name="fine"} 3.0' in body
+    assert 'pyncette_repository_batch_ops_total{operation="lease_due"}' in body
     assert "pyncette_ticks_total" in body
 
 

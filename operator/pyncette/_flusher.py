@@ -6,8 +6,12 @@ queues its result; one background task sends everything queued so far in a singl
 as soon as the previous one returns. Under load, batches grow by themselves; when idle, a result is
 flushed at once.
 
-A failed flush is logged and dropped, like a failed commit in 1.x: the leases then expire and the
-executions will likely run again (at-least-once).
+A flush that fails (an error, or no answer within ``backend_timeout``) is not dropped: its results
+are queued again and retried with a growing backoff (on the app's clock) for as long as their
+leases would still hold, because a commit that lands before the lease expires is a run that does
+not happen twice. Once a lease would have expired, another worker may already have leased the
+entry, so the result is given up and logged (the run will likely happen again: at-least-once). At
+shutdown the remaining results get one last attempt; nothing waits for a backend that is down.
 """
 
 from __future__ import annotations
@@ -17,13 +21,27 @@ import contextlib
 import datetime
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 from pyncette.clock import Clock
+from pyncette.deadline import DEFAULT_BACKEND_TIMEOUT
+from pyncette.deadline import bounded
 from pyncette.model import LeasedExecution
 from pyncette.repository import Repository
 
 logger = logging.getLogger(__name__)
+
+
+# First retry delay of a failed flush; doubles per failed attempt up to _MAX_BACKOFF.
+_FIRST_BACKOFF = datetime.timedelta(milliseconds=50)
+_MAX_BACKOFF = datetime.timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class _Result:
+    execution: LeasedExecution
+    expires_at: datetime.datetime | None  # when its lease runs out; None: unknown (not retried)
 
 
 class ResultFlusher:
@@ -35,16 +53,21 @@ class ResultFlusher:
         *,
         clock: Clock,
         on_next_due: Callable[[datetime.datetime], None],
+        timeout: float = DEFAULT_BACKEND_TIMEOUT.total_seconds(),
     ) -> None:
         self._repository = repository
         self._clock = clock
         self._on_next_due = on_next_due
-        self._commits: list[LeasedExecution] = []
-        self._unlocks: list[LeasedExecution] = []
+        self._timeout = timeout
+        self._commits: list[_Result] = []
+        self._unlocks: list[_Result] = []
         self._queued = asyncio.Event()
         self._lock = asyncio.Lock()
         self._closing = False
+        self._stop = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._backoff = datetime.timedelta()
+        self._failing: str | None = None  # the error of the current failure streak (logged once)
 
     async def __aenter__(self) -> ResultFlusher:
         self._worker = asyncio.create_task(self._run(), name="pyncette-result-flusher")
@@ -57,19 +80,26 @@ class ResultFlusher:
         traceback: TracebackType | None,
     ) -> None:
         self._closing = True
+        self._stop.set()
         self._queued.set()
         if self._worker is not None:
             await self._worker
         await self.flush()
+        self._give_up(self._commits, commit=True, reason="the app is shutting down")
+        self._give_up(self._unlocks, commit=False, reason="the app is shutting down")
+        self._commits, self._unlocks = [], []
 
-    def commit(self, execution: LeasedExecution) -> None:
-        """Queues a commit: the entry moves on to its next scheduled time."""
-        self._commits.append(execution)
+    def commit(self, execution: LeasedExecution, *, expires_at: datetime.datetime | None = None) -> None:
+        """Queues a commit: the entry moves on to its next scheduled time.
+
+        ``expires_at`` is when the execution's lease runs out: a failed commit is retried until then.
+        """
+        self._commits.append(_Result(execution, expires_at))
         self._queued.set()
 
-    def unlock(self, execution: LeasedExecution) -> None:
+    def unlock(self, execution: LeasedExecution, *, expires_at: datetime.datetime | None = None) -> None:
         """Queues an unlock: the entry becomes due again for a retry."""
-        self._unlocks.append(execution)
+        self._unlocks.append(_Result(execution, expires_at))
         self._queued.set()
 
     @property
@@ -81,39 +111,96 @@ class ResultFlusher:
             await self._queued.wait()
             self._queued.clear()
             await self.flush()
+            if self._backoff and not self._closing:
+                await self._wait_for_retry(self._clock.now() + self._backoff)
+
+    async def _wait_for_retry(self, when: datetime.datetime) -> None:
+        """Sleeps until ``when`` (app clock) or shutdown; results queued meanwhile join the retry."""
+        sleeper = asyncio.ensure_future(self._clock.sleep_until(when))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+        self._queued.set()
 
     async def flush(self) -> None:
-        """Sends everything queued so far (waits for a flush already in progress first)."""
+        """Sends everything queued so far (waits for a flush already in progress first).
+
+        What fails stays queued for the next attempt while its lease holds.
+        """
         async with self._lock:
             commits, self._commits = self._commits, []
             unlocks, self._unlocks = self._unlocks, []
+            failed: str | None = None
             if commits:
-                await self._send(commits, commit=True)
+                failed = await self._send(commits, commit=True) or failed
             if unlocks:
-                await self._send(unlocks, commit=False)
+                failed = await self._send(unlocks, commit=False) or failed
+            if failed is None:
+                if self._failing is not None and not (self._commits or self._unlocks):
+                    logger.warning("Committing results works again (it failed with %s)", self._failing)
+                    self._failing = None
+                self._backoff = datetime.timedelta()
+            else:
+                self._backoff = min(max(self._backoff * 2, _FIRST_BACKOFF), _MAX_BACKOFF)
 
-    async def _send(self, executions: list[LeasedExecution], *, commit: bool) -> None:
+    async def _send(self, results: list[_Result], *, commit: bool) -> str | None:
+        """One round trip for ``results``; on failure requeues what can still be retried."""
         now = self._clock.now()
+        executions = [result.execution for result in results]
+        what = "commit" if commit else "unlock"
         try:
             if commit:
-                await self._repository.commit_executions(now, executions)
+                await bounded(
+                    self._repository.commit_executions(now, executions),
+                    operation="commit_executions",
+                    timeout=self._timeout,
+                )
             else:
-                await self._repository.unlock_executions(now, executions)
+                await bounded(
+                    self._repository.unlock_executions(now, executions),
+                    operation="unlock_executions",
+                    timeout=self._timeout,
+                )
         except Exception as e:
-            what = "commit" if commit else "unlock"
-            logger.warning(
-                "Failed to %s %d execution(s) (%s: %s); they will likely run again.",
-                what,
-                len(executions),
-                type(e).__name__,
-                e,
-            )
-            return
+            problem = f"{type(e).__name__}: {e}"
+            if self._failing is None:
+                logger.warning(
+                    "Failed to %s %d execution(s) (%s); retrying while their leases hold", what, len(results), problem
+                )
+                self._failing = problem
+            now = self._clock.now()
+            retry = [r for r in results if r.expires_at is not None and r.expires_at > now]
+            expired = [r for r in results if r.expires_at is None or r.expires_at <= now]
+            self._give_up(expired, commit=commit, reason=problem)
+            (self._commits if commit else self._unlocks)[:0] = retry
+            return problem
         if not commit:
-            return
+            return None
         for execution in executions:
             # Only a hint for the main loop's sleep; the backend holds the truth.
             with contextlib.suppress(Exception):
                 due = execution.task.get_next_execution(now, execution.scheduled_at)
                 if due is not None:
                     self._on_next_due(due)
+        return None
+
+    @staticmethod
+    def _give_up(results: list[_Result], *, commit: bool, reason: str) -> None:
+        if not results:
+            return
+        names = ", ".join(
+            f"{r.execution.task.canonical_name}@{r.execution.scheduled_at.isoformat()}" for r in results[:5]
+        )
+        more = f" and {len(results) - 5} more" if len(results) > 5 else ""
+        logger.error(
+            "Gave up trying to %s %d execution(s) (%s%s): their leases expired (last error: %s); "
+            "they will likely run again",
+            "commit" if commit else "unlock",
+            len(results),
+            names,
+            more,
+            reason,
+        )

@@ -13,7 +13,9 @@ The main loop is where this rewrite differs from pyncette 1.x:
 * Every "now" and every wait goes through one injectable ``Clock``, so tests drive schedules with
   ``FakeClock`` instead of sleeping.
 * A failing backend is logged once per outage and retried with a backoff bounded by
-  ``poll_interval``; the loop itself never dies of it.
+  ``poll_interval``; the loop itself never dies of it. Every backend call (lease, commit, unlock,
+  heartbeat, registration, reads) has a deadline, ``backend_timeout`` (see ``pyncette.deadline``),
+  so a hung connection is a failure like any other instead of a loop stuck for hours.
 
 Shutdown (``shutdown()``, or the first SIGINT/SIGTERM under ``main()``) stops leasing and lets the
 running executions finish; ``Pyncette.create()`` then flushes their results and only then closes
@@ -33,9 +35,11 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import TypeVar
 
 from pyncette._flusher import ResultFlusher
 from pyncette.clock import Clock
+from pyncette.deadline import bounded
 from pyncette.errors import LeaseLostException
 from pyncette.errors import PyncetteException
 from pyncette.model import Context
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
     from pyncette.pyncette import Pyncette
 
 logger = logging.getLogger("pyncette.pyncette")  # the 1.x logger name, which users filter on
+_T = TypeVar("_T")
 
 # First retry delay after a failed poll; doubles per failure, capped at poll_interval.
 _FIRST_BACKOFF = datetime.timedelta(milliseconds=50)
@@ -69,11 +74,13 @@ class _Run:
     heartbeats refresh it, and None there means the lease was lost.
     """
 
-    __slots__ = ("execution", "leased_at")
+    __slots__ = ("execution", "expires_at", "leased_at")
 
     def __init__(self, execution: LeasedExecution, leased_at: datetime.datetime) -> None:
         self.execution = execution
         self.leased_at = leased_at
+        # When the lease runs out unless a heartbeat extends it (results are retried until then).
+        self.expires_at = leased_at + execution.task.lease_duration
 
 
 class PyncetteContext:
@@ -98,7 +105,10 @@ class PyncetteContext:
         self._repository = repository
         self._executor = executor
         self._clock = clock or app.clock
-        self._flusher = flusher or ResultFlusher(repository, clock=self._clock, on_next_due=self._note_due)
+        self._timeout = app._backend_timeout.total_seconds()
+        self._flusher = flusher or ResultFlusher(
+            repository, clock=self._clock, on_next_due=self._note_due, timeout=self._timeout
+        )
         self._root_context = None
         self._last_tick = None
         self._shutting_down = asyncio.Event()
@@ -129,6 +139,18 @@ class PyncetteContext:
     def repository(self) -> Repository:
         return self._repository
 
+    @property
+    def backend_timeout(self) -> datetime.timedelta:
+        """The deadline of every backend call this app makes (``Pyncette(backend_timeout=...)``)."""
+        return self._app._backend_timeout
+
+    def _bounded(self, call: Awaitable[_T], operation: str) -> Awaitable[_T]:
+        return bounded(call, operation=operation, timeout=self._timeout)
+
+    async def check_backend(self) -> None:
+        """Raises unless the backend answers a trivial request within ``backend_timeout``."""
+        await self._bounded(self._repository.check_health(), "check_health")
+
     async def schedule_task(self, task: Task, instance_name: str, force: bool = False, **kwargs: Any) -> Task:
         """Creates or updates an instance of a dynamic task and returns it.
 
@@ -142,7 +164,7 @@ class PyncetteContext:
             raise ValueError(f"task {task.canonical_name!r}: schedule_task needs a dynamic task template")
         concrete = task.instantiate(instance_name, **kwargs)
         now = self._clock.now()
-        await self._repository.register_task(now, concrete, force=force)
+        await self._bounded(self._repository.register_task(now, concrete, force=force), "register_task")
         due = concrete.get_next_execution(now, None)
         if due is not None:
             self._note_due(due)
@@ -156,7 +178,7 @@ class PyncetteContext:
             if instance_name is None:
                 raise ValueError("instance name must be provided")
             concrete = task.instantiate(instance_name, interval=_ADDRESS_ONLY)
-        await self._repository.unregister_task(self._clock.now(), concrete)
+        await self._bounded(self._repository.unregister_task(self._clock.now(), concrete), "unregister_task")
 
     async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None:
         """The stored state of a static task, or of a dynamic instance (instance, or template + name)."""
@@ -170,7 +192,7 @@ class PyncetteContext:
             if not task.dynamic:
                 raise ValueError("instance_name provided but task is not dynamic")
             concrete = task.instantiate(instance_name, interval=_ADDRESS_ONLY)
-        return await self._repository.get_task_state(self._clock.now(), concrete)
+        return await self._bounded(self._repository.get_task_state(self._clock.now(), concrete), "get_task_state")
 
     async def list_tasks(
         self,
@@ -183,7 +205,9 @@ class PyncetteContext:
             raise ValueError("Cannot list instances of non-dynamic task")
         now = self._clock.now()
         if not isinstance(task, PartitionedTask):
-            return await self._repository.list_task_states(now, task, limit, continuation_token)
+            return await self._bounded(
+                self._repository.list_task_states(now, task, limit, continuation_token), "list_task_states"
+            )
         return await self._list_partitioned(now, task, limit, continuation_token)
 
     async def _list_partitioned(
@@ -202,7 +226,9 @@ class PyncetteContext:
             if remaining is not None and remaining <= 0:
                 result.continuation_token = ContinuationToken((index, inner))
                 break
-            page = await self._repository.list_task_states(now, partitions[index], remaining, inner)
+            page = await self._bounded(
+                self._repository.list_task_states(now, partitions[index], remaining, inner), "list_task_states"
+            )
             result.tasks.extend(page.tasks)
             if page.continuation_token is not None:
                 inner = page.continuation_token
@@ -275,7 +301,7 @@ class PyncetteContext:
 
     async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
         """One poll: leases up to ``limit`` due entries in one round trip."""
-        return await self._repository.lease_due(now, tasks, limit=limit)
+        return await self._bounded(self._repository.lease_due(now, tasks, limit=limit), "lease_due")
 
     def _free_slots(self) -> int:
         free_slots = getattr(self._executor, "free_slots", None)
@@ -384,10 +410,14 @@ class PyncetteContext:
         if context._lease is None:
             raise LeaseLostException(execution.task)
         current = replace(execution, lease=context._lease)
-        [lease] = await self._repository.extend_leases(self._clock.now(), [current])
+        now = self._clock.now()
+        # A heartbeat that fails or overruns raises and keeps the lease as it was: it may still be
+        # held (with_heartbeat retries at its next interval); only the backend can say it is lost.
+        [lease] = await self._bounded(self._repository.extend_leases(now, [current]), "extend_leases")
         context._lease = lease
         if lease is None:
             raise LeaseLostException(execution.task)
+        run.expires_at = now + execution.task.lease_duration
 
     async def _execute(self, run: _Run) -> None:
         try:
@@ -420,8 +450,8 @@ class PyncetteContext:
         if context._lease is not execution.lease:
             execution = replace(execution, lease=context._lease)
         if succeeded or task.failure_mode == FailureMode.COMMIT:
-            self._flusher.commit(execution)
+            self._flusher.commit(execution, expires_at=run.expires_at)
         elif task.failure_mode == FailureMode.UNLOCK:
-            self._flusher.unlock(execution)  # retried on the next poll
+            self._flusher.unlock(execution, expires_at=run.expires_at)  # retried on the next poll
         else:
             self._note_due(run.leased_at + task.lease_duration)  # retried once the lease expires

@@ -22,7 +22,9 @@ Why it looks the way it does:
 * **Connections** come from an aiomysql pool at ``READ COMMITTED`` (no gap locks). A connection
   that failed or was interrupted mid-transaction is closed rather than returned, and the pool drops
   connections the server closed, so the repository recovers by itself after a server restart: the
-  calls made while the server is down raise, the next ones succeed.
+  calls made while the server is down raise, the next ones succeed. That includes a call the app
+  cancels at its ``backend_timeout`` (a half-open connection that never answers): the cancellation
+  reaches ``_transaction`` as ``CancelledError``, and the connection is closed, not returned.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 
 import aiomysql
 
+from pyncette.deadline import backend_timeout_seconds
 from pyncette.errors import BackendConfigurationError
 from pyncette.errors import PyncetteException
 from pyncette.errors import TaskLockedException
@@ -647,7 +650,7 @@ async def mysql_repository(**kwargs: Any) -> AsyncIterator[MySQLRepository]:
             db=database,
             minsize=1,
             maxsize=10,
-            connect_timeout=_CONNECT_TIMEOUT,
+            connect_timeout=min(_CONNECT_TIMEOUT, backend_timeout_seconds(kwargs)),
             autocommit=False,
             charset="utf8mb4",
             init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",

@@ -13,6 +13,12 @@ batch, moving them to their next time (computed in Python) before they run. Comm
 lease extensions are one ``UPDATE ... FROM unnest(...)`` per batch; registering instances is one
 ``INSERT ... ON CONFLICT``. After a server restart the pool's dead connections are replaced on the
 next acquire; the failing call raises and the app loop retries it.
+
+Deadlines: the app cancels a call that overruns ``backend_timeout``. asyncpg then sends the server a
+CancelRequest and waits for the old connection to acknowledge it; the pool's ``command_timeout``
+(also ``backend_timeout``) bounds that wait, after which asyncpg terminates the connection instead
+of returning it to the pool. So a half-open connection is dropped, not reused, and the pool's slot is
+free for a fresh one once the server answers again. The same value bounds connecting.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
+from pyncette.deadline import backend_timeout_seconds
 from pyncette.errors import BackendConfigurationError
 from pyncette.errors import PyncetteException
 from pyncette.errors import TaskLockedException
@@ -503,7 +510,8 @@ async def postgres_repository(**kwargs: Any) -> AsyncIterator[PostgresRepository
     ``postgres_table_name`` (default ``pyncette_tasks``; lower-case letters, digits and underscores),
     ``postgres_skip_table_create`` (default False: the table and its index are created if missing),
     ``batch_size`` (default 100: page size of ``poll_dynamic_task`` and ``list_task_states``),
-    ``postgres_pool_size`` (default 10 connections at most). Bad settings or an unreachable server
+    ``postgres_pool_size`` (default 10 connections at most), ``backend_timeout`` (the app's deadline
+    per call, also asyncpg's connect and command timeout; default 10 s). Bad settings or an unreachable server
     raise ``BackendConfigurationError`` before anything is yielded.
     """
     url = kwargs.get("postgres_url")
@@ -527,7 +535,10 @@ async def postgres_repository(**kwargs: Any) -> AsyncIterator[PostgresRepository
     try:
         # min_size=0: no background "restore the floor" reconnect loop (which logs a traceback per
         # attempt while the server is down); a connection is opened on demand, checked right here.
-        pool = await asyncpg.create_pool(url, min_size=0, max_size=pool_size, timeout=10)
+        deadline = backend_timeout_seconds(kwargs)
+        pool = await asyncpg.create_pool(
+            url, min_size=0, max_size=pool_size, timeout=deadline, command_timeout=deadline
+        )
         try:
             await pool.fetchval("SELECT 1")
         except BaseException:

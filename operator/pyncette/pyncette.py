@@ -20,11 +20,15 @@ from collections.abc import AsyncIterator
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+from typing import TypeVar
 
 from pyncette._flusher import ResultFlusher
 from pyncette.clock import Clock
 from pyncette.clock import SystemClock
 from pyncette.context import PyncetteContext
+from pyncette.deadline import BackendTimeoutError
+from pyncette.deadline import backend_timeout
+from pyncette.deadline import bounded
 from pyncette.executor import DEFAULT_CONCURRENCY_LIMIT
 from pyncette.executor import DefaultExecutor
 from pyncette.model import Context
@@ -40,6 +44,7 @@ from pyncette.task import Task
 __all__ = ["Pyncette", "PyncetteContext", "default_repository_factory"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_POLL_INTERVAL = datetime.timedelta(seconds=1)
@@ -85,7 +90,9 @@ class Pyncette:
     ``repository_factory`` defaults to SQLite when ``sqlite_database=`` is given, else in-memory.
     Other keywords (``batch_size``, ``concurrency_limit``, backend settings such as
     ``sqlite_database``) are passed to the repository factory and the executor, as in 1.x.
-    ``clock`` replaces the time source (tests pass a ``FakeClock``).
+    ``clock`` replaces the time source (tests pass a ``FakeClock``). ``backend_timeout`` (a
+    timedelta or seconds, default ``pyncette.deadline.DEFAULT_BACKEND_TIMEOUT``, 10 s) is the
+    deadline of every backend call; the backends also apply it to their drivers.
     """
 
     _tasks: list[Task]
@@ -96,6 +103,7 @@ class Pyncette:
     _executor_cls: Callable[..., Any]
     _configuration: dict[str, Any]
     _batch_size: int
+    _backend_timeout: datetime.timedelta
 
     def __init__(
         self,
@@ -122,6 +130,7 @@ class Pyncette:
         self._repository_factory = repository_factory
         self._configuration = kwargs
         self._batch_size = batch_size
+        self._backend_timeout = backend_timeout(kwargs)
         self.clock: Clock = clock or _DefaultClock()
 
     # ---- declaring tasks ----
@@ -209,14 +218,17 @@ class Pyncette:
         Leaving the block waits for running executions, flushes their results, closes the
         fixtures and then the backend (in that order).
         """
-        async with self._repository_factory(**self._configuration) as repository:
+        timeout = self._backend_timeout.total_seconds()
+        async with _closed_within(self._repository_factory(**self._configuration), timeout) as repository:
             context: PyncetteContext | None = None
 
             def on_next_due(when: datetime.datetime) -> None:
                 if context is not None:
                     context._note_due(when)
 
-            flusher = ResultFlusher(repository, clock=self.clock, on_next_due=on_next_due)
+            flusher = ResultFlusher(
+                repository, clock=self.clock, on_next_due=on_next_due, timeout=self._backend_timeout.total_seconds()
+            )
             # Exit order (reverse): executor drains, fixtures close, results flush, backend closes.
             async with (
                 flusher,
@@ -242,3 +254,28 @@ class Pyncette:
         from pyncette._main import run_app
 
         run_app(self)
+
+
+@contextlib.asynccontextmanager
+async def _closed_within(manager: AbstractAsyncContextManager[_T], seconds: float) -> AsyncIterator[_T]:
+    """Enters ``manager``; gives its exit ``seconds``, then abandons it with a warning.
+
+    A graceful close over a hung connection would never finish, so closing the backend is bounded
+    by ``backend_timeout`` like every other backend call.
+    """
+    value = await manager.__aenter__()
+    error: BaseException | None = None
+    try:
+        yield value
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        try:
+            await bounded(
+                manager.__aexit__(type(error) if error else None, error, error.__traceback__ if error else None),
+                operation="closing the backend",
+                timeout=seconds,
+            )
+        except BackendTimeoutError as e:
+            logger.warning("%s; its connections were abandoned", e)

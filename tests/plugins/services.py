@@ -10,6 +10,7 @@ Fixtures (session scope):
   the last one ``db``)
 * ``mysql_url``          -> ``"mysql://pyncette:pyncette@127.0.0.1:13306/pyncette"``
 * ``dynamodb_endpoint``  -> ``"http://127.0.0.1:18000"`` (moto's server; sets dummy AWS credentials)
+* ``toxiproxy_api``      -> ``"http://127.0.0.1:18474"`` (Toxiproxy's HTTP API; see tests/faultkit.py)
 * ``restart_service``    -> the :func:`restart_service` function (function scope)
 
 Each fixture checks that its server answers; if it does not, ``hack/services/up.sh`` runs (once
@@ -119,6 +120,14 @@ def _probe_mysql(url: str) -> bool:
     return len(header) == 5 and header[3] == 0 and header[4] == 10
 
 
+def _probe_toxiproxy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/version", timeout=PROBE_TIMEOUT) as response:  # noqa: S310
+            return b"version" in response.read()
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 def _probe_dynamodb(url: str) -> bool:
     if not url.startswith(("http://", "https://")):
         return False
@@ -167,7 +176,13 @@ DYNAMODB = Service(
     f"http://127.0.0.1:{_port('DYNAMODB', 18000)}",
     _probe_dynamodb,
 )
-SERVICES = {s.name: s for s in (REDIS, POSTGRES, MYSQL, DYNAMODB)}
+TOXIPROXY = Service(
+    "toxiproxy",
+    "PYNCETTE_TEST_TOXIPROXY_API",
+    f"http://127.0.0.1:{_port('TOXIPROXY', 18474)}",
+    _probe_toxiproxy,
+)
+SERVICES = {s.name: s for s in (REDIS, POSTGRES, MYSQL, DYNAMODB, TOXIPROXY)}
 _ALIASES = {"postgresql": "postgres", "pg": "postgres", "mysql": "mariadb", "moto": "dynamodb"}
 
 
@@ -273,6 +288,11 @@ def dynamodb_endpoint() -> str:
     for key, value in DUMMY_AWS_ENV.items():
         os.environ.setdefault(key, value)
     return ensure_service(DYNAMODB)
+
+
+@pytest.fixture(scope="session")
+def toxiproxy_api() -> str:
+    return ensure_service(TOXIPROXY)
 
 
 @pytest.fixture(name="restart_service")

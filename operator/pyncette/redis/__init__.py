@@ -18,6 +18,11 @@ them to their next time (computed here in Python, which owns the schedule logic)
 EVALSHA per batch. Scripts are cached server-side (EVALSHA, reloaded on NOSCRIPT, e.g. after a
 server restart). Connection errors are retried by redis-py and then surface to the app loop, which
 retries the poll; the pool reconnects on its own.
+
+Deadlines: ``redis_timeout`` (default: the app's ``backend_timeout``, 10 s) is redis-py's socket
+timeout for connecting and for every reply. A reply that does not come in time, or a call the app
+cancels at its own deadline, makes redis-py disconnect that connection (it never reuses one whose
+reply is pending), so the next call reconnects.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.backoff import NoBackoff
 
+from pyncette.deadline import backend_timeout_seconds
 from pyncette.errors import BackendConfigurationError
 from pyncette.errors import TaskLockedException
 from pyncette.model import ContinuationToken
@@ -388,8 +394,8 @@ async def redis_repository(**kwargs: Any) -> AsyncIterator[RedisRepository]:
 
     Keywords: ``redis_url`` (required, e.g. ``redis://localhost:6379/0``), ``redis_namespace``
     (default ``""``: isolates apps sharing one server), ``redis_timeout`` (seconds for connecting and
-    for each command, default 10), ``batch_size`` (default 100: page size of ``poll_dynamic_task``
-    and ``list_task_states``). Bad settings or an unreachable server raise
+    for each command, default the app's ``backend_timeout``, 10 s), ``batch_size`` (default 100: page
+    size of ``poll_dynamic_task`` and ``list_task_states``). Bad settings or an unreachable server raise
     ``BackendConfigurationError`` before anything is yielded.
     """
     url = kwargs.get("redis_url")
@@ -398,7 +404,7 @@ async def redis_repository(**kwargs: Any) -> AsyncIterator[RedisRepository]:
     if not isinstance(url, str) or not url:
         raise BackendConfigurationError(BACKEND, "redis_url", f"expected a redis:// URL, got {url!r}")
     namespace = _setting(kwargs, "redis_namespace", str, "")
-    timeout = _setting(kwargs, "redis_timeout", (int, float), 10.0)
+    timeout = _setting(kwargs, "redis_timeout", (int, float), backend_timeout_seconds(kwargs))
     if timeout <= 0:
         raise BackendConfigurationError(BACKEND, "redis_timeout", f"must be positive, got {timeout!r}")
     batch_size = _setting(kwargs, "batch_size", int, 100)

@@ -174,6 +174,9 @@ def build_parts(
         events=events,
         metrics=metrics,
         stopping=stopping,
+        pod_create_limiter=AsyncLimiter(
+            rate=s.pod_creates_per_second, burst=s.pod_create_burst, on_waiting=metrics.pod_creates_waiting.set
+        ),
     )
     return Parts(app=app, status=status, events=events, mirror=mirror, executor=executor, pods=pods)
 
@@ -247,11 +250,7 @@ class Operator:
             api_client = await make_api_client()
         except Exception as e:
             raise StartupError(f"no Kubernetes credentials (in-cluster or KUBECONFIG): {e}") from None
-        s = self.settings
-        limiter = AsyncLimiter(
-            rate=s.pod_creates_per_second, burst=s.pod_create_burst, on_waiting=self.metrics.pod_creates_waiting.set
-        )
-        kube = Kube(api_client, on_request=self.metrics.count_request, pod_create_limiter=limiter)
+        kube = Kube(api_client, on_request=self.metrics.count_request)
         try:
             await self._preflight(kube)
             await self._run(kube)

@@ -19,7 +19,6 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from pyncette_operator.ratelimit import AsyncLimiter
 from pyncette_operator.spec import GROUP
 from pyncette_operator.spec import PLURAL
 from pyncette_operator.spec import VERSION
@@ -49,15 +48,7 @@ async def make_api_client() -> client.ApiClient:
 class Kube:
     """Thin async wrappers; ``on_request(verb, resource)`` is called once per apiserver request."""
 
-    def __init__(
-        self,
-        api_client: client.ApiClient,
-        *,
-        on_request: Callable[[str, str], None] | None = None,
-        pod_create_limiter: AsyncLimiter | None = None,
-    ) -> None:
-        self._pod_create_limiter = pod_create_limiter
-        """Bounds run-Pod creates (``--pod-create-qps``/``--pod-create-burst``); a create waits its turn."""
+    def __init__(self, api_client: client.ApiClient, *, on_request: Callable[[str, str], None] | None = None) -> None:
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
@@ -93,8 +84,6 @@ class Kube:
     # ---- Pods ----
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        if self._pod_create_limiter is not None:
-            await self._pod_create_limiter.acquire()
         result: dict[str, Any] = await self._call("create", "pods", self._core.create_namespaced_pod, namespace, body)
         return result
 

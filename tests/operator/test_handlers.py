@@ -16,7 +16,7 @@ async def noop(context: Any) -> None: ...
 def test_a_handler_must_declare_its_namespaces() -> None:
     registry = HandlerRegistry()
     with pytest.raises(ValueError, match=r"handler 'report': declare which namespaces may call it"):
-        pyncette_operator.handler("report", namespaces=None, registry=registry)(noop)  # type: ignore[arg-type]
+        pyncette_operator.handler("report", registry=registry)(noop)
     with pytest.raises(ValueError, match="declare which namespaces"):
         pyncette_operator.handler("report", namespaces="team-a", registry=registry)(noop)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"namespaces: not namespace names: 'Team_A'"):

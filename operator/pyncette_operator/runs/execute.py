@@ -39,6 +39,7 @@ from pyncette_operator.events import EventRecorder
 from pyncette_operator.events import ObjectRef
 from pyncette_operator.metrics import Metrics
 from pyncette_operator.mirror import Mirror
+from pyncette_operator.ratelimit import AsyncLimiter
 from pyncette_operator.runs.catchup import backoff_delay
 from pyncette_operator.runs.catchup import count_between
 from pyncette_operator.runs.catchup import stale_slot
@@ -74,7 +75,10 @@ class RunExecutor:
         events: EventRecorder,
         metrics: Metrics,
         stopping: asyncio.Event,
+        pod_create_limiter: AsyncLimiter | None = None,
     ) -> None:
+        self._pod_create_limiter = pod_create_limiter
+        """``--pod-create-qps``/``--pod-create-burst``: a run waits its turn (renewing its lease) to create a Pod."""
         self._mirror = mirror
         self._pods = pods
         self._tracker = tracker
@@ -261,6 +265,21 @@ class RunExecutor:
             await context.heartbeat()
         return not self._stopping.is_set()
 
+    async def _pod_create_turn(self, context: Context, task: TaskSpec) -> None:
+        """Waits for a token of the per-replica Pod-create bucket, renewing the lease meanwhile (a run
+        queued behind a burst of creates keeps its lease, so no other replica takes it over)."""
+        limiter = self._pod_create_limiter
+        if limiter is None:
+            return
+        turn = asyncio.ensure_future(limiter.acquire())
+        tick = max(task.lease_duration.total_seconds() / 3, 0.2)
+        try:
+            while not (await asyncio.wait({turn}, timeout=tick))[0]:
+                await context.heartbeat()
+            turn.result()
+        finally:
+            turn.cancel()
+
     # ---- Pod runs ----
 
     async def _run_pod(
@@ -308,6 +327,7 @@ class RunExecutor:
                             self._given_up(task, run, attempt, message, one_off)
                             return
                         self._metrics.retries.inc()
+                    await self._pod_create_turn(context, task)
                     try:
                         created = await self._pods.create(task, scheduled_at, trigger, attempt=attempt)
                     except RunFailed as e:

@@ -102,12 +102,13 @@ default_registry = HandlerRegistry()
 
 
 def handler(
-    name: str, *, namespaces: Collection[str] | Literal["*"], registry: HandlerRegistry | None = None
+    name: str, *, namespaces: Collection[str] | Literal["*"] | None = None, registry: HandlerRegistry | None = None
 ) -> Callable[[F], F]:
     """Registers an ``async def f(context)`` as the handler that PyncetteTasks name in ``spec.handler.name``.
 
     :param namespaces: the namespaces whose PyncetteTasks may call it, or ``"*"`` for every
-        namespace the operator watches. ``context.args`` comes from those tasks: untrusted input.
+        namespace the operator watches. Required (leaving it out raises ``ValueError`` saying so):
+        ``context.args`` comes from those tasks and is untrusted input.
     """
 
     def decorate(func: F) -> F:

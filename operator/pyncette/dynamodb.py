@@ -54,10 +54,15 @@ from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
-from pyncette.model import QueryResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
-from pyncette.repository import Repository
+from pyncette.repository.kit import BatchRepository
+from pyncette.repository.kit import TokenLease
+from pyncette.repository.kit import held
+from pyncette.repository.kit import next_time
+from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import to_commit
+from pyncette.repository.kit import token_of
 from pyncette.task import Task
 
 logger = logging.getLogger(__name__)
@@ -111,8 +116,10 @@ class _Item:
         return self.execute_after
 
 
-class DynamoDBRepository(Repository):
+class DynamoDBRepository(BatchRepository):
     """Task state in one DynamoDB table, shared by every process of an app."""
+
+    backend_name = BACKEND
 
     def __init__(
         self,
@@ -123,12 +130,11 @@ class DynamoDBRepository(Repository):
         batch_size: int,
         skip_table_create: bool,
     ) -> None:
+        super().__init__(batch_size=batch_size)
         self._client = client
         self._table = table_name
         self._prefix = partition_prefix.replace(":", "::")
-        self._batch_size = batch_size
         self._skip_table_create = skip_table_create
-        self._known_static: set[str] = set()
         self._recreate_lock = asyncio.Lock()
 
     # ---- table ----
@@ -189,7 +195,7 @@ class DynamoDBRepository(Repository):
             if _error_code(error) == _TABLE_MISSING and not self._skip_table_create:
                 async with self._recreate_lock:
                     logger.warning("dynamodb: table %s is gone; creating it again", self._table)
-                    self._known_static.clear()
+                    self.statics.clear()
                     await self._create_table()
             raise
 
@@ -252,12 +258,19 @@ class DynamoDBRepository(Repository):
         await asyncio.gather(*(chunk(keys[i : i + _BATCH_GET_LIMIT]) for i in range(0, len(keys), _BATCH_GET_LIMIT)))
         return found
 
-    def _instance(self, template: Task, item: _Item) -> Task:
-        assert item.task_spec is not None, f"{item.task_id} has no stored spec"
-        return template.instantiate_from_spec(json.loads(item.task_spec))
-
-    def _state(self, task: Task, item: _Item) -> TaskState:
+    def _state(self, task: Task, item: _Item, template: Task | None = None) -> TaskState:
+        """The state of an item; with ``template``, of an instance rebuilt from its spec (quarantine aware)."""
         assert item.execute_after is not None
+        if template is not None:
+            return self.entries.state(
+                template,
+                item.task_id,
+                item.task_spec,
+                scheduled_at=item.execute_after,
+                locked_until=item.locked_until,
+                locked_by=item.locked_by,
+                known=task if task is not template else None,
+            )
         return TaskState(
             task=task, scheduled_at=item.execute_after, locked_until=item.locked_until, locked_by=item.locked_by
         )
@@ -267,10 +280,7 @@ class DynamoDBRepository(Repository):
     async def _create_static(self, utc_now: datetime.datetime, statics: Sequence[Task]) -> None:
         """Creates the entries of static tasks seen for the first time (kept if they exist)."""
 
-        async def create(task: Task) -> None:
-            first = task.get_next_execution(utc_now, None)
-            if first is None:
-                return
+        async def create(task: Task, first: datetime.datetime) -> None:
             try:
                 await self._table_call(
                     self._client.put_item(
@@ -288,9 +298,9 @@ class DynamoDBRepository(Repository):
                 if _error_code(error) != _CONDITION_FAILED:
                     raise
 
-        fresh = [task for task in statics if task.canonical_name not in self._known_static]
-        await asyncio.gather(*(create(task) for task in fresh))
-        self._known_static.update(task.canonical_name for task in fresh)
+        fresh = self.statics.due_for_creation(utc_now, statics)
+        await asyncio.gather(*(create(task, first) for task, first in fresh))
+        self.statics.created(task for task, _ in fresh)
 
     async def _query_due(self, template: Task, limit: int) -> list[_Item]:
         """The first ``limit`` items of a template's partition in due order (due or not)."""
@@ -316,7 +326,10 @@ class DynamoDBRepository(Repository):
         }
         values: dict[str, Any] = {":v": {"N": str(item.version)}, ":one": {"N": "1"}}
         if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
-            following = task.get_next_execution(utc_now, scheduled_at)
+            ok, following = next_time(task, utc_now, scheduled_at)
+            if not ok:
+                await self._park(utc_now, item, task.lease_duration, token)
+                return None
             if following is None:
                 done = await self._delete(ExpressionAttributeValues={":v": values[":v"]}, **condition)
             else:
@@ -342,7 +355,25 @@ class DynamoDBRepository(Repository):
             },
             **condition,
         )
-        return LeasedExecution(task, scheduled_at, Lease(token)) if done else None
+        return LeasedExecution(task, scheduled_at, Lease(TokenLease(token, scheduled_at))) if done else None
+
+    async def _park(self, utc_now: datetime.datetime, item: _Item, duration: datetime.timedelta, token: str) -> None:
+        """Leases an item that will not run (see ``kit.EntryLoader``); None for the batch."""
+        assert item.execute_after is not None
+        until = utc_now + duration
+        await self._update(
+            Key={"partition_id": {"S": item.partition_id}, "task_id": {"S": item.task_id}},
+            UpdateExpression="SET locked_by = :l, locked_until = :u, ready_at = :r, version = version + :one",
+            ConditionExpression="version = :v",
+            ExpressionAttributeValues={
+                ":v": {"N": str(item.version)},
+                ":one": {"N": "1"},
+                ":l": {"S": token},
+                ":u": {"S": _time(until)},
+                ":r": self._ready_at(max(until, item.execute_after), item.task_id),
+            },
+        )
+        return None
 
     async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
         batch = LeaseBatch()
@@ -379,16 +410,14 @@ class DynamoDBRepository(Repository):
 
         # Round 2: every conditional write at once.
         token = uuid.uuid4().hex
-        claims = []
+        claims: list[Awaitable[LeasedExecution | None]] = []
         for _, owner, static, item in candidates[:limit]:
-            task = static
-            if owner is not None:
-                try:
-                    task = self._instance(owner, item)
-                except Exception:
-                    logger.exception("dynamodb: cannot load the stored spec of %s; skipping it", item.task_id)
-                    continue
-            claims.append(self._claim(utc_now, task, item, token))
+            concrete = static if owner is None else self.entries.load(owner, item.task_id, item.task_spec)
+            if concrete is None:
+                # Quarantined: leased ("parked") so it is not read again before the lease ends.
+                claims.append(self._park(utc_now, item, static.lease_duration, token))
+            else:
+                claims.append(self._claim(utc_now, concrete, item, token))
         for result in await asyncio.gather(*claims):
             if result is not None:
                 batch.executions.append(result)
@@ -400,7 +429,9 @@ class DynamoDBRepository(Repository):
 
     async def _commit_one(self, utc_now: datetime.datetime, execution: LeasedExecution) -> None:
         task, lease = execution.task, execution.lease
-        following = task.get_next_execution(utc_now, execution.scheduled_at)
+        ok, following = next_time(task, utc_now, execution.scheduled_at)
+        if not ok:
+            return
         values: dict[str, Any] = {":l": {"S": str(lease)}}
         if following is None:
             done = await self._delete(
@@ -423,13 +454,7 @@ class DynamoDBRepository(Repository):
             logger.warning("dynamodb: lease lost on %s; not committing", task.canonical_name)
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        await asyncio.gather(
-            *(
-                self._commit_one(utc_now, e)
-                for e in executions
-                if e.lease is not None and e.task.execution_mode == ExecutionMode.AT_LEAST_ONCE
-            )
-        )
+        await asyncio.gather(*(self._commit_one(utc_now, e) for e, _ in to_commit(executions)))
 
     async def _relock(self, execution: LeasedExecution, locked_until: datetime.datetime | None) -> bool:
         """Sets (or, with None, clears) the lease end of an entry we hold; False if the lease is lost.
@@ -466,13 +491,13 @@ class DynamoDBRepository(Repository):
         raise PyncetteException(f"Unable to update the lease on {task.canonical_name} due to contention")
 
     async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        await asyncio.gather(*(self._relock(e, None) for e in executions if e.lease is not None))
+        await asyncio.gather(*(self._relock(e, None) for e, _ in held(executions)))
 
     async def extend_leases(
         self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
     ) -> list[Lease | None]:
         async def extend(execution: LeasedExecution) -> Lease | None:
-            if execution.lease is None:
+            if token_of(execution.lease) is None:
                 return None
             kept = await self._relock(execution, utc_now + execution.task.lease_duration)
             return execution.lease if kept else None
@@ -567,54 +592,25 @@ class DynamoDBRepository(Repository):
 
     # ---- pyncette 1.x single-entry protocol ----
 
-    async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
-        await self.register_tasks(utc_now, [task], force=force)
-
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         await self._table_call(self._client.delete_item(TableName=self._table, Key=self._key(task)))
 
-    async def poll_dynamic_task(
-        self, utc_now: datetime.datetime, task: Task, continuation_token: ContinuationToken | None = None
-    ) -> QueryResponse:
-        items = await self._query_due(task, self._batch_size)
-        due = [item for item in items if item.due_at <= utc_now]
-        token = uuid.uuid4().hex
-
-        async def lock(item: _Item) -> tuple[Task, Lease] | None:
-            instance = self._instance(task, item)
-            until = utc_now + instance.lease_duration
-            assert item.execute_after is not None
-            done = await self._update(
-                Key=self._key(instance),
-                UpdateExpression="SET locked_by = :l, locked_until = :u, ready_at = :r, version = version + :one",
-                ConditionExpression="version = :v",
-                ExpressionAttributeValues={
-                    ":l": {"S": token},
-                    ":u": {"S": _time(until)},
-                    ":r": self._ready_at(max(until, item.execute_after), instance.canonical_name),
-                    ":v": {"N": str(item.version)},
-                    ":one": {"N": "1"},
-                },
-            )
-            return (instance, Lease(token)) if done else None
-
-        leased = [result for result in await asyncio.gather(*(lock(item) for item in due)) if result is not None]
-        more = ContinuationToken(True) if len(due) == self._batch_size else None
-        return QueryResponse(tasks=leased, continuation_token=more)
-
     async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
+        if isinstance(lease, TokenLease) and lease.token is None:
+            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
+            return PollResponse(ResultType.READY, lease.scheduled_at, None)
         for _ in range(_ATTEMPTS):
             item = await self._get(task)
             if item is None:
                 if task.parent_task is not None:
-                    raise PyncetteException(f"Task {task.canonical_name} not found")
-                self._known_static.discard(task.canonical_name)
+                    raise self.instance_not_found(task)
+                self.statics.forget(task.canonical_name)
                 await self._create_static(utc_now, [task])
                 continue
             assert item.execute_after is not None
             scheduled_at = item.execute_after
-            held = lease is not None and item.locked_by == str(lease)
-            if item.locked_until is not None and item.locked_until > utc_now and not held:
+            ours = lease is not None and item.locked_by == token_of(lease)
+            if item.locked_until is not None and item.locked_until > utc_now and not ours:
                 return PollResponse(ResultType.LOCKED, scheduled_at, None)
             if scheduled_at > utc_now:
                 return PollResponse(ResultType.PENDING, scheduled_at, None)
@@ -624,32 +620,11 @@ class DynamoDBRepository(Repository):
                 return PollResponse(ResultType.READY, scheduled_at, claimed.lease)
         raise PyncetteException(f"Unable to poll task {task.canonical_name} due to contention")
 
-    async def commit_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        item = await self._get(task)
-        if item is None or item.locked_by != str(lease) or item.execute_after is None:
-            logger.warning("dynamodb: lease lost on %s; not committing", task.canonical_name)
-            return
-        await self._commit_one(utc_now, LeasedExecution(task, item.execute_after, lease))
-
-    async def extend_lease(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> Lease | None:
-        item = await self._get(task)
-        if item is None or item.locked_by != str(lease) or item.execute_after is None:
-            return None
-        (result,) = await self.extend_leases(utc_now, [LeasedExecution(task, item.execute_after, lease)])
-        return result
-
-    async def unlock_task(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> None:
-        item = await self._get(task)
-        if item is None or item.locked_by != str(lease) or item.execute_after is None:
-            return
-        await self.unlock_executions(utc_now, [LeasedExecution(task, item.execute_after, lease)])
-
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
         item = await self._get(task)
         if item is None:
             return None
-        instance = self._instance(task.parent_task, item) if task.parent_task is not None else task
-        return self._state(instance, item)
+        return self._state(task, item, task.parent_task)
 
     async def list_task_states(
         self,
@@ -668,13 +643,7 @@ class DynamoDBRepository(Repository):
         if isinstance(continuation_token, dict):
             request["ExclusiveStartKey"] = continuation_token
         response = await self._table_call(self._client.query(**request))
-        states = []
-        for raw in response.get("Items", []):
-            item = _Item(raw)
-            try:
-                states.append(self._state(self._instance(parent_task, item), item))
-            except Exception:
-                logger.exception("dynamodb: cannot load the stored spec of %s; skipping it", item.task_id)
+        states = [self._state(parent_task, _Item(raw), parent_task) for raw in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
         return ListTasksResponse(tasks=states, continuation_token=ContinuationToken(last) if last else None)
 
@@ -719,9 +688,7 @@ async def dynamodb_repository(**kwargs: Any) -> AsyncIterator[DynamoDBRepository
     prefix = kwargs.get("dynamodb_partition_prefix") or ""
     if not isinstance(prefix, str):
         raise BackendConfigurationError(BACKEND, "dynamodb_partition_prefix", f"expected a string, got {prefix!r}")
-    batch_size = kwargs.get("batch_size", DEFAULT_BATCH_SIZE)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise BackendConfigurationError(BACKEND, "batch_size", f"must be a positive integer, got {batch_size!r}")
+    batch_size = positive_int(BACKEND, kwargs, "batch_size", DEFAULT_BATCH_SIZE)
 
     config = Config(
         max_pool_connections=_MAX_CONNECTIONS,

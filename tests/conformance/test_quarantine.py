@@ -26,15 +26,6 @@ LEASE = datetime.timedelta(seconds=60)
 
 StoreRawSpec = Callable[[str, str], Awaitable[None]]
 
-# Backends whose move onto the repository kit has not landed yet (issue 10, in progress).
-_NOT_ON_THE_KIT_YET = {"dynamodb"}
-
-
-@pytest.fixture(autouse=True)
-def _on_the_kit(backend_name: str) -> None:
-    if backend_name in _NOT_ON_THE_KIT_YET:
-        pytest.skip(f"{backend_name}: quarantine lands with its move onto the repository kit")
-
 
 def at(seconds: float) -> datetime.datetime:
     return T0 + datetime.timedelta(seconds=seconds)

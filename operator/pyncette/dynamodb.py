@@ -61,6 +61,7 @@ from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import required
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -674,9 +675,7 @@ async def dynamodb_repository(**kwargs: Any) -> AsyncIterator[DynamoDBRepository
     (False), ``dynamodb_partition_prefix`` ("", apps sharing a table use different prefixes),
     ``batch_size`` (100). Other keywords are ignored (they belong to the app).
     """
-    table_name = kwargs.get("dynamodb_table_name")
-    if table_name is None or table_name == "":
-        raise BackendConfigurationError(BACKEND, "dynamodb_table_name", "required keyword is missing")
+    table_name = required(BACKEND, kwargs, "dynamodb_table_name")
     if not isinstance(table_name, str) or not _SAFE_TABLE_NAME.fullmatch(table_name):
         raise BackendConfigurationError(
             BACKEND, "dynamodb_table_name", f"{table_name!r} is not a valid table name ([A-Za-z0-9_.-], 3 to 255)"

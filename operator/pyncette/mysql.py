@@ -59,6 +59,7 @@ from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import required
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -593,13 +594,6 @@ class MySQLRepository(BatchRepository):
         return ListTasksResponse(tasks=states, continuation_token=token)
 
 
-def _required(kwargs: dict[str, Any], key: str) -> Any:
-    value = kwargs.get(key)
-    if value is None or value == "":
-        raise BackendConfigurationError(BACKEND, key, "required keyword is missing")
-    return value
-
-
 def _connect_error(error: BaseException, host: str, port: int, user: str, database: str) -> BackendConfigurationError:
     code = error.args[0] if isinstance(error, aiomysql.Error) and error.args else None
     if code in (1045, 1698):
@@ -622,9 +616,9 @@ async def mysql_repository(**kwargs: Any) -> AsyncIterator[MySQLRepository]:
     underscores), ``mysql_skip_table_create`` (False), ``batch_size`` (100). The pool holds up to
     10 connections. Other keywords are ignored (they belong to the app).
     """
-    host = str(_required(kwargs, "mysql_host"))
-    database = str(_required(kwargs, "mysql_database"))
-    user = str(_required(kwargs, "mysql_user"))
+    host = str(required(BACKEND, kwargs, "mysql_host"))
+    database = str(required(BACKEND, kwargs, "mysql_database"))
+    user = str(required(BACKEND, kwargs, "mysql_user"))
     password = kwargs.get("mysql_password") or ""
     port = kwargs.get("mysql_port") or 3306
     if isinstance(port, str) and port.isdigit():

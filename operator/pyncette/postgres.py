@@ -53,7 +53,9 @@ from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
+from pyncette.repository.kit import one_line
 from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import required
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -489,11 +491,6 @@ class PostgresRepository(BatchRepository):
 # ---- configuration ----
 
 
-def _describe(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
-
-
 def _where(url: str) -> str:
     try:
         parts = urlsplit(url)
@@ -514,9 +511,7 @@ async def postgres_repository(**kwargs: Any) -> AsyncIterator[PostgresRepository
     per call, also asyncpg's connect and command timeout; default 10 s). Bad settings or an unreachable server
     raise ``BackendConfigurationError`` before anything is yielded.
     """
-    url = kwargs.get("postgres_url")
-    if url is None:
-        raise BackendConfigurationError(BACKEND, "postgres_url", "is required (e.g. postgresql://user@host/db)")
+    url = required(BACKEND, kwargs, "postgres_url", "postgresql://user@host/db")
     if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
         raise BackendConfigurationError(BACKEND, "postgres_url", f"expected a postgresql:// URL, got {url!r}")
     table_name = kwargs.get("postgres_table_name")
@@ -545,13 +540,13 @@ async def postgres_repository(**kwargs: Any) -> AsyncIterator[PostgresRepository
             await pool.close()
             raise
     except asyncpg.InvalidPasswordError as e:
-        raise BackendConfigurationError(BACKEND, "postgres_url", f"authentication failed ({_describe(e)})") from None
+        raise BackendConfigurationError(BACKEND, "postgres_url", f"authentication failed ({one_line(e)})") from None
     except (OSError, TimeoutError) as e:
         raise BackendConfigurationError(
-            BACKEND, "postgres_url", f"cannot connect to {_where(url)} ({_describe(e)})"
+            BACKEND, "postgres_url", f"cannot connect to {_where(url)} ({one_line(e)})"
         ) from None
     except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
-        raise BackendConfigurationError(BACKEND, "postgres_url", f"connection refused ({_describe(e)})") from None
+        raise BackendConfigurationError(BACKEND, "postgres_url", f"connection refused ({one_line(e)})") from None
     assert pool is not None
     try:
         repository = PostgresRepository(pool, table_name=table_name, batch_size=batch_size)

@@ -61,7 +61,7 @@ async def repo(mysql_params: dict[str, Any], table_name: str) -> AsyncIterator[M
 async def test_missing_required_keyword(mysql_params: dict[str, Any], missing: str) -> None:
     kwargs = settings(mysql_params, "unused")
     del kwargs[missing]
-    with pytest.raises(BackendConfigurationError, match=rf"^mysql: {missing}: required keyword is missing$"):
+    with pytest.raises(BackendConfigurationError, match=rf"^mysql: {missing}: is required$"):
         async with mysql_repository(**kwargs):
             pass
 

@@ -83,7 +83,7 @@ async def test_wrong_password_is_one_line_error(redis_url: str) -> None:
         ({"redis_url": 5}, r"^redis: redis_url: expected a redis:// URL"),
         ({"redis_namespace": 3}, r"^redis: redis_namespace: expected str"),
         ({"redis_timeout": 0}, r"^redis: redis_timeout: must be positive"),
-        ({"batch_size": 0}, r"^redis: batch_size: must be at least 1"),
+        ({"batch_size": 0}, r"^redis: batch_size: must be an integer >= 1"),
     ],
 )
 async def test_bad_settings_are_one_line_errors(redis_url: str, settings: dict[str, Any], expected: str) -> None:

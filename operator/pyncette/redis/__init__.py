@@ -59,6 +59,10 @@ from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
+from pyncette.repository.kit import one_line
+from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import required
+from pyncette.repository.kit import setting
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -369,25 +373,6 @@ class RedisRepository(BatchRepository):
 # ---- configuration ----
 
 
-def _setting(kwargs: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-    value = kwargs.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise BackendConfigurationError(BACKEND, name, f"expected {_kind_name(kind)}, got {value!r}")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(k.__name__ for k in kinds)
-
-
-def _describe(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
-
-
 @contextlib.asynccontextmanager
 async def redis_repository(**kwargs: Any) -> AsyncIterator[RedisRepository]:
     """Connects to Redis and yields a repository; the connection pool closes on exit.
@@ -398,18 +383,14 @@ async def redis_repository(**kwargs: Any) -> AsyncIterator[RedisRepository]:
     size of ``poll_dynamic_task`` and ``list_task_states``). Bad settings or an unreachable server raise
     ``BackendConfigurationError`` before anything is yielded.
     """
-    url = kwargs.get("redis_url")
-    if url is None:
-        raise BackendConfigurationError(BACKEND, "redis_url", "is required (e.g. redis://localhost:6379/0)")
-    if not isinstance(url, str) or not url:
+    url = required(BACKEND, kwargs, "redis_url", "redis://localhost:6379/0")
+    if not isinstance(url, str):
         raise BackendConfigurationError(BACKEND, "redis_url", f"expected a redis:// URL, got {url!r}")
-    namespace = _setting(kwargs, "redis_namespace", str, "")
-    timeout = _setting(kwargs, "redis_timeout", (int, float), backend_timeout_seconds(kwargs))
+    namespace = setting(BACKEND, kwargs, "redis_namespace", str, "")
+    timeout = setting(BACKEND, kwargs, "redis_timeout", (int, float), backend_timeout_seconds(kwargs))
     if timeout <= 0:
         raise BackendConfigurationError(BACKEND, "redis_timeout", f"must be positive, got {timeout!r}")
-    batch_size = _setting(kwargs, "batch_size", int, 100)
-    if batch_size < 1:
-        raise BackendConfigurationError(BACKEND, "batch_size", f"must be at least 1, got {batch_size!r}")
+    batch_size = positive_int(BACKEND, kwargs, "batch_size", 100)
 
     try:
         # No retries for the start-up check: a wrong address fails once, after redis_timeout at most.
@@ -421,21 +402,21 @@ async def redis_repository(**kwargs: Any) -> AsyncIterator[RedisRepository]:
             health_check_interval=30,
         )
     except ValueError as e:
-        raise BackendConfigurationError(BACKEND, "redis_url", _describe(e)) from None
+        raise BackendConfigurationError(BACKEND, "redis_url", one_line(e)) from None
 
     async with client:
         try:
             # A bad address or password fails here, at start-up, as one line rather than a driver traceback.
             await client.ping()
         except redis.exceptions.AuthenticationError as e:
-            raise BackendConfigurationError(BACKEND, "redis_url", f"authentication failed ({_describe(e)})") from None
+            raise BackendConfigurationError(BACKEND, "redis_url", f"authentication failed ({one_line(e)})") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
-            raise BackendConfigurationError(BACKEND, "redis_url", f"cannot connect ({_describe(e)})") from None
+            raise BackendConfigurationError(BACKEND, "redis_url", f"cannot connect ({one_line(e)})") from None
         except redis.exceptions.ResponseError as e:
-            raise BackendConfigurationError(BACKEND, "redis_url", f"server refused ({_describe(e)})") from None
+            raise BackendConfigurationError(BACKEND, "redis_url", f"server refused ({one_line(e)})") from None
         except redis.exceptions.RedisError as e:
             raise BackendConfigurationError(
-                BACKEND, "redis_url", f"not a Redis server or unexpected reply ({_describe(e)})"
+                BACKEND, "redis_url", f"not a Redis server or unexpected reply ({one_line(e)})"
             ) from None
         # From now on ride out short outages (a restart, a dropped connection) with quick retries;
         # longer ones surface as ConnectionError to the app loop, which logs them and keeps polling.

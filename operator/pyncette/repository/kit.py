@@ -67,6 +67,12 @@ def _remember(seen: dict[Any, None], key: Any) -> bool:
     return True
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (whitespace collapsed, bounded), or its type when empty."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
 def describe(error: BaseException) -> str:
     """One line for an exception: its type and its message, whitespace collapsed, bounded."""
     text = " ".join(str(error).split())

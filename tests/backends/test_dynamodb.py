@@ -65,9 +65,7 @@ async def repo(dynamodb_endpoint: str, table_name: str) -> AsyncIterator[DynamoD
 
 
 async def test_missing_table_name_is_one_line_error(dynamodb_endpoint: str) -> None:
-    with pytest.raises(
-        BackendConfigurationError, match=r"^dynamodb: dynamodb_table_name: is required$"
-    ):
+    with pytest.raises(BackendConfigurationError, match=r"^dynamodb: dynamodb_table_name: is required$"):
         async with dynamodb_repository(dynamodb_endpoint=dynamodb_endpoint, dynamodb_region_name=REGION):
             pass
 

@@ -115,7 +115,7 @@ def test_api_server_rejects_a_task_with_two_schedules(e2e: E2E) -> None:
     }
     proc = e2e.kubectl("apply", "-f", "-", input=json.dumps(task), check=False)
     assert proc.returncode != 0
-    assert "exactly one of spec.schedule, spec.interval or spec.executeAt" in proc.stderr
+    assert "exactly one of spec.schedule, spec.schedules, spec.interval or spec.executeAt" in proc.stderr
 
 
 def test_operator_reports_what_only_it_can_judge(e2e: E2E) -> None:

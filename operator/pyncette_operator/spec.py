@@ -30,6 +30,7 @@ from pyncette.model import ExecutionMode
 from pyncette.model import FailureMode
 from pyncette.schedule import check_cron
 from pyncette.schedule import resolve_timezone
+from pyncette.schedule import spread_cron
 
 GROUP = "pyncette.dev"
 VERSION = "v1"
@@ -200,6 +201,8 @@ class TaskSpec:
     uid: str
     generation: int
     schedule: str | None = None
+    schedules: tuple[str, ...] = ()
+    """``spec.schedules`` as written (empty unless given): the task runs at their union."""
     interval: datetime.timedelta | None = None
     execute_at: datetime.datetime | None = None
     timezone: str | None = None
@@ -232,6 +235,12 @@ class TaskSpec:
     def is_pod(self) -> bool:
         return self.pod_template is not None
 
+    @property
+    def cron_expressions(self) -> tuple[str, ...]:
+        """The cron expressions as they run: ``H`` resolved from ``namespace/name`` (empty without cron)."""
+        written = self.schedules or ((self.schedule,) if self.schedule is not None else ())
+        return tuple(dict.fromkeys(spread_cron(expression, self.key) for expression in written))
+
     def schedule_kwargs(self) -> dict[str, Any]:
         """The ``schedule_task`` keywords for the recurring instance: when, and the per-task overrides.
 
@@ -240,7 +249,9 @@ class TaskSpec:
         CronJob's rule): never a burst of catch-up runs.
         """
         when: dict[str, Any]
-        if self.schedule is not None:
+        if self.schedules:
+            when = {"schedule": list(self.schedules), "timezone": self.timezone}
+        elif self.schedule is not None:
             when = {"schedule": self.schedule, "timezone": self.timezone}
         elif self.interval is not None:
             when = {"interval": self.interval}
@@ -255,9 +266,13 @@ class TaskSpec:
         }
 
     def describe_schedule(self) -> str:
-        """The schedule in words for the printer column (``0 2 * * * (Europe/Dublin)``, ``every 30s``)."""
-        if self.schedule is not None:
-            return f"{self.schedule} ({self.timezone})" if self.timezone else self.schedule
+        """The schedule in words for the printer column (``0 2 * * * (Europe/Dublin)``, ``every 30s``).
+
+        Cron expressions are shown as they run, ``H`` resolved; several are joined with ``; ``.
+        """
+        if self.cron_expressions:
+            text = "; ".join(self.cron_expressions)
+            return f"{text} ({self.timezone})" if self.timezone else text
         if self.interval is not None:
             return f"every {format_duration(self.interval)}"
         assert self.execute_at is not None
@@ -308,19 +323,21 @@ def _parse(
     def bad(field_name: str, problem: str, reason: str = Reason.INVALID_SPEC) -> _Invalid:
         return _Invalid(reason, f"spec.{field_name}: {problem}")
 
-    given = [k for k in ("schedule", "interval", "executeAt") if spec.get(k) is not None]
+    given = [k for k in ("schedule", "schedules", "interval", "executeAt") if spec.get(k) is not None]
     if len(given) != 1:
         raise _Invalid(
             Reason.INVALID_SPEC,
-            f"spec: exactly one of schedule, interval or executeAt must be set (got {', '.join(given) or 'none'})",
+            "spec: exactly one of schedule, schedules, interval or executeAt must be set"
+            f" (got {', '.join(given) or 'none'})",
         )
     if (spec.get("podTemplate") is None) == (spec.get("handler") is None):
         raise _Invalid(Reason.INVALID_SPEC, "spec: exactly one of podTemplate or handler must be set")
 
     schedule = spec.get("schedule")
+    schedules = spec.get("schedules")
     timezone = spec.get("timezone")
-    if timezone is not None and schedule is None:
-        raise bad("timezone", "may only be set together with spec.schedule")
+    if timezone is not None and schedule is None and schedules is None:
+        raise bad("timezone", "may only be set together with spec.schedule or spec.schedules")
     if timezone is not None:
         try:
             resolve_timezone(timezone if isinstance(timezone, str) else "")
@@ -330,22 +347,24 @@ def _parse(
                 f"unknown time zone {timezone!r} (an IANA name such as Europe/Dublin, or UTC+N / UTC-N)",
                 Reason.UNKNOWN_TIMEZONE,
             ) from None
+    seed = task_key(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    written: list[tuple[str, Any]] = []
     if schedule is not None:
-        if not isinstance(schedule, str):
-            raise bad("schedule", f"expected a string, got {schedule!r}", Reason.INVALID_SCHEDULE)
-        try:
-            check_cron(schedule, timezone)  # parses it and computes its next run time in that zone
-        except ValueError as e:
-            raise bad("schedule", str(e), Reason.INVALID_SCHEDULE) from None
-        if policy.min_interval > datetime.timedelta(seconds=1):  # cron's own floor is one second
-            gap = shortest_cron_gap(schedule)
-            if gap < policy.min_interval:
-                raise bad(
-                    "schedule",
-                    f"runs {format_duration(gap)} apart, more often than the operator allows"
-                    f" (--min-interval {format_duration(policy.min_interval)})",
-                    Reason.SCHEDULE_TOO_FREQUENT,
-                )
+        written.append(("schedule", schedule))
+    if schedules is not None:
+        if not isinstance(schedules, list) or not schedules:
+            raise bad("schedules", "expected a non-empty list of cron expressions", Reason.INVALID_SCHEDULE)
+        written.extend((f"schedules[{index}]", expression) for index, expression in enumerate(schedules))
+    resolved = tuple(_check_cron(expression, where, seed, timezone, bad) for where, expression in written)
+    if resolved and policy.min_interval > datetime.timedelta(seconds=1):  # cron's own floor is one second
+        gap = shortest_cron_gap(resolved[0]) if len(resolved) == 1 else _shortest_union_gap(resolved)
+        if gap < policy.min_interval:
+            raise bad(
+                written[0][0] if len(written) == 1 else "schedules",
+                f"runs {format_duration(gap)} apart, more often than the operator allows"
+                f" (--min-interval {format_duration(policy.min_interval)})",
+                Reason.SCHEDULE_TOO_FREQUENT,
+            )
 
     interval = _duration(spec, "interval", bad)
     if interval is not None and interval <= datetime.timedelta():
@@ -414,6 +433,7 @@ def _parse(
         uid=str(meta.get("uid") or ""),
         generation=int(meta.get("generation") or 0),
         schedule=schedule,
+        schedules=tuple(schedules or ()),
         interval=interval,
         execute_at=execute_at,
         timezone=timezone,
@@ -432,6 +452,35 @@ def _parse(
         backoff_limit=_limit(spec, "backoffLimit", 6, bad),
         active_deadline=_seconds(spec, "activeDeadlineSeconds", 1, bad),
     )
+
+
+def _check_cron(expression: Any, where: str, seed: str, timezone: str | None, bad: Any) -> str:
+    """The expression with ``H`` resolved, once it parses and has a next run time in ``timezone``."""
+    if not isinstance(expression, str):
+        raise bad(where, f"expected a string, got {expression!r}", Reason.INVALID_SCHEDULE)
+    try:
+        resolved = spread_cron(expression, seed)
+        check_cron(resolved, timezone)  # parses it and computes its next run time in that zone
+    except ValueError as e:
+        raise bad(where, str(e), Reason.INVALID_SCHEDULE) from None
+    return resolved
+
+
+def _shortest_union_gap(expressions: tuple[str, ...]) -> datetime.timedelta:
+    """``shortest_cron_gap`` of several expressions run as one schedule (their union).
+
+    Two expressions each running hourly can run a minute apart (``0 * * * *`` and ``1 * * * *``).
+    The first ``_CRON_SAMPLE`` runs of each are merged up to where the sparsest sample ends.
+    """
+    times: set[datetime.datetime] = set()
+    horizon: datetime.datetime | None = None
+    for expression in expressions:
+        cron: Any = croniter(expression, start_time=_CRON_SAMPLE_FROM, ret_type=datetime.datetime)
+        sample = [cron.get_next() for _ in range(_CRON_SAMPLE + 1)]
+        times.update(sample)
+        horizon = sample[-1] if horizon is None else min(horizon, sample[-1])
+    ordered = sorted(t for t in times if horizon is None or t <= horizon)
+    return min((b - a for a, b in zip(ordered, ordered[1:], strict=False)), default=datetime.timedelta.max)
 
 
 def _duration(spec: Mapping[str, Any], name: str, bad: Any) -> datetime.timedelta | None:

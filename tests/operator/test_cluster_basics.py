@@ -26,11 +26,11 @@ def test_api_server_rejects_one_of_violations(k: Kubectl, crd_installed: None) -
     cases = [
         (
             ptask("both", schedule="* * * * *", interval="1m", podTemplate=pod_template()),
-            "exactly one of spec.schedule, spec.interval or spec.executeAt must be set",
+            "exactly one of spec.schedule, spec.schedules, spec.interval or spec.executeAt must be set",
         ),
         (
             ptask("none", podTemplate=pod_template()),
-            "exactly one of spec.schedule, spec.interval or spec.executeAt must be set",
+            "exactly one of spec.schedule, spec.schedules, spec.interval or spec.executeAt must be set",
         ),
         (ptask("what", interval="1m"), "exactly one of spec.podTemplate or spec.handler must be set"),
         (

@@ -9,6 +9,7 @@ import pytest
 
 from pyncette.model import ExecutionMode
 from pyncette.model import FailureMode
+from pyncette.schedule import spread_cron
 from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import TaskPolicy
 from pyncette_operator.spec import TaskSpec
@@ -100,6 +101,10 @@ def test_execute_at() -> None:
         ({"interval": "10s", "schedule": "* * * * *", "podTemplate": POD}, "InvalidSpec", "exactly one of schedule"),
         ({"interval": "10s", "timezone": "UTC", "podTemplate": POD}, "InvalidSpec", "spec.timezone"),
         ({"interval": "0s", "podTemplate": POD}, "InvalidSpec", "spec.interval"),
+        ({"schedules": ["0 9 * * *", "0 25 * * *"], "podTemplate": POD}, "InvalidSchedule", "spec.schedules[1]: "),
+        ({"schedules": [], "podTemplate": POD}, "InvalidSchedule", "spec.schedules: expected a non-empty list"),
+        ({"schedules": ["* * * * *"], "schedule": "* * * * *", "podTemplate": POD}, "InvalidSpec", "schedules"),
+        ({"schedule": "H(0-99) * * * *", "podTemplate": POD}, "InvalidSchedule", "minute field 'H(0-99)'"),
         ({"interval": "ten", "podTemplate": POD}, "InvalidSpec", "spec.interval"),
         ({"interval": "1s", "leaseDuration": "100ms", "podTemplate": POD}, "InvalidSpec", "spec.leaseDuration"),
         (
@@ -121,6 +126,27 @@ def test_invalid_specs_give_a_reason_and_a_one_line_message(spec: dict[str, Any]
     assert result.reason == reason
     assert fragment in result.message
     assert "\n" not in result.message
+
+
+def test_several_schedules_run_at_their_union() -> None:
+    task = parse(schedules=["0 9 * * mon-fri", "0 12 * * sat"], timezone="Europe/Dublin", podTemplate=POD)
+    assert isinstance(task, TaskSpec)
+    kwargs = task.schedule_kwargs()
+    assert kwargs["schedule"] == ["0 9 * * mon-fri", "0 12 * * sat"] and kwargs["timezone"] == "Europe/Dublin"
+    assert task.describe_schedule() == "0 9 * * mon-fri; 0 12 * * sat (Europe/Dublin)"
+
+
+def test_h_is_resolved_from_namespace_and_name() -> None:
+    task = parse(schedule="H H * * *", podTemplate=POD)
+    assert isinstance(task, TaskSpec)
+    assert task.describe_schedule() == spread_cron("H H * * *", "ns/hello")
+    assert "H" not in task.describe_schedule()
+    # The library resolves the stored instance ("ns/hello") to the same expression.
+    assert task.cron_expressions == (spread_cron("H H * * *", task.key),)
+    several = parse(schedules=["H * * * *", "30 H * * *"], podTemplate=POD)
+    assert isinstance(several, TaskSpec)
+    minute, hour = spread_cron("H * * * *", "ns/hello").split()[0], spread_cron("30 H * * *", "ns/hello").split()[1]
+    assert several.describe_schedule() == f"{minute} * * * *; 30 {hour} * * *"
 
 
 def test_forbidden_service_account() -> None:

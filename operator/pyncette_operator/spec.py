@@ -210,6 +210,8 @@ class TaskSpec:
     execution_mode: ExecutionMode = ExecutionMode.AT_LEAST_ONCE
     failure_mode: FailureMode = FailureMode.NONE
     lease_duration: datetime.timedelta = datetime.timedelta(seconds=60)
+    jitter: datetime.timedelta | None = None
+    """``spec.jitter``: each scheduled run starts after a delay in [0, jitter) derived from uid and slot."""
     concurrency_policy: str = "Allow"
     pod_template: dict[str, Any] | None = None
     handler_name: str | None = None
@@ -376,6 +378,15 @@ def _parse(
             f" {format_duration(policy.min_interval)})",
             Reason.SCHEDULE_TOO_FREQUENT,
         )
+    jitter = _duration(spec, "jitter", bad)
+    if jitter is not None:
+        if jitter <= datetime.timedelta():
+            raise bad("jitter", f"must be positive, got {spec.get('jitter')!r}")
+        if interval is not None and jitter >= interval:
+            shorter = f"must be shorter than spec.interval ({format_duration(interval)}) or runs would overlap"
+            raise bad("jitter", shorter)
+        if spec.get("executeAt") is not None:
+            raise bad("jitter", "applies to recurring schedules, not to spec.executeAt")
     lease = _duration(spec, "leaseDuration", bad) or datetime.timedelta(seconds=60)
     if lease < datetime.timedelta(seconds=1):
         raise bad("leaseDuration", f"must be at least 1s, got {spec.get('leaseDuration')!r}")
@@ -441,6 +452,7 @@ def _parse(
         execution_mode=execution_mode,
         failure_mode=failure_mode,
         lease_duration=lease,
+        jitter=jitter,
         concurrency_policy=concurrency,
         pod_template=pod_template,
         handler_name=handler_name,

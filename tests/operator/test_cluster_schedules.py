@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import datetime
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from ptask_harness import ptask
 from ptask_harness import wait_until
 
 from pyncette.schedule import spread_cron
+from pyncette_operator.runs.jitter import jitter_delay
 from pyncette_operator.spec import parse_time
 
 pytestmark = pytest.mark.cluster
@@ -90,3 +92,16 @@ def test_h_runs_at_the_tasks_own_time_shown_in_status(k: Kubectl, start_operator
     seconds = wait_until(lambda: scheduled_seconds(k, "spread"), timeout=90, what="a Pod of the spread task")
     assert set(seconds) == {second}
     assert parse_time(k.task("spread")["status"]["nextRunTime"]).second == second
+
+
+def test_jitter_delays_each_run_but_keeps_its_slot(k: Kubectl, start_operator: Any) -> None:
+    start_operator("--namespace", k.namespace, "--status-interval", "1")
+    k.apply(ptask("jit", schedule="* * * * * 0,30", jitter="20s", podTemplate=pod_template(duration="200ms")))
+    uid = k.task("jit")["metadata"]["uid"]
+    [pod] = wait_until(lambda: k.pods("jit")[:1], timeout=90, what="a Pod of the jittered task")
+    slot = parse_time(pod["metadata"]["annotations"][SCHEDULED_AT])
+    assert slot.second in (0, 30)
+    assert pod["metadata"]["name"].startswith(f"jit-{int(slot.timestamp())}-")  # named by its slot
+    delay = jitter_delay(task_uid=uid, scheduled_at=slot, jitter=datetime.timedelta(seconds=20))
+    created = parse_time(pod["metadata"]["creationTimestamp"])  # whole seconds, rounded down
+    assert created >= (slot + delay).replace(microsecond=0), (created, slot, delay)

@@ -303,3 +303,18 @@ def test_tasks_in_an_excluded_namespace_are_not_served() -> None:
     assert isinstance(result, InvalidTask)
     assert result.reason == "NamespaceNotServed"
     assert "namespace 'ns'" in result.message
+
+
+def test_jitter() -> None:
+    task = parse(schedule="H * * * *", jitter="30s", podTemplate=POD)
+    assert isinstance(task, TaskSpec) and task.jitter == datetime.timedelta(seconds=30)
+    assert parse(interval="1m", podTemplate=POD).jitter is None  # type: ignore[union-attr]
+    for spec, fragment in [
+        ({"interval": "30s", "jitter": "30s"}, "spec.jitter: must be shorter than spec.interval (30s)"),
+        ({"interval": "1m", "jitter": "0s"}, "spec.jitter: must be positive"),
+        ({"executeAt": "2030-01-01T00:00:00Z", "jitter": "5s"}, "spec.jitter: applies to recurring schedules"),
+        ({"interval": "1m", "jitter": "soon"}, "spec.jitter: expected a duration"),
+    ]:
+        result = parse(podTemplate=POD, **spec)
+        assert isinstance(result, InvalidTask) and result.reason == "InvalidSpec"
+        assert result.message.startswith(fragment), result.message

@@ -45,6 +45,8 @@ from pyncette_operator.runs.catchup import count_between
 from pyncette_operator.runs.catchup import stale_slot
 from pyncette_operator.runs.handlers import HandlerError
 from pyncette_operator.runs.handlers import HandlerRegistry
+from pyncette_operator.runs.jitter import jitter_delay
+from pyncette_operator.runs.jitter import wait_for_start
 from pyncette_operator.runs.pod_runner import PodRunner
 from pyncette_operator.runs.pod_runner import RunAbandoned
 from pyncette_operator.runs.pod_runner import RunFailed
@@ -110,6 +112,18 @@ class RunExecutor:
         self._metrics.start_skew.observe(max(0.0, (now - scheduled_at).total_seconds()))
         next_time = None if run_now is not None else context.task.get_next_execution(now, scheduled_at)
         one_off = run_now is not None or task.execute_at is not None
+        if task.jitter is not None and run_now is None:
+            delay = jitter_delay(task_uid=task.uid, scheduled_at=scheduled_at, jitter=task.jitter)
+            await wait_for_start(
+                scheduled_at + delay,
+                clock=clock,
+                heartbeat=context.heartbeat,
+                renew_every=task.lease_duration / 3,
+                stopping=self._stopping,
+            )
+            latest = self._mirror.cached(namespace, name)
+            if latest is not None and isinstance(latest.parsed, TaskSpec) and latest.parsed.suspend:
+                return  # suspended during the delay: the run does not start
         if task.is_pod:
             await self._run_pod(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
         else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 import json
 import re
 from collections.abc import Collection
@@ -492,7 +493,7 @@ def _shortest_union_gap(expressions: tuple[str, ...]) -> datetime.timedelta:
         times.update(sample)
         horizon = sample[-1] if horizon is None else min(horizon, sample[-1])
     ordered = sorted(t for t in times if horizon is None or t <= horizon)
-    return min((b - a for a, b in zip(ordered, ordered[1:], strict=False)), default=datetime.timedelta.max)
+    return min((b - a for a, b in itertools.pairwise(ordered)), default=datetime.timedelta.max)
 
 
 def _duration(spec: Mapping[str, Any], name: str, bad: Any) -> datetime.timedelta | None:

@@ -318,3 +318,10 @@ def test_jitter() -> None:
         result = parse(podTemplate=POD, **spec)
         assert isinstance(result, InvalidTask) and result.reason == "InvalidSpec"
         assert result.message.startswith(fragment), result.message
+
+
+def test_min_interval_looks_at_the_union_of_schedules() -> None:
+    result = parse(schedules=["0 * * * *", "1 * * * *"], podTemplate=POD, min_interval=300)
+    assert isinstance(result, InvalidTask) and result.reason == "ScheduleTooFrequent"
+    assert result.message.startswith("spec.schedules: runs 1m apart")
+    assert isinstance(parse(schedules=["0 * * * *", "30 * * * *"], podTemplate=POD, min_interval=300), TaskSpec)

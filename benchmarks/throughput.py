@@ -154,16 +154,41 @@ def _drain_worker(args: dict[str, Any], slot: int, counts: Any, first: Any, last
             ctx.shutdown()
             await loop
 
-    asyncio.run(main())
+    profile_path = args.get("profile")
+    if not profile_path or slot != 0:
+        asyncio.run(main())
+        return
+    # Worker 0 under cProfile: the event loop thread only (the stop watcher thread is idle).
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(main())
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile_path)
+        with open(f"{profile_path}.txt", "w") as summary:
+            stats = pstats.Stats(profiler, stream=summary).strip_dirs()
+            stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("cumulative").print_stats(30)
 
 
-def run_drain(backend: str, n: int, workers: int, batch_size: int) -> dict[str, Any]:
+def run_drain(backend: str, n: int, workers: int, batch_size: int, profile: str | None = None) -> dict[str, Any]:
     if backend == "memory":
         workers = 1  # in-process state: nothing to share between processes
     run_id = "".join(random.choices(string.ascii_lowercase, k=10))  # 1.x table names: letters and _ only
     with tempfile.TemporaryDirectory(prefix="pyncette-bench-") as tmp:
         config = backend_config(backend, pathlib.Path(tmp), run_id)
-        args = {"backend": backend, "config": config, "batch_size": batch_size, "n": n, "populate_in_worker": False}
+        args = {
+            "backend": backend,
+            "config": config,
+            "batch_size": batch_size,
+            "n": n,
+            "populate_in_worker": False,
+            "profile": profile,
+        }
         if backend == "memory":
             args["populate_in_worker"] = True
         else:
@@ -347,6 +372,11 @@ def main() -> None:
     parser.add_argument(
         "--workload", action="append", choices=["drain", "lag"], help="repeatable; default: drain and lag"
     )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile worker 0 of our drain with cProfile: DIR/drain-BACKEND.prof (snakeviz, pstats) and .prof.txt",
+    )
     parser.add_argument("--child", choices=["drain", "lag"], help=argparse.SUPPRESS)
     options = parser.parse_args()
     backends = options.backend or ["memory", "sqlite"]
@@ -354,7 +384,7 @@ def main() -> None:
     if options.child:
         backend = backends[0]
         if options.child == "drain":
-            result = run_drain(backend, options.instances, options.workers, options.batch_size)
+            result = run_drain(backend, options.instances, options.workers, options.batch_size, options.profile)
         else:
             result = run_lag(backend, options.lag_tasks, options.lag_seconds, options.batch_size)
         print(json.dumps({"version": pyncette_version(), **result}))
@@ -372,7 +402,13 @@ def main() -> None:
             assert python is not None
             for workload in options.workload or ["drain", "lag"]:
                 print(f"[{backend}] {label}: {workload} ...", file=sys.stderr, flush=True)
-                result = run_child(python, ["--child", workload, "--backend", backend, *common], ours=ours)
+                extra = []
+                if options.profile and ours and workload == "drain":
+                    pathlib.Path(options.profile).mkdir(parents=True, exist_ok=True)
+                    target = pathlib.Path(options.profile).resolve() / f"drain-{backend}.prof"
+                    extra = ["--profile", str(target)]
+                    print(f"[{backend}] profile of worker 0: {target} (summary: {target}.txt)", file=sys.stderr)
+                result = run_child(python, ["--child", workload, "--backend", backend, *common, *extra], ours=ours)
                 if "error" in result:
                     print(f"[{backend}] {label} {workload} failed: {result['error']}", file=sys.stderr)
                 row[label].update({f"{workload}_{k}" if k in ("error", "version") else k: v for k, v in result.items()})

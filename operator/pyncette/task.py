@@ -13,6 +13,7 @@ pyncette 1.x only allowed on the template.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 from collections.abc import Awaitable
@@ -103,6 +104,7 @@ class Task:
         self.anchor = anchor
         self.extra_args = kwargs
         self._spec_cache: dict[str, tuple[dict[str, Any], Task]] = {}
+        self._canonical_name: str | None = None
         self._validate()
 
     def _fail(self, field: str, problem: str) -> ValueError:
@@ -266,10 +268,17 @@ class Task:
 
     @property
     def canonical_name(self) -> str:
-        """A unique identifier for a task instance (``parent:instance``, colons doubled)."""
+        """A unique identifier for a task instance (``parent:instance``, colons doubled).
+
+        Computed once: the backends ask for it several times per execution.
+        """
+        cached = self._canonical_name
+        if cached is not None:
+            return cached
         own = self.name.replace(":", "::") if isinstance(self.name, str) else repr(self.name)
         if self.parent_task is not None:
-            return f"{self.parent_task.canonical_name}:{own}"
+            own = f"{self.parent_task.canonical_name}:{own}"
+        self._canonical_name = own
         return own
 
     def as_spec(self) -> dict[str, Any]:
@@ -292,47 +301,82 @@ class Task:
     def instantiate_from_spec(self, task_spec: dict[str, Any] | str) -> Task:
         """Rebuilds an instance of this template from a stored spec (a dict, or its JSON text).
 
-        1.x specs are accepted too. The template remembers the instances it rebuilt lately
-        (bounded, per instance name) and hands the same Task back while the stored spec is
-        unchanged, so a recurring instance is not re-parsed and re-validated on every execution.
-        Instances are never mutated in use, which makes sharing them safe.
+        1.x specs are accepted too. A stored spec was written from an instance that passed
+        validation, so it is rebuilt on a trusted path (``_rebuild``): the shape of every field is
+        checked, cron expressions are checked once per distinct expression and time zone, and the
+        public constructor with its full validation is skipped (it was most of a worker's CPU per
+        execution). A spec that does not have the right shape raises ValueError, which the
+        backends turn into a quarantined row.
+
+        The template remembers the recurring instances it rebuilt lately (bounded, per instance
+        name) and hands the same Task back while the stored spec is unchanged. One-off instances
+        (``execute_at``) run once and are not remembered. Instances are never mutated in use,
+        which makes sharing them safe.
         """
         spec: dict[str, Any] = json.loads(task_spec) if isinstance(task_spec, str) else task_spec
+        if spec.get("execute_at") is not None:
+            return self._rebuild(spec)
         cache = self._spec_cache
         cached = cache.get(spec["name"])
         if cached is not None and cached[0] == spec:
             return cached[1]
-        instance = self._build_from_spec(spec)
+        instance = self._rebuild(spec)
         if cached is None and len(cache) >= _SPEC_CACHE_SIZE:
             del cache[next(iter(cache))]
         cache[spec["name"]] = (spec, instance)
         return instance
 
-    def _build_from_spec(self, task_spec: dict[str, Any]) -> Task:
-        overrides: dict[str, Any] = {}
-        if task_spec.get("fast_forward") is not None:
-            overrides["fast_forward"] = bool(task_spec["fast_forward"])
-        if task_spec.get("execution_mode"):
-            overrides["execution_mode"] = ExecutionMode[task_spec["execution_mode"]]
-        if task_spec.get("failure_mode"):
-            overrides["failure_mode"] = FailureMode[task_spec["failure_mode"]]
-        if task_spec.get("lease_duration") is not None:
-            overrides["lease_duration"] = datetime.timedelta(seconds=task_spec["lease_duration"])
-        if task_spec.get("catch_up_latest"):
-            overrides["catch_up_latest"] = True
-        if task_spec.get("anchor"):
-            overrides["anchor"] = datetime.datetime.fromisoformat(task_spec["anchor"])
-        interval = task_spec.get("interval")
-        execute_at = task_spec.get("execute_at")
-        return self.instantiate(
-            name=task_spec["name"],
-            schedule=task_spec.get("schedule"),
-            interval=datetime.timedelta(seconds=interval) if interval is not None else None,
-            timezone=task_spec.get("timezone"),
-            execute_at=datetime.datetime.fromisoformat(execute_at) if execute_at is not None else None,
-            **overrides,
-            **task_spec.get("extra_args", {}),
-        )
+    def _rebuild(self, spec: dict[str, Any]) -> Task:
+        """An instance of this template from a stored spec, without the public constructor."""
+        if not self.dynamic:
+            raise ValueError(f"task {self.canonical_name!r}: cannot instantiate a non-dynamic task")
+        name = spec["name"]
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"task name must be a non-empty string, got {name!r}")
+        extra_args = spec.get("extra_args") or {}
+        if not isinstance(extra_args, dict):
+            raise ValueError(f"task {name!r}: args: expected an object, got {extra_args!r}")
+        instance = Task.__new__(Task)
+        instance._enabled = True
+        instance.name = name
+        instance.task_func = self.task_func
+        instance.dynamic = False
+        instance.parent_task = self
+        instance._spec_cache = {}
+        instance._canonical_name = None
+        instance.extra_args = {**self.extra_args, **extra_args} if self.extra_args else extra_args
+
+        fast_forward = spec.get("fast_forward")
+        instance.fast_forward = self.fast_forward if fast_forward is None else bool(fast_forward)
+        mode = spec.get("execution_mode")
+        instance.execution_mode = ExecutionMode[mode] if mode else self.execution_mode
+        failure = spec.get("failure_mode")
+        instance.failure_mode = FailureMode[failure] if failure else self.failure_mode
+        lease = spec.get("lease_duration")
+        instance.lease_duration = self.lease_duration if lease is None else _positive_seconds(lease, "lease_duration")
+        instance.catch_up_latest = bool(spec.get("catch_up_latest")) or self.catch_up_latest
+        anchor = spec.get("anchor")
+        instance.anchor = self.anchor if not anchor else _aware_datetime(anchor, "anchor", aware=True)
+
+        schedule, interval, execute_at = spec.get("schedule"), spec.get("interval"), spec.get("execute_at")
+        timezone = spec.get("timezone")
+        if schedule is None and interval is None and execute_at is None:
+            schedule, interval, execute_at, timezone = self.schedule, None, None, self.timezone
+            interval_td = self.interval
+            execute_at_dt = self.execute_at
+        else:
+            interval_td = None if interval is None else _positive_seconds(interval, "interval")
+            execute_at_dt = None if execute_at is None else _aware_datetime(execute_at, "execute_at")
+        if (schedule is not None) + (interval_td is not None) + (execute_at_dt is not None) != 1:
+            raise ValueError(f"task {name!r}: schedule: exactly one of schedule, interval, execute_at must be given")
+        if timezone is not None and not isinstance(timezone, str):
+            raise ValueError(f"task {name!r}: timezone: expected a name, got {timezone!r}")
+        instance.schedule = list(schedule) if isinstance(schedule, list) else schedule
+        instance.interval = interval_td
+        instance.execute_at = execute_at_dt
+        instance.timezone = timezone
+        instance.cron_expressions = () if schedule is None else _trusted_cron(schedule, name, timezone)
+        return instance
 
     def __call__(self, context: Context) -> Awaitable[None]:
         return self.task_func(context)
@@ -342,6 +386,43 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.canonical_name}>"
+
+
+def _positive_seconds(value: Any, field: str) -> datetime.timedelta:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{field}: expected a positive number of seconds, got {value!r}")
+    return datetime.timedelta(seconds=value)
+
+
+def _aware_datetime(value: Any, field: str, *, aware: bool = False) -> datetime.datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"{field}: expected an ISO 8601 time, got {value!r}")
+    parsed = datetime.datetime.fromisoformat(value)
+    if aware and parsed.tzinfo is None:
+        raise ValueError(f"{field}: expected a time with a UTC offset, got {value!r}")
+    return parsed
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_cron(expression: str, timezone: str | None) -> None:
+    """``check_cron``, once per distinct expression and zone (stored specs repeat a few of them)."""
+    check_cron(expression, timezone)
+
+
+def _trusted_cron(schedule: Any, name: str, timezone: str | None) -> tuple[str, ...]:
+    """The cron expressions of a stored spec as they run (``H`` resolved from ``name``)."""
+    expressions = [schedule] if isinstance(schedule, str) else schedule
+    if not isinstance(expressions, list) or not expressions or not all(isinstance(e, str) for e in expressions):
+        raise ValueError(f"task {name!r}: schedule: expected a cron expression or a list of them, got {schedule!r}")
+    resolved: dict[str, None] = {}
+    for expression in expressions:
+        concrete = spread_cron(expression, name)
+        try:
+            _checked_cron(concrete, timezone)
+        except ValueError as e:
+            raise InvalidCronError(f"task {name!r}: schedule: {e}") from None
+        resolved[concrete] = None
+    return tuple(resolved)
 
 
 def _default_partition_selector(partition_count: int, task_id: str) -> int:

@@ -338,3 +338,24 @@ async def test_backend_unavailable_then_recovered(world: World, monkeypatch: pyt
         ),
         "Ready=True once the backend is back",
     )
+
+
+async def test_a_schedule_no_date_matches_is_invalid_not_a_backend_problem_and_its_neighbour_runs(
+    world: World,
+) -> None:
+    """30 February parses as cron but has no run time: Ready=False InvalidSchedule (not
+    BackendUnavailable), one Warning, nothing stored, nothing retried; the task beside it runs."""
+    await world.apply("feb30", {"schedule": "0 0 30 2 *", "podTemplate": POD})
+    await world.apply("neighbour", {"interval": "10s", "podTemplate": POD})
+    status = await until(lambda: world.kube.status("feb30").get("conditions") and world.kube.status("feb30"), "status")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSchedule")
+    assert "no next run time" in ready["message"]
+    assert await world.ctx.get_task(world.parts.mirror._template, "ns/feb30") is None
+    assert "ns/feb30" not in world.parts.mirror._dirty  # not retried every few seconds like an outage
+
+    await world.clock.advance(seconds=10)
+    await until(lambda: world.pods_of("neighbour"), "the neighbour's run Pod")
+    assert world.pods_of("feb30") == []
+    warnings = [e for e in world.kube.events if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["InvalidSpec"]

@@ -360,10 +360,12 @@ class Operator:
                     await asyncio.wait_for(asyncio.shield(background[0]), timeout=SHUTDOWN_DRAIN_SECONDS)
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(ctx.drain(), timeout=SHUTDOWN_DRAIN_SECONDS)
+                await executor.close()  # handlers still running are cancelled and release their leases
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(ctx.drain(), timeout=5)
                 kopf_task.cancel()
                 for task in background[1:]:
                     task.cancel()
-                await executor.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(status.close(), timeout=10)
                 for runner in runners:

@@ -8,6 +8,7 @@ The cluster tests (test_cluster_failures.py) check the same behaviour through ku
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 from collections.abc import AsyncIterator
@@ -183,3 +184,47 @@ async def test_shutdown_releases_waiting_pod_runs_for_another_replica(tmp_path: 
         assert w.metrics.pods_created._value.get() == 0
         w.finish_pod(pod["metadata"]["name"])
         await until(lambda: kube.status("long").get("lastSuccessfulTime"), "its success recorded")
+
+
+async def test_failing_handler_is_retried_with_backoff(world: World) -> None:
+    calls: list[datetime.datetime] = []
+
+    async def flaky(context: Any) -> None:
+        calls.append(world.clock.now())
+        if len(calls) < 3:
+            raise RuntimeError("not yet")
+
+    world.handlers.register("flaky", flaky, namespaces="*")
+    await world.apply("h", {"interval": "1h", "handler": {"name": "flaky"}})
+    first = T0 + datetime.timedelta(hours=1)
+    await world.clock.set(first)
+    await until(lambda: len(calls) == 1, "the first attempt")
+    await until(lambda: world.clock.next_deadline is not None, "the backoff wait")
+    await world.clock.advance(seconds=10)
+    await until(lambda: len(calls) == 2, "the second attempt, 10 s later")
+    await until(lambda: world.clock.next_deadline is not None, "the backoff wait")
+    await world.clock.advance(seconds=20)
+    await until(lambda: len(calls) == 3, "the third attempt, 20 s later")
+    assert calls == [first, first + datetime.timedelta(seconds=10), first + datetime.timedelta(seconds=30)]
+    await until(lambda: world.kube.status("h").get("lastSuccessfulTime"), "success")
+    assert "lastFailureTime" not in world.kube.status("h")
+
+
+async def test_handler_past_active_deadline_is_cancelled(world: World) -> None:
+    cancelled: list[bool] = []
+
+    async def stuck(context: Any) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    world.handlers.register("stuck", stuck, namespaces="*")
+    spec = {"interval": "1h", "activeDeadlineSeconds": 1, "backoffLimit": 0, "handler": {"name": "stuck"}}
+    await world.apply("s", spec)
+    await world.clock.set(T0 + datetime.timedelta(hours=1))
+    await until(lambda: world.kube.status("s").get("lastFailureTime"), "the run failed", timeout=30)
+    assert cancelled == [True]
+    [failed] = [e for e in world.kube.events if e["reason"] == "RunFailed"]
+    assert "activeDeadlineSeconds" in failed["message"]

@@ -90,6 +90,7 @@ class RunExecutor:
         self._metrics = metrics
         self._stopping = stopping
         self._handovers: set[asyncio.Task[None]] = set()
+        self._handler_calls: set[asyncio.Future[None]] = set()
         self._retrying: dict[tuple[str, str], set[str]] = {}
         """Scheduled times (RFC 3339) of runs this replica is retrying, per task: pruning keeps their Pods."""
 
@@ -441,8 +442,11 @@ class RunExecutor:
         await self._pods.prune(spec, keep_slots=keep)
 
     async def close(self) -> None:
+        """Stops following handed-over Pods and cancels handler calls still running (shutdown)."""
         for handover in list(self._handovers):
             handover.cancel()
+        for call in list(self._handler_calls):
+            call.cancel()
 
     # ---- handler runs ----
 
@@ -484,9 +488,20 @@ class RunExecutor:
             context.args = dict(task.handler_args)
             context.resource = ObjectRef(task.namespace, task.name, task.uid)
             limit = task.active_deadline.total_seconds() if task.active_deadline is not None else None
+            call = asyncio.ensure_future(func(context))
+            self._handler_calls.add(call)
             try:
-                await asyncio.wait_for(func(context), timeout=limit)
+                await asyncio.wait_for(asyncio.shield(call), timeout=limit)
+            except asyncio.CancelledError:
+                if not call.cancelled():
+                    call.cancel()
+                    raise
+                # Cancelled by close() at shutdown: give the run back for another replica to redo.
+                logger.warning("Handler run of %s cancelled by the shutdown; releasing its lease", task.key)
+                await self._release(context)
+                return
             except TimeoutError:
+                call.cancel()
                 assert task.active_deadline is not None
                 message = f"cancelled after activeDeadlineSeconds ({format_duration(task.active_deadline)})"
             except LeaseLostException:
@@ -501,6 +516,8 @@ class RunExecutor:
             else:
                 self._finished(task, run, succeeded=True, message="", finished_at=clock.now(), one_off=one_off)
                 return
+            finally:
+                self._handler_calls.discard(call)
             last_failure = clock.now()
             if attempt >= retries:
                 if attempt > 0:

@@ -62,6 +62,7 @@ from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import required
+from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -675,11 +676,13 @@ async def dynamodb_repository(**kwargs: Any) -> AsyncIterator[DynamoDBRepository
     (False), ``dynamodb_partition_prefix`` ("", apps sharing a table use different prefixes),
     ``batch_size`` (100). Other keywords are ignored (they belong to the app).
     """
-    table_name = required(BACKEND, kwargs, "dynamodb_table_name")
-    if not isinstance(table_name, str) or not _SAFE_TABLE_NAME.fullmatch(table_name):
-        raise BackendConfigurationError(
-            BACKEND, "dynamodb_table_name", f"{table_name!r} is not a valid table name ([A-Za-z0-9_.-], 3 to 255)"
-        )
+    table_name = checked_table_name(
+        BACKEND,
+        "dynamodb_table_name",
+        required(BACKEND, kwargs, "dynamodb_table_name"),
+        _SAFE_TABLE_NAME,
+        "letters, digits, '_', '.' or '-', 3 to 255",
+    )
     region = kwargs.get("dynamodb_region_name")
     endpoint = kwargs.get("dynamodb_endpoint")
     if endpoint is not None and (not isinstance(endpoint, str) or not re.match(r"https?://", endpoint)):

@@ -60,6 +60,7 @@ from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import required
+from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -625,14 +626,13 @@ async def mysql_repository(**kwargs: Any) -> AsyncIterator[MySQLRepository]:
         port = int(port)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise BackendConfigurationError(BACKEND, "mysql_port", f"expected a TCP port number, got {port!r}")
-    table_name = kwargs.get("mysql_table_name") or DEFAULT_TABLE_NAME
-    if not isinstance(table_name, str) or not _SAFE_IDENTIFIER.fullmatch(table_name):
-        raise BackendConfigurationError(
-            BACKEND,
-            "mysql_table_name",
-            f"{table_name!r} is not a safe identifier "
-            "(letters, digits and underscores, at most 64, not starting with a digit)",
-        )
+    table_name = checked_table_name(
+        BACKEND,
+        "mysql_table_name",
+        kwargs.get("mysql_table_name") or DEFAULT_TABLE_NAME,
+        _SAFE_IDENTIFIER,
+        "letters, digits and underscores, at most 64, not starting with a digit",
+    )
     batch_size = positive_int(BACKEND, kwargs, "batch_size", DEFAULT_BATCH_SIZE)
 
     try:

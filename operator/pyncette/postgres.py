@@ -56,6 +56,7 @@ from pyncette.repository.kit import next_time
 from pyncette.repository.kit import one_line
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import required
+from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -514,16 +515,13 @@ async def postgres_repository(**kwargs: Any) -> AsyncIterator[PostgresRepository
     url = required(BACKEND, kwargs, "postgres_url", "postgresql://user@host/db")
     if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
         raise BackendConfigurationError(BACKEND, "postgres_url", f"expected a postgresql:// URL, got {url!r}")
-    table_name = kwargs.get("postgres_table_name")
-    if table_name is None:
-        table_name = "pyncette_tasks"
-    if not isinstance(table_name, str) or not _SAFE_TABLE_NAME.fullmatch(table_name):
-        raise BackendConfigurationError(
-            BACKEND,
-            "postgres_table_name",
-            f"{table_name!r} is not a safe identifier (lower-case letters, digits and underscores, "
-            "not starting with a digit, at most 50 characters)",
-        )
+    table_name = checked_table_name(
+        BACKEND,
+        "postgres_table_name",
+        "pyncette_tasks" if kwargs.get("postgres_table_name") is None else kwargs["postgres_table_name"],
+        _SAFE_TABLE_NAME,
+        "lower-case letters, digits and underscores, not starting with a digit, at most 50 characters",
+    )
     batch_size = positive_int(BACKEND, kwargs, "batch_size", 100)
     pool_size = positive_int(BACKEND, kwargs, "postgres_pool_size", 10)
 

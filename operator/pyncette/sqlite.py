@@ -61,6 +61,7 @@ from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import positive_int
+from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -72,7 +73,8 @@ UTC = datetime.UTC
 BACKEND = "sqlite"
 
 _STATIC = ""  # parent_name of static tasks; canonical names are never empty
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# An identifier SQLite will not mistake for one of its own tables (sqlite_*, any case).
+_IDENTIFIER = re.compile(r"(?!(?i:sqlite_))[A-Za-z_][A-Za-z0-9_]{0,62}")
 _BUSY_TIMEOUT_SECONDS = 5.0
 _MAX_ATTEMPTS = 20
 _MAX_GROUPS_PER_QUERY = 200  # SQLite allows at most 500 terms in one compound SELECT
@@ -104,14 +106,8 @@ def _is_busy(error: BaseException) -> bool:
 
 def validate_table_name(name: Any) -> str:
     """Returns ``name`` if it is safe to splice into SQL, else raises a one-line configuration error."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.lower().startswith("sqlite_"):
-        raise BackendConfigurationError(
-            "sqlite",
-            "sqlite_table_name",
-            f"{name!r} is not a safe table name (1-63 letters, digits or underscores, not starting with a "
-            "digit or 'sqlite_')",
-        )
-    return name
+    rule = "1-63 letters, digits or underscores, not starting with a digit or 'sqlite_'"
+    return checked_table_name(BACKEND, "sqlite_table_name", name, _IDENTIFIER, rule)
 
 
 class SqliteRepository(BatchRepository):

@@ -72,7 +72,7 @@ async def test_missing_table_name_is_one_line_error(dynamodb_endpoint: str) -> N
 
 @pytest.mark.parametrize("name", ["ab", "has space", "semi;colon", "a" * 256, 7])
 async def test_invalid_table_name_is_refused(dynamodb_endpoint: str, name: Any) -> None:
-    with pytest.raises(BackendConfigurationError, match=r"^dynamodb: dynamodb_table_name: .* not a valid table name"):
+    with pytest.raises(BackendConfigurationError, match=r"^dynamodb: dynamodb_table_name: .* not a safe table name"):
         async with dynamodb_repository(**settings(dynamodb_endpoint, name)):
             pass
 

@@ -68,7 +68,7 @@ async def test_missing_required_keyword(mysql_params: dict[str, Any], missing: s
 
 @pytest.mark.parametrize("name", ["tasks; DROP TABLE users", "tasks`x", "1tasks", "", "a" * 65, "täsks"])
 async def test_unsafe_table_name_is_refused_before_connecting(name: str) -> None:
-    with pytest.raises(BackendConfigurationError, match=r"^mysql: mysql_table_name: .* not a safe identifier"):
+    with pytest.raises(BackendConfigurationError, match=r"^mysql: mysql_table_name: .* not a safe table name"):
         # No server answers on port 1: the name is checked first.
         async with mysql_repository(
             mysql_host="127.0.0.1", mysql_port=1, mysql_user="u", mysql_database="d", mysql_table_name=name or 5

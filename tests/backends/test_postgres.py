@@ -83,7 +83,7 @@ async def test_wrong_password_is_one_line_error(postgres_url: str) -> None:
     ["tasks; DROP TABLE users", 'x"y', "Tasks", "1tasks", "", "a" * 51, "public.tasks"],
 )
 async def test_unsafe_table_name_is_refused_before_connecting(name: str) -> None:
-    with pytest.raises(BackendConfigurationError, match=r"^postgres: postgres_table_name: .* is not a safe identifier"):
+    with pytest.raises(BackendConfigurationError, match=r"^postgres: postgres_table_name: .* is not a safe table name"):
         # Port 1: the check must happen before any connection attempt.
         async with postgres_repository(postgres_url="postgresql://u@127.0.0.1:1/db", postgres_table_name=name):
             pass

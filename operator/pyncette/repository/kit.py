@@ -294,10 +294,11 @@ def positive_int(backend: str, kwargs: dict[str, Any], name: str, default: int) 
     return value
 
 
-def identifier(backend: str, name: str, value: Any, pattern: re.Pattern[str], rule: str) -> str:
-    """``value`` if it is a string that fully matches ``pattern``, else one line quoting ``rule``."""
+def table_name(backend: str, name: str, value: Any, pattern: re.Pattern[str], rule: str) -> str:
+    """``value`` if it is a string that fully matches ``pattern`` (safe to splice into a statement),
+    else one line quoting ``rule``: ``postgres: postgres_table_name: 'x;' is not a safe table name (...)``."""
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise BackendConfigurationError(backend, name, f"{value!r} is not a safe name ({rule})")
+        raise BackendConfigurationError(backend, name, f"{value!r} is not a safe table name ({rule})")
     return value
 
 

@@ -331,11 +331,15 @@ class SqliteRepository(BatchRepository):
                         batch.executions.append(
                             LeasedExecution(task, scheduled_at, Lease(TokenLease(lease, scheduled_at)))
                         )
+            moved = await self._advance(utc_now, advances)
+            kept = {task.canonical_name for task, _, _ in moved}
+            for task, execute_after, _ in advances:
+                if task.canonical_name not in kept:  # its next time cannot be computed: parked, not run
+                    until = now + task.lease_duration.total_seconds()
+                    leases.append((lease, until, _ready_at(execute_after, until), task.canonical_name))
             await self._many(
                 f"UPDATE {self._table} SET locked_by = ?, locked_until = ?, ready_at = ? WHERE name = ?", leases
             )
-            moved = await self._advance(utc_now, advances)
-            kept = {task.canonical_name for task, _, _ in moved}
             batch.executions = [e for e in batch.executions if e.lease is not None or e.task.canonical_name in kept]
             for _, _, nxt in moved:
                 if nxt is not None and (batch.next_due_at is None or nxt < batch.next_due_at):

@@ -137,3 +137,33 @@ async def test_a_quarantined_row_is_fixed_by_rescheduling_it(
     ]
     state = await repository.get_task_state(at(2), batch.executions[0].task)
     assert state is not None and state.problem is None
+
+
+async def test_a_task_whose_next_time_cannot_be_computed_is_parked_alone(
+    repository: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """AT_MOST_ONCE moves an entry forward before it runs; if that time cannot be computed (here a
+    zone gone missing while running) the entry is neither run nor lost, and not offered again at
+    once; its neighbour in the same batch runs. A commit that cannot compute the next time leaves
+    the entry as it was."""
+    from pyncette.model import ExecutionMode
+
+    once = Task(name="amo", func=_noop, schedule="* * * * *", execution_mode=ExecutionMode.AT_MOST_ONCE)
+    alo = Task(name="alo", func=_noop, schedule="* * * * *")
+    fine = Task(name="fine", func=_noop, interval=datetime.timedelta(seconds=60))
+    await repository.lease_due(T0, [once, alo, fine], limit=10)  # creates the entries, due at T0+60
+    once.timezone = "Mars/Olympus"
+
+    with caplog.at_level(logging.ERROR):
+        batch = await repository.lease_due(at(60), [once, alo, fine], limit=10)
+        assert sorted(e.task.canonical_name for e in batch.executions) == ["alo", "fine"]
+        assert (await repository.lease_due(at(60), [once, alo, fine], limit=10)).executions == []
+        assert len(_reports(caplog, "amo")) == 1
+
+        leased_alo = next(e for e in batch.executions if e.task.canonical_name == "alo")
+        alo.timezone = "Mars/Olympus"
+        await repository.commit_executions(at(61), [leased_alo])
+    state = await repository.get_task_state(at(61), alo)
+    assert state is not None and state.scheduled_at == at(60)  # not moved, not deleted
+    amo = await repository.get_task_state(at(61), once)
+    assert amo is not None and amo.scheduled_at == at(60)

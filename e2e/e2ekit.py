@@ -43,7 +43,9 @@ def fake_nodes(cluster: Any) -> bool:
 
 
 def chart_values(handler_modules: list[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {"statusInterval": 1}
+    # The suite creates its tasks in the release's own (throwaway) namespace, so it asks for it to
+    # be served; a real install keeps tenants out of the operator's namespace.
+    values: dict[str, Any] = {"statusInterval": 1, "watch": {"releaseNamespace": True}}
     backend = os.environ.get("PYNCETTE_E2E_BACKEND_URL")
     if backend:
         values["backend"] = {"url": backend}

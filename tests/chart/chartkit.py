@@ -3,6 +3,10 @@
 ``Chart.render(values)`` runs ``helm template`` with a values file and returns the objects;
 ``Chart.render_error(values)`` expects helm to refuse the values and returns its message. Values
 are passed as a file, not ``--set``, so that nested values and lists mean exactly what they say.
+
+The chart refuses to install without being told which namespaces to serve; values that say
+nothing about ``watch`` get ``watch.namespaces: [team-a]`` (``TENANTS``) unless the Chart is made
+with ``tenants=None`` (to test exactly that refusal).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ RELEASE = "pt"
 NAMESPACE = "pyncette-system"
 
 Obj = dict[str, Any]
+TENANTS = ("team-a",)
 
 
 def find_helm() -> Path | None:
@@ -43,8 +48,11 @@ def find_helm() -> Path | None:
 class Chart:
     helm: Path
     path: Path = CHART_DIR
+    tenants: tuple[str, ...] | None = TENANTS
 
     def _template(self, values: Obj | None, extra: Iterable[str]) -> subprocess.CompletedProcess[str]:
+        if self.tenants and "watch" not in (values or {}) and not any("watch." in arg for arg in extra):
+            values = {**(values or {}), "watch": {"namespaces": list(self.tenants)}}
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             json.dump(values or {}, f)  # JSON is YAML
             values_file = f.name

@@ -88,6 +88,9 @@ def install(kube_cluster: Any, tmp_path: Path) -> Iterator[Callable[..., Release
 
     def do_install(namespace: str, values: Obj, *, name: str | None = None) -> Release:
         name = name or f"r{secrets.token_hex(2)}"
+        if "watch" not in values:
+            # Most tests put their tasks beside the release, in a throwaway namespace: asked for.
+            values = {**values, "watch": {"releaseNamespace": True}}
         values_file = tmp_path / f"{name}-values.json"
         # The operator runs here as a local process (chart.kubelet); its Pods stay on kwok's node.
         values_file.write_text(json.dumps({**ON_KWOK, **values}))

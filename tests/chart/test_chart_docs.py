@@ -85,7 +85,9 @@ def test_local_walkthrough_works_as_written(kube_cluster: Any, tmp_path: Path) -
     if not kube_cluster.local:
         pytest.skip("the walkthrough is written for the local control plane (make cluster-up)")
     namespace = f"walkthrough-{secrets.token_hex(3)}"
-    script = walkthrough_script().replace("pyncette-system", namespace).replace("18080", str(free_port()))
+    tenant = f"{namespace}-tenant"
+    script = walkthrough_script().replace("pyncette-system", namespace).replace("team-a", tenant)
+    script = script.replace("18080", str(free_port()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYNCETTE_")}
     env["TMPDIR"] = str(tmp_path)
     proc = subprocess.Popen(
@@ -106,7 +108,8 @@ def test_local_walkthrough_works_as_written(kube_cluster: Any, tmp_path: Path) -
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # the operator it started in the background, if still there
-        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
+        for name in (namespace, tenant):
+            kube_cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
     assert proc.returncode == 0, output[-5000:]
     assert "no Secrets: as it should be" in output
     # `kubectl get ptask hello` printed the task with its columns, and its runs were listed.

@@ -6,6 +6,8 @@ widened rule before anything is installed.
 
 from __future__ import annotations
 
+import dataclasses
+
 from chart.chartkit import NAMESPACE
 from chart.chartkit import NAMESPACED_NEEDS
 from chart.chartkit import Chart
@@ -59,10 +61,28 @@ def test_namespaced_mode_grants_exactly_the_needs_in_each_watched_namespace(char
     assert {ns for (_, ns) in bound} == {"team-a", "team-b"}
 
 
-def test_default_watches_only_the_release_namespace(chart: Chart) -> None:
-    objs = chart.render()
-    assert [r["metadata"]["namespace"] for r in find(objs, "Role")] == [NAMESPACE]
+def test_the_release_namespace_is_served_only_when_asked(chart: Chart) -> None:
+    """It holds the operator's ServiceAccount and backend Secret: no tenant's Pod belongs there."""
+    message = dataclasses.replace(chart, tenants=None).render_error({})
+    assert "watch: name the namespaces whose PyncetteTasks the operator runs" in message
+    assert f"The release namespace {NAMESPACE} is not served unless you set watch.releaseNamespace=true" in message
+    objs = chart.render({"watch": {"namespaces": ["team-a"]}})
+    assert [r["metadata"]["namespace"] for r in find(objs, "Role")] == ["team-a"]
+    # Asked for: a Role there too.
+    objs = chart.render({"watch": {"namespaces": ["team-a"], "releaseNamespace": True}})
+    assert sorted(r["metadata"]["namespace"] for r in find(objs, "Role")) == [NAMESPACE, "team-a"]
+    objs = chart.render({"watch": {"releaseNamespace": True}})
     assert [b["metadata"]["namespace"] for b in find(objs, "RoleBinding")] == [NAMESPACE]
+
+
+def test_cluster_wide_mode_excludes_the_release_namespace_unless_asked(chart: Chart) -> None:
+    def args(watch: Obj) -> list[str]:
+        deployment = find(chart.render({"watch": watch}), "Deployment")[0]
+        result: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return result
+
+    assert f"--exclude-namespace={NAMESPACE}" in args({"allNamespaces": True})
+    assert not [a for a in args({"allNamespaces": True, "releaseNamespace": True}) if "exclude" in a]
 
 
 def test_cluster_wide_mode_uses_one_cluster_role_with_the_same_rules(chart: Chart) -> None:

@@ -109,12 +109,32 @@ def test_entrypoint_args_follow_values(chart: Chart) -> None:
     assert "--all-namespaces" not in args
 
 
-def test_release_namespace_is_watched_by_default_and_cluster_wide_on_request(chart: Chart) -> None:
-    args = container(chart.render())["args"]
-    assert f"--namespace={NAMESPACE}" in args
+def test_watched_namespaces_and_cluster_wide_on_request(chart: Chart) -> None:
+    args = container(chart.render({"watch": {"namespaces": ["team-a", "team-b"]}}))["args"]
+    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
     args = container(chart.render({"watch": {"allNamespaces": True}}))["args"]
     assert "--all-namespaces" in args
     assert not [a for a in args if a.startswith("--namespace")]
+
+
+def test_bounds_and_the_operators_own_service_account_reach_the_operator(chart: Chart) -> None:
+    args = container(chart.render())["args"]
+    assert f"--operator-service-account={NAMESPACE}:{RELEASE}-pyncette-operator" in args
+    assert {"--min-interval=1s", "--pod-create-qps=10", "--pod-create-burst=20"} <= set(args)
+    assert {"--health-bind-address=0.0.0.0", "--metrics-bind-address=0.0.0.0"} <= set(args)
+    values = {
+        "minInterval": "30s",
+        "podCreateRate": {"qps": 2.5, "burst": 5},
+        "probes": {"bindAddress": "10.0.0.1"},
+        "metrics": {"bindAddress": "127.0.0.1"},
+        "serviceAccount": {"name": "ops"},
+        "allowedServiceAccounts": ["runner", "team-a:reporter"],
+    }
+    args = container(chart.render(values))["args"]
+    assert f"--operator-service-account={NAMESPACE}:ops" in args
+    assert {"--min-interval=30s", "--pod-create-qps=2.5", "--pod-create-burst=5"} <= set(args)
+    assert {"--health-bind-address=10.0.0.1", "--metrics-bind-address=127.0.0.1"} <= set(args)
+    assert {"--allowed-service-accounts=runner", "--allowed-service-accounts=team-a:reporter"} <= set(args)
 
 
 def test_embedded_sqlite_gets_an_emptydir_and_no_rolling_overlap(chart: Chart) -> None:

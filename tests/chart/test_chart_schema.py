@@ -6,6 +6,8 @@ the rules that matter most, so that --skip-schema-validation does not get them t
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from chart.chartkit import Chart
@@ -37,6 +39,9 @@ REJECTED: dict[str, tuple[Obj, str]] = {
     "status interval below the floor": ({"statusInterval": 0.05}, "/statusInterval"),
     "PDB percentage malformed": ({"podDisruptionBudget": {"maxUnavailable": "half"}}, "/podDisruptionBudget"),
     "relative SQLite dir": ({"backend": {"sqlite": {"dataDir": "data"}}}, "/backend/sqlite/dataDir"),
+    "min interval not a duration": ({"minInterval": "often"}, "/minInterval"),
+    "no Pod creates at all": ({"podCreateRate": {"qps": 0}}, "/podCreateRate/qps"),
+    "account with a bad namespace": ({"allowedServiceAccounts": ["Team_A:runner"]}, "/allowedServiceAccounts/0"),
 }
 
 ACCEPTED: dict[str, Obj] = {
@@ -48,6 +53,8 @@ ACCEPTED: dict[str, Obj] = {
     "replicas on a Secret": {"replicaCount": 2, "backend": {"existingSecret": {"name": "db", "key": "url"}}},
     "scaled to zero": {"replicaCount": 0},
     "percentage PDB": {"podDisruptionBudget": {"maxUnavailable": "50%"}},
+    "accounts by namespace": {"allowedServiceAccounts": ["runner", "team-a:reporter"]},
+    "release namespace asked for": {"watch": {"releaseNamespace": True}},
 }
 
 
@@ -74,3 +81,9 @@ def test_schema_accepts(chart: Chart, values: Obj) -> None:
 def test_template_guards_hold_without_the_schema(chart: Chart, values: Obj, words: str) -> None:
     message = chart.render_error(values, "--skip-schema-validation")
     assert words in message, message
+
+
+def test_no_namespace_to_serve_is_refused_with_the_reason(chart: Chart) -> None:
+    message = dataclasses.replace(chart, tenants=None).render_error({"replicaCount": 1})
+    assert "set watch.allNamespaces=true" in message
+    assert "it holds the operator's ServiceAccount and the backend Secret" in message

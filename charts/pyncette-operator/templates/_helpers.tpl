@@ -63,14 +63,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-The namespaces the operator watches in namespaced mode, as a JSON list (use fromJsonArray).
+The namespaces the operator serves in namespaced mode, as a JSON list (use fromJsonArray):
+watch.namespaces, plus the release namespace only when watch.releaseNamespace asks for it.
 */}}
 {{- define "pyncette-operator.watchNamespaces" -}}
-{{- if .Values.watch.namespaces }}
-{{- .Values.watch.namespaces | uniq | toJson }}
-{{- else }}
-{{- list .Release.Namespace | toJson }}
+{{- $namespaces := .Values.watch.namespaces | default list }}
+{{- if .Values.watch.releaseNamespace }}
+{{- $namespaces = append $namespaces .Release.Namespace }}
 {{- end }}
+{{- $namespaces | uniq | toJson }}
 {{- end }}
 
 {{/*
@@ -97,6 +98,9 @@ a chart rendered with --skip-schema-validation still refuses them.
 {{- end }}
 {{- if and .Values.watch.allNamespaces .Values.watch.namespaces }}
 {{- fail "watch.allNamespaces=true and watch.namespaces are both set: choose cluster-wide or a list of namespaces." }}
+{{- end }}
+{{- if not (or .Values.watch.allNamespaces .Values.watch.namespaces .Values.watch.releaseNamespace) }}
+{{- fail (printf "watch: name the namespaces whose PyncetteTasks the operator runs (--set watch.namespaces={team-a}) or set watch.allNamespaces=true. The release namespace %s is not served unless you set watch.releaseNamespace=true: it holds the operator's ServiceAccount and the backend Secret, which the Pod of a PyncetteTask created there could use." .Release.Namespace) }}
 {{- end }}
 {{- end }}
 

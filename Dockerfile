@@ -6,23 +6,48 @@
 # (tests/chart/test_dockerfile.py), so keep them free of absolute paths: use ${VIRTUAL_ENV}.
 #
 # Base: python:3.12.14-slim-bookworm, pinned by the multi-platform index digest listed for that
-# tag in docker-library/repo-info. Bump tag and digest together.
+# tag in docker-library/repo-info. Bump tag and digest together. BASE_IMAGE replaces it with any
+# Debian-based image that has `python` with venv and groupadd/useradd: `make image` passes one
+# built locally from Debian packages (hack/images/base.sh), as no image registry is reachable there.
+#
+# pip may need a CA bundle of the machine's to reach its index: pass it as a build secret, it is
+# mounted for the RUN lines that download and never stored in a layer:
+#   podman build --secret id=pip-cert,src=/etc/ssl/certs/ca-certificates.crt \
+#       --build-arg PIP_CERT=/run/secrets/pip-cert .
+# (docker buildx build takes the same two options). Without them pip uses its own bundle.
 
-FROM python:3.12.14-slim-bookworm@sha256:b64e9d3a71eddaa1b3f80c04abf292b3139e3b7c4dd272d19c31dc1f91194d1b AS build
+ARG BASE_IMAGE=python:3.12.14-slim-bookworm@sha256:b64e9d3a71eddaa1b3f80c04abf292b3139e3b7c4dd272d19c31dc1f91194d1b
+
+FROM ${BASE_IMAGE} AS build
 
 ENV VIRTUAL_ENV=/opt/pyncette \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# pip's settings for the downloads (build stage only; see above). Unset unless given.
+ARG PIP_CERT
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+ARG PIP_DEFAULT_TIMEOUT
 WORKDIR /src
 RUN python -m venv "${VIRTUAL_ENV}"
 COPY pyproject.toml constraints.txt README.md ./
-COPY operator ./operator
+# The dependencies first, in a layer of their own that a change to the sources does not touch:
+# the distribution is installed from an empty source root, then only the distribution is removed.
 # constraints.txt pins the versions CI tests with (and spares pip's resolver its backtracking).
-RUN "${VIRTUAL_ENV}/bin/pip" install --no-cache-dir --constraint constraints.txt ".[all]" \
-    && "${VIRTUAL_ENV}/bin/pip" uninstall --yes pip \
+# The build backend (pyproject.toml's build-system) is installed there too, so that the step after
+# the sources builds offline, without an isolated build environment.
+RUN --mount=type=secret,id=pip-cert \
+    mkdir -p operator \
+    && "${VIRTUAL_ENV}/bin/pip" install --no-cache-dir --constraint constraints.txt ".[all]" "setuptools>=69" wheel \
+    && "${VIRTUAL_ENV}/bin/pip" uninstall --yes pyncette \
+    && rm -rf build operator
+COPY operator ./operator
+RUN "${VIRTUAL_ENV}/bin/pip" install --no-cache-dir --no-deps --no-build-isolation --no-index . \
+    && "${VIRTUAL_ENV}/bin/pip" uninstall --yes setuptools wheel pip \
     && "${VIRTUAL_ENV}/bin/pyncette-operator" --help >/dev/null
 
-FROM python:3.12.14-slim-bookworm@sha256:b64e9d3a71eddaa1b3f80c04abf292b3139e3b7c4dd272d19c31dc1f91194d1b AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="pyncette-operator" \
       org.opencontainers.image.description="Kubernetes operator for PyncetteTask resources" \

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e clean
+.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e clean image registry-up registry-down skaffold
 
 help:
 	@echo "make run            - local cluster + CRD + operator on embedded SQLite + a sample task, show its runs"
@@ -25,6 +25,10 @@ help:
 	@echo "make node-down      - remove the real node: no process, mount, bridge, chain or cgroup left"
 	@echo "make node-images    - build busybox/redis/pause from Debian packages, push to the local registry"
 	@echo "make test-node      - node-up, then the tests that run real containers (tests/node)"
+	@echo "make image          - build the operator image with podman, push it to the local registry, print its name"
+	@echo "make registry-up    - start the local image registry on 127.0.0.1:5000 (make image does it too)"
+	@echo "make registry-down  - stop the local image registry (its blobs stay cached)"
+	@echo "make skaffold       - build (once) the pinned skaffold into the tool cache and print its path"
 	@echo "make clean          - remove .venv and the tool caches"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -78,6 +82,19 @@ node-images:
 
 test-node: venv node-up
 	$(VENV)/bin/pytest tests/node -m node $(PYTEST_ARGS)
+
+image:
+	@bash hack/images/image.sh
+
+registry-up:
+	bash hack/images/registry.sh up
+
+registry-down:
+	bash hack/images/registry.sh down
+
+skaffold:
+	@bash hack/cluster/build.sh skaffold
+	@source hack/cluster/lib.sh && echo "$$(component_dir skaffold)/skaffold"
 
 run: venv
 	bash hack/demo.sh

@@ -3,6 +3,7 @@
 #
 #   bash hack/cluster/build.sh [component...]    # default: etcd kwok helm kubernetes
 #   bash hack/cluster/build.sh toxiproxy         # the fault proxy (hack/services starts it)
+#   bash hack/cluster/build.sh skaffold          # skaffold (make skaffold)
 #
 # Each component is a small wrapper module under hack/cluster/modules/<component>/ whose
 # go.mod pins the upstream release and lists the commands as `tool` directives. Outputs go
@@ -44,6 +45,9 @@ ldflags_for() {
         toxiproxy)
             flags+=" -X github.com/Shopify/toxiproxy/v2.Version=${version#v}"
             ;;
+        skaffold)
+            flags+=" -X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$version"
+            ;;
     esac
     echo "$flags"
 }
@@ -80,6 +84,7 @@ build_one() {
     mkdir -p "$tmp" "$LOG_DIR"
     local hint=""
     [[ "$component" != kubernetes ]] || hint="; a cold build takes 15-30 minutes on 2 cores"
+    [[ "$component" != skaffold ]] || hint="; a cold build takes about 10-20 minutes on 2 cores"
     log "$component: building $(component_version "$component") (log: $buildlog$hint)"
     start=$(date +%s)
     local timer=()

@@ -18,8 +18,9 @@ CACHE_ROOT="${PYNCETTE_CACHE_DIR:-$HOME/.cache/pyncette}/cluster"
 
 # Build order; each has a wrapper module under modules/<component>/.
 COMPONENTS=(etcd kwok helm kubernetes)
-# Built on demand only (not part of the cluster): Toxiproxy, started by hack/services/up.sh.
-EXTRA_COMPONENTS=(toxiproxy)
+# Built on demand only (not part of the cluster): Toxiproxy, started by hack/services/up.sh;
+# skaffold (make skaffold).
+EXTRA_COMPONENTS=(toxiproxy skaffold)
 
 # Bump when up.sh starts the processes with other flags: a running cluster of an older layout
 # is then restarted from scratch by the next `make cluster-up`.
@@ -58,6 +59,7 @@ component_module() {
         helm) echo helm.sh/helm/v3 ;;
         kubernetes) echo k8s.io/kubernetes ;;
         toxiproxy) echo github.com/Shopify/toxiproxy/v2 ;;
+        skaffold) echo github.com/GoogleContainerTools/skaffold/v2 ;;
         *) die "unknown component $1" ;;
     esac
 }
@@ -70,6 +72,7 @@ component_binaries() {
         helm) echo helm ;;
         kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy ;;
         toxiproxy) echo toxiproxy-server toxiproxy-cli ;;
+        skaffold) echo skaffold ;;
         *) die "unknown component $1" ;;
     esac
 }

@@ -1,10 +1,12 @@
 """Read the Dockerfile, and replay its build stage on this machine.
 
-There is no container engine here, so CI cannot build the image. What it can do is run the very
-RUN lines of the build stage, in order, against a fresh directory standing in for the image's
-filesystem: COPY copies from the build context (filtered by .dockerignore), WORKDIR and the
-virtualenv path are mapped into that directory, ENV is applied. The result is the virtualenv the
-image would ship, and its `pyncette-operator` is the image's ENTRYPOINT.
+The real image is built with podman by `make image` (hack/images/image.sh) and run on the local
+node by the e2e suite, on a base built from Debian packages. This module is the quick check that
+needs no container engine: it runs the very RUN lines of the build stage, in order, against a
+fresh directory standing in for the image's filesystem: COPY copies from the build context
+(filtered by .dockerignore), WORKDIR and the virtualenv path are mapped into that directory, ENV is
+applied, secret mounts are dropped (pip here uses this machine's own settings). The result is the
+virtualenv the image would ship, and its `pyncette-operator` is the image's ENTRYPOINT.
 
 What it cannot reproduce: the base image itself (the replay uses a Python of the image's minor
 version when this machine has one, else the test run's own) and the build's network and platform.
@@ -43,7 +45,11 @@ class Stage:
 
 
 def parse(text: str | None = None) -> list[Stage]:
-    """Stages with their instructions (keyword upper-cased, continuation lines joined)."""
+    """Stages with their instructions (keyword upper-cased, continuation lines joined).
+
+    ARGs before the first FROM are global: FROM ${NAME} takes their default values, as a build
+    without --build-arg does.
+    """
     text = DOCKERFILE.read_text() if text is None else text
     logical: list[str] = []
     current = ""
@@ -59,11 +65,16 @@ def parse(text: str | None = None) -> list[Stage]:
         logical.append(current + line)
         current = ""
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     for line in logical:
         keyword, _, args = line.partition(" ")
         keyword = keyword.upper()
+        if keyword == "ARG" and not stages:
+            name, _, default = args.strip().partition("=")
+            global_args[name] = default
+            continue
         if keyword == "FROM":
-            parts = args.split()
+            parts = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], args).split()
             name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
             stages.append(Stage(base=parts[0], name=name))
         else:
@@ -179,7 +190,12 @@ def replay_build_stage(
                 target.mkdir(parents=True, exist_ok=True)
             _copy(sources, target, patterns, context)
         elif keyword == "RUN":
-            command = args.replace("--no-cache-dir", "")
+            command = args
+            while command.startswith("--"):
+                flag, _, command = command.partition(" ")
+                assert flag.startswith("--mount=type=secret,"), f"RUN {flag}: only secret mounts are replayed"
+                command = command.lstrip()
+            command = command.replace("--no-cache-dir", "")
             assert "/opt/" not in command and "/usr/" not in command, f"RUN {args}: use ${{VIRTUAL_ENV}}, not a path"
             proc = subprocess.run(
                 ["bash", "-euo", "pipefail", "-c", command],

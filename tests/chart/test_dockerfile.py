@@ -1,7 +1,8 @@
 """The Dockerfile: hadolint-clean, pinned, non-root, runtime-only; its build replayed in a fresh venv.
 
-No image is built here (no container engine): `replay_build_stage` runs the build stage's own
-RUN lines into a fresh virtualenv, and the tests start the image's ENTRYPOINT from it.
+No image is built here (e2e/ builds and runs the real one on the local node with `make image`):
+`replay_build_stage` runs the build stage's own RUN lines into a fresh virtualenv, and the tests
+start the image's ENTRYPOINT from it.
 """
 
 from __future__ import annotations
@@ -90,7 +91,29 @@ def test_build_context_holds_the_sources_and_nothing_else() -> None:
 def test_build_installs_the_runtime_extras_not_the_dev_ones() -> None:
     (build,) = [s for s in parse() if s.name == "build"]
     installs = [r for r in build.all("RUN") if " install " in r]
-    assert installs and all('".[all]"' in r and "[dev]" not in r for r in installs), installs
+    # Dependencies come from the [all] extra; the step after the sources adds the distribution alone.
+    assert any('".[all]"' in r for r in installs), installs
+    assert all(('".[all]"' in r or "--no-deps" in r) and "[dev]" not in r for r in installs), installs
+
+
+def test_base_image_is_one_build_argument_defaulting_to_the_pinned_image() -> None:
+    """`make image` swaps the base with --build-arg BASE_IMAGE; everything after FROM stays the same."""
+    text = DOCKERFILE.read_text()
+    assert re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE) == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    (default,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, flags=re.MULTILINE)
+    assert PINNED.match(default), default
+
+
+def test_pip_certificate_is_a_build_secret_not_a_layer() -> None:
+    """pip may need the machine's CA bundle: mounted as a secret for the downloading RUN, never copied."""
+    (build, runtime) = parse()
+    downloading = [r for r in build.all("RUN") if " install " in r and "--no-index" not in r]
+    assert downloading and all(r.startswith("--mount=type=secret,id=pip-cert ") for r in downloading), downloading
+    for stage in (build, runtime):
+        for keyword, args in stage.instructions:
+            if keyword in ("COPY", "ADD", "ENV"):
+                assert "cert" not in args.lower() and ".crt" not in args, f"{keyword} {args}"
+    assert "PIP_CERT" not in " ".join(a for k, a in runtime.instructions if k == "ARG")
 
 
 @pytest.mark.slow
@@ -130,6 +153,7 @@ def test_replayed_entrypoint_starts(image_venv: Replay) -> None:
         ("FROM x AS build\nRUN /opt/venv/bin/pip install kopf\n", "use ${VIRTUAL_ENV}"),
         ("FROM x AS build\nADD https://example.invalid/x.tgz /x\n", "ADD in the build stage is not replayed"),
         ("FROM x AS build\nCOPY --chmod=644 pyproject.toml ./\n", "flags are not replayed"),
+        ("FROM x AS build\nRUN --mount=type=cache,target=/root/.cache pip install kopf\n", "only secret mounts"),
     ],
 )
 def test_replay_refuses_what_it_cannot_replay_faithfully(tmp_path: Path, dockerfile: str, complaint: str) -> None:

@@ -60,6 +60,7 @@ from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
+from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import required
 from pyncette.repository.kit import table_name as checked_table_name
@@ -597,10 +598,7 @@ class DynamoDBRepository(BatchRepository):
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         await self._table_call(self._client.delete_item(TableName=self._table, Key=self._key(task)))
 
-    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
-        if isinstance(lease, TokenLease) and lease.token is None:
-            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
-            return PollResponse(ResultType.READY, lease.scheduled_at, None)
+    async def _poll_entry(self, utc_now: datetime.datetime, task: Task, lease: Lease | None) -> PollResponse:
         for _ in range(_ATTEMPTS):
             item = await self._get(task)
             if item is None:
@@ -610,16 +608,20 @@ class DynamoDBRepository(BatchRepository):
                 await self._create_static(utc_now, [task])
                 continue
             assert item.execute_after is not None
-            scheduled_at = item.execute_after
-            ours = lease is not None and item.locked_by == token_of(lease)
-            if item.locked_until is not None and item.locked_until > utc_now and not ours:
-                return PollResponse(ResultType.LOCKED, scheduled_at, None)
-            if scheduled_at > utc_now:
-                return PollResponse(ResultType.PENDING, scheduled_at, None)
-            token = uuid.uuid4().hex
-            claimed = await self._claim(utc_now, task, item, token)
-            if claimed is not None:
-                return PollResponse(ResultType.READY, scheduled_at, claimed.lease)
+            plan = plan_poll(
+                utc_now,
+                task,
+                lease,
+                execute_after=item.execute_after,
+                locked_until=item.locked_until,
+                locked_by=item.locked_by,
+                new_token=uuid.uuid4().hex,
+            )
+            if plan.result != ResultType.READY:
+                return plan.response
+            # Written only if nobody wrote the item since it was read (its version); else read again.
+            if await self._claim(utc_now, task, item, plan.token or uuid.uuid4().hex) is not None:
+                return plan.response
         raise PyncetteException(f"Unable to poll task {task.canonical_name} due to contention")
 
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:

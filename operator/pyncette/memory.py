@@ -45,6 +45,7 @@ from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
+from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
@@ -186,10 +187,7 @@ class MemoryRepository(BatchRepository):
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         self._delete(task.canonical_name)
 
-    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
-        if isinstance(lease, TokenLease) and lease.token is None:
-            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
-            return PollResponse(result=ResultType.READY, scheduled_at=lease.scheduled_at, lease=None)
+    async def _poll_entry(self, utc_now: datetime.datetime, task: Task, lease: Lease | None) -> PollResponse:
         entry = self._entries.get(task.canonical_name)
         if entry is None:
             if task.parent_task is not None:
@@ -199,22 +197,20 @@ class MemoryRepository(BatchRepository):
                 return PollResponse(result=ResultType.MISSING, scheduled_at=utc_now, lease=None)
             entry = _Entry(name=task.canonical_name, group=_STATIC, execute_after=created[0][1])
             self._store(entry)
-        scheduled_at = entry.execute_after
-        leased = entry.locked_until is not None and entry.locked_until > utc_now
-        if leased and not self._holds(entry, token_of(lease)):
-            return PollResponse(result=ResultType.LOCKED, scheduled_at=scheduled_at, lease=None)
-        if scheduled_at > utc_now:
-            return PollResponse(result=ResultType.PENDING, scheduled_at=scheduled_at, lease=None)
-        if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
-            ok, nxt = next_time(task, utc_now, scheduled_at)
-            if ok:
-                self._advance(entry, nxt)
-            return PollResponse(result=ResultType.READY, scheduled_at=scheduled_at, lease=None)
-        token = uuid.uuid4().hex
-        self._lease(entry, token, utc_now + task.lease_duration)
-        return PollResponse(
-            result=ResultType.READY, scheduled_at=scheduled_at, lease=Lease(TokenLease(token, scheduled_at))
+        plan = plan_poll(
+            utc_now,
+            task,
+            lease,
+            execute_after=entry.execute_after,
+            locked_until=entry.locked_until,
+            locked_by=entry.locked_by,
+            new_token=uuid.uuid4().hex,
         )
+        if plan.advance:
+            self._advance(entry, plan.next_at)
+        elif plan.lease_until is not None and plan.token is not None:
+            self._lease(entry, plan.token, plan.lease_until)
+        return plan.response
 
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
         entry = self._entries.get(task.canonical_name)

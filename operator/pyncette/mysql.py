@@ -52,12 +52,12 @@ from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
-from pyncette.model import ResultType
 from pyncette.model import TaskState
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
+from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import required
 from pyncette.repository.kit import table_name as checked_table_name
@@ -520,11 +520,7 @@ class MySQLRepository(BatchRepository):
         async with self._transaction() as cursor:
             await cursor.execute(f"DELETE FROM {self._table} WHERE name = %s", (_name(task),))
 
-    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
-        if isinstance(lease, TokenLease) and lease.token is None:
-            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
-            return PollResponse(ResultType.READY, lease.scheduled_at, None)
-        now = _to_micros(utc_now)
+    async def _poll_entry(self, utc_now: datetime.datetime, task: Task, lease: Lease | None) -> PollResponse:
         name = _name(task)
 
         async def poll(cursor: aiomysql.DictCursor) -> PollResponse:
@@ -536,31 +532,33 @@ class MySQLRepository(BatchRepository):
                 created = self.statics.due_for_creation(utc_now, [task])
                 if not created:
                     raise PyncetteException(f"Task {task.canonical_name} has no next execution")
-                first = created[0][1]
+                first = _to_micros(created[0][1])
                 await cursor.execute(
                     f"INSERT INTO {self._table} (name, parent_name, execute_after) VALUES (%s, %s, %s)",
-                    (name, _STATIC, _to_micros(first)),
+                    (name, _STATIC, first),
                 )
-                execute_after, locked_until, locked_by = _to_micros(first), None, None
+                execute_after, locked_until, locked_by = first, None, None
             else:
                 execute_after, locked_until, locked_by = row["execute_after"], row["locked_until"], row["locked_by"]
             scheduled_at = _from_micros(execute_after)
             assert scheduled_at is not None
-            ours = lease is not None and _text(locked_by) == token_of(lease)
-            if locked_until is not None and locked_until > now and not ours:
-                return PollResponse(ResultType.LOCKED, scheduled_at, None)
-            if execute_after > now:
-                return PollResponse(ResultType.PENDING, scheduled_at, None)
-            if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
-                following = task.get_next_execution(utc_now, scheduled_at)
-                if following is None:
+            plan = plan_poll(
+                utc_now,
+                task,
+                lease,
+                execute_after=scheduled_at,
+                locked_until=_from_micros(locked_until),
+                locked_by=_text(locked_by),
+                new_token=uuid.uuid4().hex,
+            )
+            if plan.advance:
+                if plan.next_at is None:
                     await self._delete_rows(cursor, [name])
                 else:
-                    await self._write_rows(cursor, [(name, _to_micros(following), None, None)])
-                return PollResponse(ResultType.READY, scheduled_at, None)
-            token = uuid.uuid4().hex
-            await self._write_rows(cursor, [(name, execute_after, _to_micros(utc_now + task.lease_duration), token)])
-            return PollResponse(ResultType.READY, scheduled_at, Lease(TokenLease(token, scheduled_at)))
+                    await self._write_rows(cursor, [(name, _to_micros(plan.next_at), None, None)])
+            elif plan.lease_until is not None:
+                await self._write_rows(cursor, [(name, execute_after, _to_micros(plan.lease_until), plan.token)])
+            return plan.response
 
         result: PollResponse = await self._retrying(poll)
         return result

@@ -47,13 +47,13 @@ from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
-from pyncette.model import ResultType
 from pyncette.model import TaskState
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import one_line
+from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import required
 from pyncette.repository.kit import table_name as checked_table_name
@@ -396,39 +396,36 @@ class PostgresRepository(BatchRepository):
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         await self._pool.execute(self._sql.delete, task.canonical_name)
 
-    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
-        if isinstance(lease, TokenLease) and lease.token is None:
-            # Handed over by poll_dynamic_task after the AT_MOST_ONCE row was already moved forward.
-            return PollResponse(ResultType.READY, lease.scheduled_at, None)
-        held_token = token_of(lease)
+    async def _poll_entry(self, utc_now: datetime.datetime, task: Task, lease: Lease | None) -> PollResponse:
         async with self._pool.acquire() as connection, connection.transaction():
             row = await connection.fetchrow(self._sql.select_for_update, task.canonical_name)
             if row is None:
                 if task.parent_task is not None:
                     raise self.instance_not_found(task)
-                first = task.get_next_execution(utc_now, None)
-                if first is None:
+                created = self.statics.due_for_creation(utc_now, [task])
+                if not created:
                     raise PyncetteException(f"Task {task.canonical_name} has no future execution")
-                execute_after, locked_until, locked_by = first, None, None
-                await connection.execute(self._sql.upsert, task.canonical_name, first, None, None)
+                execute_after, locked_until, locked_by = created[0][1], None, None
+                await connection.execute(self._sql.upsert, task.canonical_name, execute_after, None, None)
             else:
                 execute_after, locked_until, locked_by = row["execute_after"], row["locked_until"], row["locked_by"]
-
-            ours = held_token is not None and locked_by is not None and str(locked_by) == held_token
-            if locked_until is not None and locked_until > utc_now and not ours:
-                return PollResponse(ResultType.LOCKED, execute_after, None)
-            if execute_after > utc_now:
-                return PollResponse(ResultType.PENDING, execute_after, None)
-            if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
-                next_at = task.get_next_execution(utc_now, execute_after)
-                if next_at is None:
+            plan = plan_poll(
+                utc_now,
+                task,
+                lease,
+                execute_after=execute_after,
+                locked_until=locked_until,
+                locked_by=str(locked_by) if locked_by is not None else None,
+                new_token=str(uuid.uuid4()),
+            )
+            if plan.advance:
+                if plan.next_at is None:
                     await connection.execute(self._sql.delete, task.canonical_name)
                 else:
-                    await self._update(connection, task, next_at, None, None)
-                return PollResponse(ResultType.READY, execute_after, None)
-            token = held_token if ours and held_token is not None else str(uuid.uuid4())
-            await self._update(connection, task, execute_after, utc_now + task.lease_duration, token)
-            return PollResponse(ResultType.READY, execute_after, Lease(TokenLease(token, execute_after)))
+                    await self._update(connection, task, plan.next_at, None, None)
+            elif plan.lease_until is not None:
+                await self._update(connection, task, execute_after, plan.lease_until, plan.token)
+            return plan.response
 
     async def _update(
         self,

@@ -60,6 +60,7 @@ from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
 from pyncette.repository.kit import next_time
+from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
@@ -204,12 +205,7 @@ class SqliteRepository(BatchRepository):
 
         await self._write(body)
 
-    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
-        if isinstance(lease, TokenLease) and lease.token is None:
-            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
-            return PollResponse(result=ResultType.READY, scheduled_at=lease.scheduled_at, lease=None)
-        now = _ts(utc_now)
-
+    async def _poll_entry(self, utc_now: datetime.datetime, task: Task, lease: Lease | None) -> PollResponse:
         async def body() -> PollResponse:
             rows = await self._rows_by_name([task.canonical_name])
             row = rows.get(task.canonical_name)
@@ -226,22 +222,24 @@ class SqliteRepository(BatchRepository):
             _, _, execute_after, locked_until, locked_by, _ = row
             scheduled_at = _dt(execute_after)
             assert scheduled_at is not None
-            if locked_until is not None and locked_until > now and (lease is None or locked_by != token_of(lease)):
-                return PollResponse(result=ResultType.LOCKED, scheduled_at=scheduled_at, lease=None)
-            if execute_after > now:
-                return PollResponse(result=ResultType.PENDING, scheduled_at=scheduled_at, lease=None)
-            if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+            plan = plan_poll(
+                utc_now,
+                task,
+                lease,
+                execute_after=scheduled_at,
+                locked_until=_dt(locked_until),
+                locked_by=locked_by,
+                new_token=uuid.uuid4().hex,
+            )
+            if plan.advance:
                 await self._advance(utc_now, [(task, execute_after, None)])
-                return PollResponse(result=ResultType.READY, scheduled_at=scheduled_at, lease=None)
-            new_lease = uuid.uuid4().hex
-            until = now + task.lease_duration.total_seconds()
-            await self._connection.execute(
-                f"UPDATE {self._table} SET locked_by = ?, locked_until = ?, ready_at = ? WHERE name = ?",
-                (new_lease, until, _ready_at(execute_after, until), task.canonical_name),
-            )
-            return PollResponse(
-                result=ResultType.READY, scheduled_at=scheduled_at, lease=Lease(TokenLease(new_lease, scheduled_at))
-            )
+            elif plan.lease_until is not None:
+                until = _ts(plan.lease_until)
+                await self._connection.execute(
+                    f"UPDATE {self._table} SET locked_by = ?, locked_until = ?, ready_at = ? WHERE name = ?",
+                    (plan.token, until, _ready_at(execute_after, until), task.canonical_name),
+                )
+            return plan.response
 
         return await self._write(body)
 

@@ -287,10 +287,9 @@ class RedisRepository(BatchRepository):
             pipe.zrem(self._names_key(owner), task.canonical_name)
             await pipe.execute()
 
-    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
-        if isinstance(lease, TokenLease) and lease.token is None:
-            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
-            return PollResponse(ResultType.READY, lease.scheduled_at, None)
+    async def _poll_entry(self, utc_now: datetime.datetime, task: Task, lease: Lease | None) -> PollResponse:
+        # The LOCKED/PENDING/READY decision of ``kit.plan_poll`` is made inside poll.lua, where reading
+        # and leasing the entry are one atomic step; AT_MOST_ONCE is then moved forward by _commit.
         held_token = token_of(lease)
         initial = ""
         if task.parent_task is None:

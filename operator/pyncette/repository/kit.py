@@ -46,7 +46,9 @@ from pyncette.model import ExecutionMode
 from pyncette.model import Lease
 from pyncette.model import LeaseBatch
 from pyncette.model import LeasedExecution
+from pyncette.model import PollResponse
 from pyncette.model import QueryResponse
+from pyncette.model import ResultType
 from pyncette.model import TaskState
 from pyncette.repository import Repository
 from pyncette.task import Task
@@ -114,6 +116,62 @@ def held(executions: Iterable[LeasedExecution]) -> list[tuple[LeasedExecution, s
 def to_commit(executions: Iterable[LeasedExecution]) -> list[tuple[LeasedExecution, str]]:
     """The AT_LEAST_ONCE executions that hold a lease (what ``commit_executions`` must write)."""
     return [(e, token) for e, token in held(executions) if e.task.execution_mode == ExecutionMode.AT_LEAST_ONCE]
+
+
+# ---- the 1.x single-entry poll, decided once ----
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    """What ``poll_task`` answers for one stored entry, and what the backend must write for it.
+
+    ``lease_until``/``token``: READY for AT_LEAST_ONCE, lease the entry (the caller's token when it
+    already holds the lease). ``advance``: READY for AT_MOST_ONCE, move the entry to ``next_at``
+    (delete it when None) and clear any lease. Otherwise nothing is written.
+    """
+
+    result: ResultType
+    scheduled_at: datetime.datetime
+    lease_until: datetime.datetime | None = None
+    token: str | None = None
+    advance: bool = False
+    next_at: datetime.datetime | None = None
+
+    @property
+    def response(self) -> PollResponse:
+        lease = Lease(TokenLease(self.token, self.scheduled_at)) if self.lease_until is not None else None
+        return PollResponse(result=self.result, scheduled_at=self.scheduled_at, lease=lease)
+
+
+def plan_poll(
+    utc_now: datetime.datetime,
+    task: Task,
+    lease: Lease | None,
+    *,
+    execute_after: datetime.datetime,
+    locked_until: datetime.datetime | None,
+    locked_by: str | None,
+    new_token: str,
+) -> PollPlan:
+    """pyncette 1.x's ``poll_task`` semantics for an entry read (and locked) by the backend.
+
+    LOCKED while someone else's lease runs; PENDING before ``execute_after``; otherwise READY: an
+    AT_MOST_ONCE entry is moved forward (a failing next time makes it LOCKED: nothing runs, nothing
+    is lost), an AT_LEAST_ONCE one is leased, keeping the caller's token if it holds the lease.
+    """
+    held_token = token_of(lease)
+    ours = held_token is not None and locked_by is not None and locked_by == held_token
+    if locked_until is not None and locked_until > utc_now and not ours:
+        return PollPlan(ResultType.LOCKED, execute_after)
+    if execute_after > utc_now:
+        return PollPlan(ResultType.PENDING, execute_after)
+    if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
+        ok, following = next_time(task, utc_now, execute_after)
+        if not ok:
+            return PollPlan(ResultType.LOCKED, execute_after)
+        return PollPlan(ResultType.READY, execute_after, advance=True, next_at=following)
+    token = held_token if ours and held_token is not None else new_token
+    return PollPlan(ResultType.READY, execute_after, lease_until=utc_now + task.lease_duration, token=token)
 
 
 # ---- computing times, one entry at a time ----
@@ -309,8 +367,9 @@ class BatchRepository(Repository):
     """Base of the bundled backends: they implement the batch protocol, this class the 1.x calls.
 
     Subclasses implement ``lease_due``, ``commit_executions``, ``unlock_executions``,
-    ``extend_leases``, ``register_tasks`` (one round trip per batch each), plus ``poll_task``,
-    ``unregister_task``, ``get_task_state`` and ``list_task_states``. Leases they hand out are
+    ``extend_leases``, ``register_tasks`` (one round trip per batch each), plus ``_poll_entry``
+    (storage for 1.x's ``poll_task``, whose decisions are ``plan_poll``'s), ``unregister_task``,
+    ``get_task_state`` and ``list_task_states``. Leases they hand out are
     ``TokenLease``s (or plain strings); ``self.entries`` and ``self.statics`` are their kit.
     """
 
@@ -354,6 +413,19 @@ class BatchRepository(Repository):
 
     async def register_task(self, utc_now: datetime.datetime, task: Task, force: bool = False) -> None:
         await self.register_tasks(utc_now, [task], force=force)
+
+    async def poll_task(self, utc_now: datetime.datetime, task: Task, lease: Lease | None = None) -> PollResponse:
+        if isinstance(lease, TokenLease) and lease.token is None:
+            # Handed over by poll_dynamic_task after the AT_MOST_ONCE entry was already moved forward.
+            return PollResponse(result=ResultType.READY, scheduled_at=lease.scheduled_at, lease=None)
+        return await self._poll_entry(utc_now, task, lease)
+
+    @abc.abstractmethod
+    async def _poll_entry(self, utc_now: datetime.datetime, task: Task, lease: Lease | None) -> PollResponse:
+        """Reads and locks one entry, applies ``plan_poll`` to it and writes what the plan says.
+
+        A missing instance raises ``instance_not_found``; a missing static task is created first
+        (``self.statics``)."""
 
     async def _held_execution(self, utc_now: datetime.datetime, task: Task, lease: Lease) -> LeasedExecution | None:
         """The leased execution ``lease`` stands for (a 1.x caller passes only task and lease)."""

@@ -50,14 +50,18 @@ class Chart:
     path: Path = CHART_DIR
     tenants: tuple[str, ...] | None = TENANTS
 
-    def _template(self, values: Obj | None, extra: Iterable[str]) -> subprocess.CompletedProcess[str]:
+    def _template(
+        self, values: Obj | None, extra: Iterable[str], *, tests: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         if self.tenants and "watch" not in (values or {}) and not any("watch." in arg for arg in extra):
             values = {**(values or {}), "watch": {"namespaces": list(self.tenants)}}
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             json.dump(values or {}, f)  # JSON is YAML
             values_file = f.name
         try:
-            cmd = [str(self.helm), "template", RELEASE, str(self.path), "--namespace", NAMESPACE, "-f", values_file]
+            # The release's own objects; the `helm test` hook only for render_tests().
+            skip = [] if tests else ["--skip-tests"]
+            cmd = [str(self.helm), "template", RELEASE, str(self.path), "--namespace", NAMESPACE, "-f", values_file, *skip]
             return subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120, check=False)
         finally:
             os.unlink(values_file)
@@ -66,6 +70,13 @@ class Chart:
         proc = self._template(values, extra)
         assert proc.returncode == 0, f"helm template failed for {values}:\n{proc.stderr}"
         return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+    def render_tests(self, values: Obj | None = None) -> list[Obj]:
+        """The objects of the `helm test` hook (annotated helm.sh/hook: test)."""
+        proc = self._template(values, (), tests=True)
+        assert proc.returncode == 0, f"helm template failed for {values}:\n{proc.stderr}"
+        docs = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+        return [d for d in docs if (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"]
 
     def render_text(self, values: Obj | None = None, *extra: str) -> str:
         proc = self._template(values, extra)

@@ -88,6 +88,32 @@ def test_probes_hit_the_operator_health_endpoint(chart: Chart) -> None:
         assert c[probe]["httpGet"] == {"path": "/livez", "port": "health"}
 
 
+def test_readiness_probe_path_can_differ_from_liveness(chart: Chart) -> None:
+    c = container(chart.render({"probes": {"path": "/healthz", "readinessPath": "/readyz"}}))
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_helm_test_hook_asks_the_readiness_endpoint_through_its_own_service(chart: Chart) -> None:
+    objs = chart.render_tests({"probes": {"port": 8181, "readinessPath": "/readyz"}, "tests": {"image": "bb:1"}})
+    service, pod = one(objs, "Service"), one(objs, "Pod")
+    for obj, weight in ((service, "-1"), (pod, "0")):
+        assert obj["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        assert obj["metadata"]["annotations"]["helm.sh/hook-weight"] == weight
+    assert service["spec"]["selector"] == one(chart.render(), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "health", "port": 8181, "targetPort": "health", "protocol": "TCP"}]
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == "bb:1"
+    script = c["command"][-1]
+    name = service["metadata"]["name"]
+    assert f"${{{name.upper().replace('-', '_')}_SERVICE_HOST:-{name}.{NAMESPACE}.svc}}" in script
+    assert ':8181/readyz"' in script
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert chart.render_tests({"tests": {"enabled": False}}) == []
+
+
 def test_entrypoint_args_follow_values(chart: Chart) -> None:
     objs = chart.render(
         {

@@ -36,6 +36,8 @@ class EventReason:
     RUN_FAILED = "RunFailed"
     INVALID_SPEC = "InvalidSpec"
     MISSED_SCHEDULES = "MissedSchedules"
+    TOO_MANY_FAILURES = "TooManyFailures"
+    RESUMED = "Resumed"
 
 
 @dataclass(frozen=True)

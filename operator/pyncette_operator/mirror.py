@@ -39,6 +39,7 @@ from pyncette.errors import TaskLockedException
 from pyncette.model import TaskState
 from pyncette.pyncette import PyncetteContext
 from pyncette.task import Task
+from pyncette_operator import breaker
 from pyncette_operator.conditions import READY
 from pyncette_operator.conditions import Condition
 from pyncette_operator.conditions import ReadyReason
@@ -245,6 +246,26 @@ class Mirror:
         state.generation = generation
         state.schedule_text = parsed.describe_schedule()
 
+        record = state.breaker_record()
+        if not parsed.suspend and breaker.is_tripped(record, parsed):
+            await self._unschedule(key)  # stopped by the circuit breaker, like a suspend (runs in flight finish)
+            self._dirty.discard(key)
+            message = breaker.stopped_message(parsed, record)
+            state.ready = Condition(READY, False, breaker.TOO_MANY_FAILURES, message, generation)
+            state.next_run_time, state.next_run_known = None, True
+            self._status.changed(namespace, name, urgent=previous_ready != state.ready)
+            return
+        if breaker.resume_requested(record, parsed):
+            breaker.resumed(state, now=self.ctx.clock.now())
+            how = (
+                "a new pyncette.dev/resume value"
+                if parsed.generation == (record or {}).get("trippedGeneration")
+                else "a spec change"
+            )
+            self._events.record(ref, reason=EventReason.RESUMED, message=f"resumed by {how}; failures counted from 0")
+            logger.info("PyncetteTask %s resumed after the circuit breaker stopped it (%s)", key, how)
+            self._status.changed(namespace, name, urgent=True)
+
         if parsed.suspend or self._one_off_done(parsed, body):
             if parsed.suspend or not await self._leased(key):
                 await self._unschedule(key)  # a one-off still running keeps its entry, for failureMode
@@ -415,6 +436,10 @@ class Mirror:
         logger.info("PyncetteTask %s: run now (%s)", parsed.key, value)
 
     # ---- repair loops ----
+
+    def request_reconcile(self, namespace: str, name: str) -> None:
+        """Reconciles this task again soon (from the retry loop), e.g. after a run changed what it should be."""
+        self._dirty.add(task_key(namespace, name))
 
     async def retry_dirty(self) -> None:
         """Re-reconciles the keys whose last attempt failed or hit a running lease."""

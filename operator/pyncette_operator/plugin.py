@@ -9,7 +9,9 @@ as one ``error: ...`` line on stderr with exit code 1 (as kubectl; usage errors 
 Commands:
 
 * ``run-now NAME``: one extra run now (a new value of the ``pyncette.dev/run-now`` annotation).
-* ``suspend NAME`` / ``resume NAME``: ``spec.suspend``.
+* ``suspend NAME`` / ``resume NAME``: ``spec.suspend``; ``resume`` also sets a new value of the
+  ``pyncette.dev/resume`` annotation, which resumes a task the circuit breaker stopped
+  (``spec.suspendAfterFailures``).
 * ``next NAME [-n 5]``: the next scheduled times, computed here with the operator's own schedule
   code (``H`` spread, several schedules, time zone, jitter delay), so they are the times the
   operator will use: each row is the slot (the Pod's ``pyncette.dev/scheduled-at``) and, with
@@ -43,6 +45,7 @@ from pyncette_operator.runs.pods import pod_view
 from pyncette_operator.spec import GROUP
 from pyncette_operator.spec import KIND
 from pyncette_operator.spec import PLURAL
+from pyncette_operator.spec import RESUME_ANNOTATION
 from pyncette_operator.spec import RUN_NOW_ANNOTATION
 from pyncette_operator.spec import VERSION
 from pyncette_operator.spec import InvalidTask
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run_now = commands.add_parser("run-now", parents=[common], help="start one extra run now")
     run_now.add_argument("name")
-    for verb, what in (("suspend", "stop starting new runs"), ("resume", "start scheduling again")):
+    for verb, what in (("suspend", "stop starting new runs"), ("resume", "start again (suspend or circuit breaker)")):
         commands.add_parser(verb, parents=[common], help=what).add_argument("name")
     nxt = commands.add_parser("next", parents=[common], help="the next scheduled times, computed locally")
     nxt.add_argument("name")
@@ -381,11 +384,19 @@ async def _command(cluster: Cluster, args: argparse.Namespace) -> str:
             if output == "json"
             else f"{ref} run requested ({value})"
         )
-    if args.command in ("suspend", "resume"):
-        suspend = args.command == "suspend"
-        await cluster.patch_task(name, {"spec": {"suspend": suspend}})
-        done = "suspended" if suspend else "resumed"
-        return json.dumps({"name": name, "suspend": suspend}) if output == "json" else f"{ref} {done}"
+    if args.command == "suspend":
+        await cluster.patch_task(name, {"spec": {"suspend": True}})
+        return json.dumps({"name": name, "suspend": True}) if output == "json" else f"{ref} suspended"
+    if args.command == "resume":
+        # Both ways a task stops: spec.suspend, and the circuit breaker (a new resume value).
+        value = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        patch = {"metadata": {"annotations": {RESUME_ANNOTATION: value}}, "spec": {"suspend": False}}
+        await cluster.patch_task(name, patch)
+        return (
+            json.dumps({"name": name, "suspend": False, RESUME_ANNOTATION: value})
+            if output == "json"
+            else f"{ref} resumed"
+        )
     body = await cluster.get_task(name)
     if args.command == "next":
         if args.count < 1:

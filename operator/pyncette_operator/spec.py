@@ -38,6 +38,7 @@ VERSION = "v1"
 PLURAL = "pyncettetasks"
 KIND = "PyncetteTask"
 RUN_NOW_ANNOTATION = "pyncette.dev/run-now"
+RESUME_ANNOTATION = "pyncette.dev/resume"
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -220,6 +221,12 @@ class TaskSpec:
     successful_runs_history_limit: int = 3
     failed_runs_history_limit: int = 1
     run_now: str | None = None
+    suspend_after_failures: int | None = None
+    """``spec.suspendAfterFailures``: the circuit breaker stops scheduling after this many
+    consecutive failed scheduled runs (see ``pyncette_operator.breaker``). None: never."""
+    resume: str = ""
+    """The ``pyncette.dev/resume`` annotation's value ("" when absent): a new value resumes a task
+    stopped by the circuit breaker."""
     starting_deadline: datetime.timedelta | None = None
     """``startingDeadlineSeconds``: a run that cannot start within this of its scheduled time is
     skipped (counted as missed). None: no deadline (as CronJob)."""
@@ -461,6 +468,8 @@ def _parse(
         successful_runs_history_limit=_limit(spec, "successfulRunsHistoryLimit", 3, bad),
         failed_runs_history_limit=_limit(spec, "failedRunsHistoryLimit", 1, bad),
         run_now=str(run_now) if run_now is not None else None,
+        suspend_after_failures=_optional_count(spec, "suspendAfterFailures", bad),
+        resume=str(annotations.get(RESUME_ANNOTATION) or ""),
         starting_deadline=_seconds(spec, "startingDeadlineSeconds", 0, bad),
         backoff_limit=_limit(spec, "backoffLimit", 6, bad),
         active_deadline=_seconds(spec, "activeDeadlineSeconds", 1, bad),
@@ -511,6 +520,15 @@ def _enum(spec: Mapping[str, Any], name: str, values: Mapping[str, Any], default
     if raw not in values:
         raise bad(name, f"expected one of {', '.join(values)}, got {raw!r}")
     return values[raw]
+
+
+def _optional_count(spec: Mapping[str, Any], name: str, bad: Any) -> int | None:
+    raw = spec.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+        raise bad(name, f"expected an integer >= 1, got {raw!r}")
+    return raw
 
 
 def _limit(spec: Mapping[str, Any], name: str, default: int, bad: Any) -> int:

@@ -101,6 +101,18 @@ class TaskStatus:
     active: dict[str, ActiveRun] = field(default_factory=dict)
     finished: dict[str, None] = field(default_factory=dict)
     """Runs this replica saw finish (bounded): a stale echo of ``active`` must not bring them back."""
+    breaker: dict[str, Any] | None = None
+    """This replica's latest ``circuitBreaker`` record (see ``pyncette_operator.breaker``), or None."""
+
+    def breaker_record(self) -> dict[str, Any] | None:
+        """The newer (by ``updatedAt``) of this replica's circuit-breaker record and the observed one."""
+        seen = self.observed.get("circuitBreaker")
+        seen = dict(seen) if isinstance(seen, Mapping) else None
+        if self.breaker is None:
+            return seen
+        if seen is None or str(seen.get("updatedAt") or "") <= str(self.breaker.get("updatedAt") or ""):
+            return dict(self.breaker)
+        return seen
 
     def render(self, now: datetime.datetime) -> dict[str, Any]:
         """The full status this operator owns, ready for server-side apply."""
@@ -123,6 +135,9 @@ class TaskStatus:
         next_run = self.next_run_time if self.next_run_known else _observed_time(obs, "nextRunTime")
         if next_run is not None:
             out["nextRunTime"] = format_time(next_run)
+        breaker = self.breaker_record()
+        if breaker:
+            out["circuitBreaker"] = breaker
         run_now = self.last_run_now or obs.get("lastRunNow")
         if run_now:
             out["lastRunNow"] = run_now

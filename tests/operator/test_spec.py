@@ -325,3 +325,14 @@ def test_min_interval_looks_at_the_union_of_schedules() -> None:
     assert isinstance(result, InvalidTask) and result.reason == "ScheduleTooFrequent"
     assert result.message.startswith("spec.schedules: runs 1m apart")
     assert isinstance(parse(schedules=["0 * * * *", "30 * * * *"], podTemplate=POD, min_interval=300), TaskSpec)
+
+
+def test_suspend_after_failures_and_the_resume_annotation() -> None:
+    raw = body(interval="1m", podTemplate=POD, suspendAfterFailures=3)
+    raw["metadata"]["annotations"]["pyncette.dev/resume"] = "v2"
+    task = parse_task(raw, handlers=())
+    assert isinstance(task, TaskSpec) and (task.suspend_after_failures, task.resume) == (3, "v2")
+    plain = parse(interval="1m", podTemplate=POD)
+    assert isinstance(plain, TaskSpec) and (plain.suspend_after_failures, plain.resume) == (None, "")
+    bad = parse(interval="1m", podTemplate=POD, suspendAfterFailures=0)
+    assert isinstance(bad, InvalidTask) and bad.message == "spec.suspendAfterFailures: expected an integer >= 1, got 0"

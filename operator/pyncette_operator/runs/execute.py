@@ -34,6 +34,9 @@ from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.model import FailureMode
 from pyncette.model import LeasedExecution
+from pyncette_operator import breaker
+from pyncette_operator.conditions import READY
+from pyncette_operator.conditions import Condition
 from pyncette_operator.events import EventReason
 from pyncette_operator.events import EventRecorder
 from pyncette_operator.events import ObjectRef
@@ -105,6 +108,8 @@ class RunExecutor:
         task = cached.parsed
         if isinstance(task, InvalidTask) or (task.suspend and run_now is None):
             return  # the mirror unschedules it; a run already leased does nothing
+        if run_now is None and breaker.is_tripped(self._status.state(namespace, name).breaker_record(), task):
+            return  # stopped by the circuit breaker: the mirror unschedules it
         clock = self._mirror.ctx.clock
         now = clock.now()
         scheduled_at = context.scheduled_at.astimezone(datetime.UTC)
@@ -226,6 +231,8 @@ class RunExecutor:
         elif state.last_failure_time is None or finished_at > state.last_failure_time:
             state.last_failure_time = finished_at
         self._status.changed(task.namespace, task.name, urgent=one_off)
+        if task.suspend_after_failures is not None and not (one_off and task.execute_at is None):  # not run-now
+            self._count_for_breaker(task, run.scheduled_at, succeeded=succeeded)
         self._metrics.count("runs_finished", kind=run.kind, outcome="succeeded" if succeeded else "failed")
         what = f"Pod {run.name}" if run.kind == "Pod" else f"handler {task.handler_name}"
         ref = ObjectRef(task.namespace, task.name, task.uid)
@@ -241,6 +248,25 @@ class RunExecutor:
                 warning=True,
                 force=True,
             )
+
+    def _count_for_breaker(self, task: TaskSpec, slot: datetime.datetime, *, succeeded: bool) -> None:
+        """Counts a settled scheduled run for ``suspendAfterFailures``; stops the task at the limit."""
+        state = self._status.state(task.namespace, task.name)
+        now = self._mirror.ctx.clock.now()
+        if breaker.settled(state, task, slot=slot, succeeded=succeeded, now=now):
+            message = breaker.stopped_message(task, state.breaker)
+            state.ready = Condition(READY, False, breaker.TOO_MANY_FAILURES, message, task.generation)
+            state.next_run_time, state.next_run_known = None, True
+            self._events.record(
+                ObjectRef(task.namespace, task.name, task.uid),
+                reason=EventReason.TOO_MANY_FAILURES,
+                message=message,
+                warning=True,
+                force=True,
+            )
+            logger.warning("PyncetteTask %s stopped by its circuit breaker: %s", task.key, message)
+            self._mirror.request_reconcile(task.namespace, task.name)
+        self._status.changed(task.namespace, task.name, urgent=True)  # the next run may be on another replica
 
     # ---- leases ----
 

@@ -61,7 +61,8 @@ class Chart:
         try:
             # The release's own objects; the `helm test` hook only for render_tests().
             skip = [] if tests else ["--skip-tests"]
-            cmd = [str(self.helm), "template", RELEASE, str(self.path), "--namespace", NAMESPACE, "-f", values_file, *skip]
+            cmd = [str(self.helm), "template", RELEASE, str(self.path), "--namespace", NAMESPACE, "-f", values_file]
+            cmd += skip
             return subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120, check=False)
         finally:
             os.unlink(values_file)

@@ -85,3 +85,17 @@ def store_raw_spec(
         await loaded.store_raw_spec(backend_kwargs, repository, name, spec)
 
     return store
+
+
+@pytest.fixture
+def store_raw_spec_in(
+    backend_name: str, backend_kwargs: dict[str, Any]
+) -> Callable[[Repository, str, str], Awaitable[None]]:
+    """Like ``store_raw_spec``, for the storage of a given open repository (e.g. a running app's)."""
+    loaded = _load(backend_name)
+    assert isinstance(loaded, ModuleType)
+
+    async def store(repository: Repository, name: str, spec: str) -> None:
+        await loaded.store_raw_spec(backend_kwargs, repository, name, spec)
+
+    return store

@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
+import logging
 from collections.abc import AsyncIterator
 from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from pyncette.clock import FakeClock
 from pyncette.model import Context
@@ -152,3 +156,52 @@ async def test_an_instance_with_several_schedules_and_h_runs_at_their_union(back
         await eventually(settled)
     seconds = {offset, offset + 20, offset + 40, 55}
     assert runs == [at(s) for s in range(1, 61) if s % 60 in seconds]
+
+
+async def test_a_corrupted_instance_is_skipped_reported_once_and_the_rest_runs(
+    backend_kwargs: dict[str, Any],
+    store_raw_spec_in: Callable[[Any, str, str], Awaitable[None]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The issue's example on a running app: one stored instance no worker can load never holds up
+    the others due with it, nor a static task beside them; it is reported once and kept."""
+    clock = FakeClock(T0)
+    app = make_app(backend_kwargs, clock)
+    runs: list[tuple[str, datetime.datetime]] = []
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        runs.append((context.task.name, context.scheduled_at))
+
+    @app.task(interval=datetime.timedelta(seconds=5))
+    async def beside(context: Context) -> None:
+        runs.append(("beside", context.scheduled_at))
+
+    with caplog.at_level(logging.ERROR):
+        async with running(app) as ctx:
+            for name in ("a", "broken", "b"):
+                await ctx.schedule_task(job, name, interval=datetime.timedelta(seconds=10))
+            broken = json.dumps(
+                {
+                    **job.instantiate("broken", interval=datetime.timedelta(seconds=10)).as_spec(),
+                    "execution_mode": "SOMETIMES",
+                }
+            )
+            await store_raw_spec_in(ctx.repository, "job:broken", broken)
+            for until in (10, 20):
+                await clock.advance(seconds=10)
+
+                async def ran(until: int = until) -> bool:
+                    state = await ctx.get_task(job, "b")
+                    done = {(n, t) for n, t in runs}
+                    return {("a", at(until)), ("b", at(until)), ("beside", at(until))} <= done and (
+                        state is not None and state.scheduled_at == at(until + 10)
+                    )
+
+                await eventually(ran)
+            listed = {s.task.name: s.problem for s in (await ctx.list_tasks(job)).tasks}
+
+    assert not any(name == "broken" for name, _ in runs)
+    assert listed["broken"] is not None and listed["a"] is None
+    reports = [r for r in caplog.records if "'job:broken'" in r.getMessage()]
+    assert len(reports) == 1, [r.getMessage() for r in reports]

@@ -148,6 +148,12 @@ class Task:
                 raise self._fail("interval", f"expected a timedelta, got {self.interval!r}")
             if self.interval <= datetime.timedelta():
                 raise self._fail("interval", f"must be positive, got {self.interval}")
+            try:  # computed like the schedule: the next run must be a representable time
+                datetime.datetime.now(UTC) + self.interval
+            except OverflowError:
+                raise InvalidScheduleError(
+                    f"task {self.canonical_name!r}: interval: {self.interval} is too long (no next run time)"
+                ) from None
         if self.anchor is not None and (not isinstance(self.anchor, datetime.datetime) or self.anchor.tzinfo is None):
             raise self._fail("anchor", f"expected a timezone-aware datetime, got {self.anchor!r}")
         if self.execute_at is not None:

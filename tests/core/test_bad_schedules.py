@@ -162,3 +162,14 @@ def test_fast_forward_over_a_day_of_a_per_second_cron_computes_one_time() -> Non
     exact = START + datetime.timedelta(days=1)
     assert task.get_next_execution(exact, last) == exact
     assert task.get_next_execution(START, last) == START + datetime.timedelta(seconds=1)
+
+
+def test_an_interval_with_no_representable_next_run_is_rejected_at_definition(
+    make_app: Callable[..., Pyncette],
+) -> None:
+    app = make_app()
+    with pytest.raises(InvalidScheduleError, match=r"^task 'forever': interval: .* is too long \(no next run time\)"):
+
+        @app.task(name="forever", interval=datetime.timedelta(days=999_999_999))
+        async def task(context: Context) -> None:
+            pass

@@ -3,6 +3,9 @@
 # local registry. The last line printed is the image reference (for helm --set / kubectl).
 #
 #   bash hack/images/image.sh        # or: make image
+#   bash hack/images/image.sh --skaffold
+#       skaffold's custom builder (skaffold.yaml, profile local-node): builds and tags $IMAGE
+#       (the name and tag skaffold chose) and pushes it when $PUSH_IMAGE is true.
 #
 # The base image is built locally from Debian packages (base.sh) and passed as BASE_IMAGE; the
 # Dockerfile's default base stays the pinned public Python image. pip inside the build gets the
@@ -60,20 +63,30 @@ main() {
         [[ -z "$value" ]] || build_args+=(--build-arg "${name//-/_}=$value")
     done
 
-    local local_ref="localhost/$IMAGE_NAME:build" iid tag ref t_build t_push
+    local local_ref="localhost/$IMAGE_NAME:build" iid tag ref t_build t_push push=true
     log "building $IMAGE_NAME from Dockerfile on $base"
     t_build=$SECONDS
     podman build --layers --pull=never --file "$REPO_ROOT/Dockerfile" \
         --build-arg "BASE_IMAGE=$base" "${build_args[@]}" "${secret[@]}" \
         --tag "$local_ref" "$REPO_ROOT" >&2
     t_build=$((SECONDS - t_build))
-    iid=$(podman image inspect --format '{{.Id}}' "$local_ref")
-    # The tag names the content: an unchanged build gives the same reference.
-    tag=${iid:0:12}
-    ref="$REGISTRY/$IMAGE_NAME:$tag"
+    if [[ "${1:-}" == --skaffold ]]; then
+        ref=${IMAGE:?skaffold sets IMAGE for a custom build}
+        [[ "${PUSH_IMAGE:-false}" == true ]] || push=false
+    else
+        iid=$(podman image inspect --format '{{.Id}}' "$local_ref")
+        # The tag names the content: an unchanged build gives the same reference.
+        tag=${iid:0:12}
+        ref="$REGISTRY/$IMAGE_NAME:$tag"
+    fi
     podman tag "$local_ref" "$ref"
     t_push=$SECONDS
-    podman push --quiet --tls-verify=false "$ref" >&2
+    if [[ "$push" == true ]]; then
+        # Plain HTTP is only for the loopback registry; any other goes through TLS.
+        local tls=true
+        [[ "$ref" != "$REGISTRY/"* ]] || tls=false
+        podman push --quiet --tls-verify="$tls" "$ref" >&2
+    fi
     t_push=$((SECONDS - t_push))
     log "$ref: ${t_build}s build, ${t_push}s push, ${SECONDS}s in all ($(podman image inspect --format '{{.Size}}' "$ref" | numfmt --to=iec))"
     echo "$ref"

@@ -17,6 +17,7 @@ import yaml
 from chart.chartkit import CHART_DIR
 from chart.chartkit import REPO
 from chart.chartkit import Chart
+from chart.dockerfile import parse
 
 SKAFFOLD = REPO / "skaffold.yaml"
 IMAGE = "pyncette-operator"
@@ -45,13 +46,16 @@ def _effective(profile: str | None) -> dict[str, Any]:
 
 
 def _apply(doc: dict[str, Any], patch: dict[str, Any]) -> None:
-    """The add/replace operations of RFC 6902 that skaffold profiles use here."""
-    assert patch["op"] in ("add", "replace"), patch
+    """The add/replace/remove operations of RFC 6902 that skaffold profiles use here."""
+    assert patch["op"] in ("add", "replace", "remove"), patch
     *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in patch["path"].lstrip("/").split("/")]
     node: Any = doc
     for part in parents:
         node = node[int(part)] if isinstance(node, list) else node[part]
-    if isinstance(node, list):
+    if patch["op"] == "remove":
+        assert last in node, f"remove of a missing path {patch['path']}"
+        del node[int(last) if isinstance(node, list) else last]
+    elif isinstance(node, list):
         node[int(last)] = patch["value"]
     else:
         assert patch["op"] == "add" or last in node, f"replace of a missing path {patch['path']}"
@@ -72,15 +76,31 @@ def test_header() -> None:
     config = _config()
     assert config["apiVersion"] == "skaffold/v4beta13"
     assert config["kind"] == "Config"
-    assert {p["name"] for p in config["profiles"]} == {"dev", "ci"}
+    assert {p["name"] for p in config["profiles"]} == {"dev", "ci", "local-node"}
 
 
-@pytest.mark.parametrize("profile", [None, "dev", "ci"])
+@pytest.mark.parametrize("profile", [None, "dev", "ci", "local-node"])
 def test_builds_the_dockerfile_and_deploys_the_chart(profile: str | None) -> None:
     config = _effective(profile)
     (artifact,) = config["build"]["artifacts"]
     assert artifact["image"] == IMAGE
-    assert (REPO / artifact.get("context", ".") / artifact["docker"]["dockerfile"]).resolve() == REPO / "Dockerfile"
+    if "custom" in artifact:
+        # The local node's profile: podman through `make image`'s script, on the same Dockerfile.
+        assert "docker" not in artifact
+        command = artifact["custom"]["buildCommand"].split()
+        assert command[:3] == ["bash", "hack/images/image.sh", "--skaffold"]
+        assert (REPO / command[1]).is_file()
+        # Every input the Dockerfile copies is a dependency skaffold watches and hashes.
+        paths = artifact["custom"]["dependencies"]["paths"]
+        copied = {
+            src for stage in parse() if stage.name == "build" for args in stage.all("COPY") for src in args.split()[:-1]
+        }
+        assert copied <= set(paths), paths
+        dockerfile = "Dockerfile"
+        assert dockerfile in paths
+    else:
+        dockerfile = artifact["docker"]["dockerfile"]
+    assert (REPO / artifact.get("context", ".") / dockerfile).resolve() == REPO / "Dockerfile"
     (release,) = config["deploy"]["helm"]["releases"]
     assert (REPO / release["chartPath"]).resolve() == CHART_DIR
     templates = release["setValueTemplates"]
@@ -95,7 +115,7 @@ def test_chart_default_image_is_what_skaffold_builds() -> None:
     assert values["image"]["repository"] == IMAGE
 
 
-@pytest.mark.parametrize("profile", [None, "dev", "ci"])
+@pytest.mark.parametrize("profile", [None, "dev", "ci", "local-node"])
 def test_the_values_skaffold_sets_render(chart: Chart, profile: str | None) -> None:
     (release,) = _effective(profile)["deploy"]["helm"]["releases"]
     args = ["--set", "image.repository=registry.example/pyncette-operator", "--set", "image.tag=abc123"]

@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "pyncettetask"
 DIRTY_RETRY_SECONDS = 2.0
+STALE_CHECK_SECONDS = 5.0
+"""How often every replica re-evaluates the ``Stale`` condition of tasks with ``maxSuccessAge``."""
 SHUTDOWN_DRAIN_SECONDS = 15.0
 """On SIGTERM, how long running handlers get to finish (Pod runs release their leases at once).
 Below the chart's terminationGracePeriodSeconds (30) so the final status write fits after it."""
@@ -119,6 +121,7 @@ def build_parts(
         rate=s.status_writes_per_second,
         burst=s.status_burst,
         on_write=metrics.status_writes.inc,
+        **({"wall_clock": clock.now} if clock is not None else {}),
     )
     events = EventRecorder(
         send=kube.create_event,
@@ -317,6 +320,22 @@ class Operator:
             runners = await self._http(ctx, mirror)
             namespaces = self._namespaces()
 
+            exported: set[tuple[str, str]] = set()
+
+            async def freshness_check() -> None:
+                now_exported = set()
+                for namespace, name, stale, last in status.refresh_stale():
+                    self.metrics.task_stale.labels(namespace, name).set(1 if stale else 0)
+                    if last is not None:
+                        self.metrics.task_last_success.labels(namespace, name).set(last.timestamp())
+                    now_exported.add((namespace, name))
+                for namespace, name in exported - now_exported:
+                    for gauge in (self.metrics.task_stale, self.metrics.task_last_success):
+                        with contextlib.suppress(KeyError):
+                            gauge.remove(namespace, name)
+                exported.clear()
+                exported.update(now_exported)
+
             async def sweep() -> None:
                 await mirror.sweep()
                 reconcile_active(tracker=self.tracker, status=status, leased=mirror.leased)
@@ -327,6 +346,7 @@ class Operator:
                 asyncio.ensure_future(events.run()),
                 asyncio.ensure_future(self._every(s.sweep_interval, sweep, "sweep")),
                 asyncio.ensure_future(self._every(DIRTY_RETRY_SECONDS, mirror.retry_dirty, "retry")),
+                asyncio.ensure_future(self._every(STALE_CHECK_SECONDS, freshness_check, "freshness")),
                 asyncio.ensure_future(self._resync_loop(kube, status, namespaces)),
             ]
             kopf_task = asyncio.ensure_future(

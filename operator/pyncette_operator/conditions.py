@@ -42,6 +42,9 @@ class Condition:
     reason: str
     message: str = ""
     observed_generation: int | None = None
+    since: datetime.datetime | None = None
+    """When the condition took this status, if known better than "now" (Stale: when the last success
+    became too old); used as ``lastTransitionTime`` when the status changes."""
 
     @property
     def status_text(self) -> str:
@@ -52,7 +55,7 @@ def render_condition(
     condition: Condition, *, previous: Mapping[str, Any] | None, now: datetime.datetime
 ) -> dict[str, Any]:
     """The API form of ``condition``, keeping ``previous``'s transition time if the status is unchanged."""
-    transition = format_time(now)
+    transition = format_time(condition.since or now)
     if previous is not None and previous.get("status") == condition.status_text and previous.get("lastTransitionTime"):
         transition = str(previous["lastTransitionTime"])
     out: dict[str, Any] = {

@@ -85,6 +85,18 @@ class Metrics:
         self.pod_resyncs = Counter(
             "pyncette_operator_pod_resyncs", "Full LISTs of run Pods that rebuilt the Pod tracker", registry=r
         )
+        self.task_stale = Gauge(
+            "pyncette_operator_task_stale",
+            "1 while a PyncetteTask with maxSuccessAge is Stale, else 0 (every replica exports it)",
+            ["namespace", "name"],
+            registry=r,
+        )
+        self.task_last_success = Gauge(
+            "pyncette_operator_task_last_success_timestamp_seconds",
+            "When the last successful run of a PyncetteTask with maxSuccessAge finished (Unix time)",
+            ["namespace", "name"],
+            registry=r,
+        )
         self.invalid_tasks = Gauge("pyncette_operator_invalid_tasks", "PyncetteTasks with Ready=False", registry=r)
         self.start_skew = Histogram(
             "pyncette_operator_start_skew_seconds",

@@ -245,6 +245,12 @@ class Mirror:
         self._invalid_reported.pop(key, None)
         state.generation = generation
         state.schedule_text = parsed.describe_schedule()
+        state.max_success_age = parsed.max_success_age
+        created = meta.get("creationTimestamp")
+        try:
+            state.created_at = parse_time(str(created)) if created else None
+        except ValueError:
+            state.created_at = None
 
         record = state.breaker_record()
         if not parsed.suspend and breaker.is_tripped(record, parsed):

@@ -224,6 +224,8 @@ class TaskSpec:
     suspend_after_failures: int | None = None
     """``spec.suspendAfterFailures``: the circuit breaker stops scheduling after this many
     consecutive failed scheduled runs (see ``pyncette_operator.breaker``). None: never."""
+    max_success_age: datetime.timedelta | None = None
+    """``spec.maxSuccessAge``: the ``Stale`` condition turns True when the last success is older."""
     resume: str = ""
     """The ``pyncette.dev/resume`` annotation's value ("" when absent): a new value resumes a task
     stopped by the circuit breaker."""
@@ -386,6 +388,9 @@ def _parse(
             f" {format_duration(policy.min_interval)})",
             Reason.SCHEDULE_TOO_FREQUENT,
         )
+    max_success_age = _duration(spec, "maxSuccessAge", bad)
+    if max_success_age is not None and max_success_age <= datetime.timedelta():
+        raise bad("maxSuccessAge", f"must be positive, got {spec.get('maxSuccessAge')!r}")
     jitter = _duration(spec, "jitter", bad)
     if jitter is not None:
         if jitter <= datetime.timedelta():
@@ -469,6 +474,7 @@ def _parse(
         failed_runs_history_limit=_limit(spec, "failedRunsHistoryLimit", 1, bad),
         run_now=str(run_now) if run_now is not None else None,
         suspend_after_failures=_optional_count(spec, "suspendAfterFailures", bad),
+        max_success_age=max_success_age,
         resume=str(annotations.get(RESUME_ANNOTATION) or ""),
         starting_deadline=_seconds(spec, "startingDeadlineSeconds", 0, bad),
         backoff_limit=_limit(spec, "backoffLimit", 6, bad),

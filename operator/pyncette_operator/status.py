@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from pyncette_operator import freshness
 from pyncette_operator.conditions import READY
 from pyncette_operator.conditions import RUNNING
 from pyncette_operator.conditions import Condition
@@ -101,8 +102,27 @@ class TaskStatus:
     active: dict[str, ActiveRun] = field(default_factory=dict)
     finished: dict[str, None] = field(default_factory=dict)
     """Runs this replica saw finish (bounded): a stale echo of ``active`` must not bring them back."""
+    max_success_age: datetime.timedelta | None = None
+    """``spec.maxSuccessAge`` (set by the mirror): the status then carries a ``Stale`` condition."""
+    created_at: datetime.datetime | None = None
+    """The task's ``creationTimestamp``: staleness counts from it until a first success."""
     breaker: dict[str, Any] | None = None
     """This replica's latest ``circuitBreaker`` record (see ``pyncette_operator.breaker``), or None."""
+
+    def last_success(self) -> datetime.datetime | None:
+        return _max_time(self.last_successful_time, _observed_time(self.observed, "lastSuccessfulTime"))
+
+    def stale_condition(self, now: datetime.datetime) -> Condition | None:
+        """The ``Stale`` condition now, or None without ``maxSuccessAge``."""
+        if self.max_success_age is None:
+            return None
+        return freshness.evaluate(
+            max_age=self.max_success_age,
+            last_success=self.last_success(),
+            created=self.created_at,
+            now=now,
+            generation=self.generation,
+        )
 
     def breaker_record(self) -> dict[str, Any] | None:
         """The newer (by ``updatedAt``) of this replica's circuit-breaker record and the observed one."""
@@ -162,6 +182,9 @@ class TaskStatus:
         else:
             running = Condition(RUNNING, False, RunningReason.IDLE, "no run in flight")
         conditions.append(render_condition(running, previous=find(previous, RUNNING), now=now))
+        stale = self.stale_condition(now)
+        if stale is not None:
+            conditions.append(render_condition(stale, previous=find(previous, freshness.STALE), now=now))
         out["conditions"] = conditions
         return out
 
@@ -261,6 +284,21 @@ class StatusWriter:
         self._scheduled[key] = due
         heapq.heappush(self._heap, (due, key))
         self._wakeup.set()
+
+    def refresh_stale(self) -> list[tuple[str, str, bool, datetime.datetime | None]]:
+        """Re-evaluates ``Stale`` for every task with ``maxSuccessAge``, asking for a write where it
+        differs from the status seen; returns (namespace, name, stale, last success) of each."""
+        now = self._wall_clock()
+        out = []
+        for key, state in list(self._states.items()):
+            condition = state.stale_condition(now)
+            if condition is None:
+                continue
+            seen = find(state.observed.get("conditions"), freshness.STALE)
+            if seen is None or seen.get("status") != condition.status_text:
+                self.changed(*key, urgent=True)
+            out.append((key[0], key[1], condition.status, state.last_success()))
+        return out
 
     # ---- the writing loop ----
 

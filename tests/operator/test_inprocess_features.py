@@ -3,18 +3,63 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from test_inprocess import POD
 from test_inprocess import T0
+from test_inprocess import FakeKube
 from test_inprocess import World
 from test_inprocess import until
 from test_inprocess import world
 
+from pyncette.clock import FakeClock
+from pyncette_operator.app import build_parts
+from pyncette_operator.backend_url import parse_backend_url
+from pyncette_operator.metrics import Metrics
+from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.runs.jitter import jitter_delay
+from pyncette_operator.runs.pod_watch import PodTracker
+from pyncette_operator.settings import Settings
 
 __all__ = ["world"]
+
+
+@pytest.fixture
+async def hourly_world() -> AsyncIterator[World]:
+    """``world`` with a long poll interval, for tests that move the fake clock by many minutes:
+    the loop sleeps until the next due time anyway, and does not wake every 50 ms of fake time."""
+    kube = FakeKube()
+    clock = FakeClock(T0)
+    metrics, tracker, handlers = Metrics(), PodTracker(), HandlerRegistry()
+    settings = Settings(status_interval=0.05, poll_interval=3600, sweep_interval=3600)
+    stopping = asyncio.Event()
+    parts = build_parts(
+        settings,
+        parse_backend_url("memory://"),
+        kube=kube,  # type: ignore[arg-type]
+        handlers=handlers,
+        metrics=metrics,
+        tracker=tracker,
+        stopping=stopping,
+        namespaces=["ns"],
+        clock=clock,
+    )
+    async with parts.app.create() as ctx:
+        parts.mirror.bind(ctx)
+        loops = [asyncio.ensure_future(t) for t in (ctx.run(), parts.status.run(), parts.events.run())]
+        try:
+            yield World(kube, clock, parts, ctx, tracker, metrics, handlers)
+        finally:
+            ctx.shutdown()
+            stopping.set()
+            for loop in loops[1:]:
+                loop.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(loops[0], timeout=5)
 
 
 async def leased(world: World, instance: str) -> None:
@@ -133,3 +178,45 @@ async def test_a_spec_change_resumes_and_a_success_resets_the_count(world: World
     world.finish_pod(newest["metadata"]["name"], succeeded=True)
     await until(lambda: world.kube.status("sc")["circuitBreaker"]["consecutiveFailures"] == 0, "reset by a success")
     assert ready(world, "sc")["reason"] == "Scheduled"
+
+
+def condition(world: World, name: str, type_: str) -> dict[str, Any]:
+    return next((c for c in world.kube.status(name).get("conditions", []) if c["type"] == type_), {})
+
+
+async def test_stale_turns_true_when_the_last_success_is_too_old_even_while_nothing_runs(hourly_world: World) -> None:
+    world = hourly_world
+    spec = {"interval": "10m", "maxSuccessAge": "15m", "podTemplate": POD}
+    body = await world.apply("fresh", spec)
+    body["metadata"]["creationTimestamp"] = "2030-01-01T00:00:00Z"
+    await world.parts.mirror.on_event("MODIFIED", body)
+    stale = await until(lambda: condition(world, "fresh", "Stale"), "a Stale condition")
+    assert (stale["status"], stale["reason"]) == ("False", "RecentSuccess")
+
+    await world.clock.advance(seconds=600)
+    [pod] = await until(lambda: world.pods_of("fresh"), "the first run")
+    await world.clock.advance(seconds=30)
+    world.finish_pod(pod["metadata"]["name"])  # a success at 00:10:30
+    await until(lambda: world.kube.status("fresh").get("lastSuccessfulTime") == "2030-01-01T00:10:30Z", "success")
+
+    # Suspended: nothing runs any more, yet the condition must turn when the success gets too old.
+    await world.apply("fresh", {**spec, "suspend": True})
+    await world.clock.set(T0 + datetime.timedelta(minutes=25, seconds=31))
+    world.parts.status.refresh_stale()  # what every replica does every few seconds
+    stale = await until(
+        lambda: condition(world, "fresh", "Stale").get("status") == "True" and condition(world, "fresh", "Stale"),
+        "Stale=True",
+    )
+    assert stale["reason"] == "NoRecentSuccess"
+    assert stale["lastTransitionTime"] == "2030-01-01T00:25:30Z"  # since when: the success + 15m
+    assert "2030-01-01T00:10:30Z" in stale["message"] and "maxSuccessAge (15m)" in stale["message"]
+    writes = len(world.kube.status_writes)
+    world.parts.status.refresh_stale()
+    await world.clock.advance(seconds=1)
+    assert len(world.kube.status_writes) == writes  # no change, no write
+
+    await world.apply("fresh", {**spec, "suspend": False})
+    await world.clock.advance(seconds=600)
+    pod = await until(lambda: [p for p in world.pods_of("fresh") if p["status"]["phase"] == "Pending"], "a run")
+    world.finish_pod(pod[0]["metadata"]["name"])
+    await until(lambda: condition(world, "fresh", "Stale").get("status") == "False", "fresh again")

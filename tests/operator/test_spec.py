@@ -336,3 +336,10 @@ def test_suspend_after_failures_and_the_resume_annotation() -> None:
     assert isinstance(plain, TaskSpec) and (plain.suspend_after_failures, plain.resume) == (None, "")
     bad = parse(interval="1m", podTemplate=POD, suspendAfterFailures=0)
     assert isinstance(bad, InvalidTask) and bad.message == "spec.suspendAfterFailures: expected an integer >= 1, got 0"
+
+
+def test_max_success_age() -> None:
+    task = parse(interval="1m", podTemplate=POD, maxSuccessAge="2h")
+    assert isinstance(task, TaskSpec) and task.max_success_age == datetime.timedelta(hours=2)
+    bad = parse(interval="1m", podTemplate=POD, maxSuccessAge="0s")
+    assert isinstance(bad, InvalidTask) and bad.message == "spec.maxSuccessAge: must be positive, got '0s'"

@@ -97,6 +97,10 @@ class Parts:
     pods: PodRunner
 
 
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 def build_parts(
     s: Settings,
     backend: BackendConfig,
@@ -121,7 +125,7 @@ def build_parts(
         rate=s.status_writes_per_second,
         burst=s.status_burst,
         on_write=metrics.status_writes.inc,
-        **({"wall_clock": clock.now} if clock is not None else {}),
+        wall_clock=clock.now if clock is not None else _utc_now,
     )
     events = EventRecorder(
         send=kube.create_event,

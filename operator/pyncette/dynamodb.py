@@ -56,6 +56,7 @@ from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
+from pyncette.repository.kit import UNKNOWN_TIME
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
@@ -63,6 +64,7 @@ from pyncette.repository.kit import next_time
 from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import required
+from pyncette.repository.kit import stored_time
 from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
@@ -92,6 +94,12 @@ def _parse(text: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(text) if text else None
 
 
+def _parse_required(text: str | None) -> datetime.datetime:
+    if not text:
+        raise ValueError("no time stored")
+    return datetime.datetime.fromisoformat(text)
+
+
 def _error_code(error: BaseException) -> str | None:
     if isinstance(error, botocore.exceptions.ClientError):
         code: str = error.response.get("Error", {}).get("Code", "")
@@ -105,8 +113,10 @@ class _Item:
     def __init__(self, raw: dict[str, Any]) -> None:
         self.partition_id: str = raw["partition_id"]["S"]
         self.task_id: str = raw["task_id"]["S"]
-        self.execute_after = _parse(raw.get("execute_after", {}).get("S"))
-        self.locked_until = _parse(raw.get("locked_until", {}).get("S"))
+        # Times are text here, so a hand edit can spoil them: such an item is quarantined (``problem``).
+        self.execute_after, problem = stored_time(_parse_required, raw.get("execute_after", {}).get("S"))
+        self.locked_until, until_problem = stored_time(_parse, raw.get("locked_until", {}).get("S"))
+        self.problem: str | None = problem or until_problem
         self.locked_by: str | None = raw.get("locked_by", {}).get("S")
         self.task_spec: str | None = raw.get("task_spec", {}).get("S")
         self.version = int(raw.get("version", {}).get("N", "0"))
@@ -263,19 +273,24 @@ class DynamoDBRepository(BatchRepository):
 
     def _state(self, task: Task, item: _Item, template: Task | None = None) -> TaskState:
         """The state of an item; with ``template``, of an instance rebuilt from its spec (quarantine aware)."""
-        assert item.execute_after is not None
+        scheduled_at = item.execute_after or UNKNOWN_TIME
         if template is not None:
             return self.entries.state(
                 template,
                 item.task_id,
                 item.task_spec,
-                scheduled_at=item.execute_after,
+                scheduled_at=scheduled_at,
                 locked_until=item.locked_until,
                 locked_by=item.locked_by,
                 known=task if task is not template else None,
+                problem=item.problem,
             )
         return TaskState(
-            task=task, scheduled_at=item.execute_after, locked_until=item.locked_until, locked_by=item.locked_by
+            task=task,
+            scheduled_at=scheduled_at,
+            locked_until=item.locked_until,
+            locked_by=item.locked_by,
+            problem=item.problem,
         )
 
     # ---- leasing ----
@@ -362,7 +377,6 @@ class DynamoDBRepository(BatchRepository):
 
     async def _park(self, utc_now: datetime.datetime, item: _Item, duration: datetime.timedelta, token: str) -> None:
         """Leases an item that will not run (see ``kit.EntryLoader``); None for the batch."""
-        assert item.execute_after is not None
         until = utc_now + duration
         await self._update(
             Key={"partition_id": {"S": item.partition_id}, "task_id": {"S": item.task_id}},
@@ -373,7 +387,7 @@ class DynamoDBRepository(BatchRepository):
                 ":one": {"N": "1"},
                 ":l": {"S": token},
                 ":u": {"S": _time(until)},
-                ":r": self._ready_at(max(until, item.execute_after), item.task_id),
+                ":r": self._ready_at(max(until, item.execute_after or until), item.task_id),
             },
         )
         return None
@@ -391,9 +405,13 @@ class DynamoDBRepository(BatchRepository):
         static_items, template_items = await asyncio.gather(self._batch_get(statics), queries)
         candidates: list[tuple[datetime.datetime, Task | None, Task, _Item]] = []
         later: list[datetime.datetime] = []
+        unreadable: list[tuple[Task, _Item]] = []
         for task in statics:
             item = static_items.get(task.canonical_name)
-            if item is None or item.execute_after is None:
+            if item is None:
+                continue
+            if item.problem is not None:
+                unreadable.append((task, item))
                 continue
             if item.due_at <= utc_now:
                 candidates.append((item.due_at, None, task, item))
@@ -401,7 +419,8 @@ class DynamoDBRepository(BatchRepository):
                 later.append(item.due_at)
         for template, items in zip(templates.values(), template_items, strict=True):
             for item in items:
-                if item.execute_after is None:
+                if item.problem is not None:
+                    unreadable.append((template, item))
                     continue
                 if item.due_at <= utc_now:
                     candidates.append((item.due_at, template, template, item))
@@ -414,6 +433,10 @@ class DynamoDBRepository(BatchRepository):
         # Round 2: every conditional write at once.
         token = uuid.uuid4().hex
         claims: list[Awaitable[LeasedExecution | None]] = []
+        for owner_task, item in unreadable:
+            # A time that cannot be read: reported once and parked like an unloadable spec.
+            self.entries.report(item.task_id, item.problem, item.problem or "")
+            claims.append(self._park(utc_now, item, owner_task.lease_duration, token))
         for _, owner, static, item in candidates[:limit]:
             concrete = static if owner is None else self.entries.load(owner, item.task_id, item.task_spec)
             if concrete is None:
@@ -607,7 +630,8 @@ class DynamoDBRepository(BatchRepository):
                 self.statics.forget(task.canonical_name)
                 await self._create_static(utc_now, [task])
                 continue
-            assert item.execute_after is not None
+            if item.execute_after is None:
+                raise PyncetteException(f"task {task.canonical_name!r}: {item.problem}")
             plan = plan_poll(
                 utc_now,
                 task,

@@ -99,3 +99,20 @@ def store_raw_spec_in(
         await loaded.store_raw_spec(backend_kwargs, repository, name, spec)
 
     return store
+
+
+@pytest.fixture
+def store_raw_time(
+    backend_name: str, backend_kwargs: dict[str, Any], repository: Repository
+) -> Callable[[str, str], Awaitable[None]]:
+    """``await store_raw_time(entry_name, text)`` overwrites a stored next time with any text, on the
+    backends that store times as text; the others (typed columns) cannot hold such a row: skipped."""
+    loaded = _load(backend_name)
+    assert isinstance(loaded, ModuleType)
+    if not hasattr(loaded, "store_raw_time"):
+        pytest.skip(f"{backend_name} stores times in typed columns: a row cannot hold a time that is not one")
+
+    async def store(name: str, text: str) -> None:
+        await loaded.store_raw_time(backend_kwargs, repository, name, text)
+
+    return store

@@ -167,3 +167,22 @@ async def test_a_task_whose_next_time_cannot_be_computed_is_parked_alone(
     assert state is not None and state.scheduled_at == at(60)  # not moved, not deleted
     amo = await repository.get_task_state(at(61), once)
     assert amo is not None and amo.scheduled_at == at(60)
+
+
+async def test_a_stored_time_that_cannot_be_read_is_quarantined_like_a_bad_spec(
+    repository: Repository, store_raw_time: StoreRawSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    tmpl = Task(name="quarantine", func=_noop, dynamic=True, lease_duration=LEASE)
+    await _register(repository, tmpl, ["good", "edited"])
+    await store_raw_time("quarantine:edited", "tomorrow, probably")
+
+    with caplog.at_level(logging.ERROR):
+        batch = await repository.lease_due(T0, [tmpl], limit=10)
+        assert [e.task.canonical_name for e in batch.executions] == ["quarantine:good"]
+        assert (await repository.lease_due(T0, [tmpl], limit=10)).executions == []
+        [report] = _reports(caplog, "quarantine:edited")
+        assert "tomorrow, probably" in report
+
+    listed = {s.task.canonical_name: s.problem for s in (await repository.list_task_states(T0, tmpl)).tasks}
+    assert listed["quarantine:good"] is None
+    assert listed["quarantine:edited"] is not None and "cannot be read" in listed["quarantine:edited"]

@@ -58,3 +58,17 @@ async def store_raw_spec(kwargs: dict[str, Any], repository: Any, name: str, spe
             UpdateExpression="SET task_spec = :s",
             ExpressionAttributeValues={":s": {"S": spec}},
         )
+
+
+async def store_raw_time(kwargs: dict[str, Any], repository: Any, name: str, text: str) -> None:
+    """Overwrites the stored next time of entry ``name`` with any text (DynamoDB stores times as text)."""
+    template = name.rsplit(":", 1)[0]
+    async with aioboto3.Session().client(
+        "dynamodb", region_name=REGION, endpoint_url=kwargs["dynamodb_endpoint"]
+    ) as client:
+        await client.update_item(
+            TableName=kwargs["dynamodb_table_name"],
+            Key={"partition_id": {"S": f":{template}"}, "task_id": {"S": name}},
+            UpdateExpression="SET execute_after = :t",
+            ExpressionAttributeValues={":t": {"S": text}},
+        )

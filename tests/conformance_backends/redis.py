@@ -44,3 +44,10 @@ async def store_raw_spec(kwargs: dict[str, Any], repository: Any, name: str, spe
     prefix = f"pyncette:{kwargs['redis_namespace'].replace(':', '::')}:"
     async with aioredis.from_url(kwargs["redis_url"]) as client:
         await client.hset(f"{prefix}e:{name}", "spec", spec)
+
+
+async def store_raw_time(kwargs: dict[str, Any], repository: Any, name: str, text: str) -> None:
+    """Overwrites the stored next time of entry ``name`` with any text (Redis stores times as text)."""
+    prefix = f"pyncette:{kwargs['redis_namespace'].replace(':', '::')}:"
+    async with aioredis.from_url(kwargs["redis_url"]) as client:
+        await client.hset(f"{prefix}e:{name}", "ea", text)

@@ -55,6 +55,7 @@ from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
+from pyncette.repository.kit import UNKNOWN_TIME
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
@@ -63,6 +64,7 @@ from pyncette.repository.kit import one_line
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import required
 from pyncette.repository.kit import setting
+from pyncette.repository.kit import stored_time
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
@@ -172,10 +174,13 @@ class RedisRepository(BatchRepository):
         at_most_once: list[LeasedExecution] = []
         for index, name, execute_after, spec in rows:
             owner = tasks[int(index) - 1]
+            scheduled_at, why = stored_time(_from_us, execute_after)
+            if scheduled_at is None:
+                self.entries.report(name, execute_after, why or "")
+                continue  # quarantined: leased by the script ("parked"), not run
             concrete = self.entries.load(owner, name, spec) if owner.dynamic else owner
             if concrete is None:
-                continue  # quarantined: leased by the script ("parked"), not run
-            scheduled_at = _from_us(execute_after)
+                continue  # quarantined likewise
             execution = LeasedExecution(concrete, scheduled_at, Lease(TokenLease(token, scheduled_at)))
             if concrete.execution_mode == ExecutionMode.AT_MOST_ONCE:
                 at_most_once.append(execution)
@@ -325,21 +330,41 @@ class RedisRepository(BatchRepository):
         )
         if execute_after is None:
             return None
-        if task.parent_task is not None:
+        return self._state(task.parent_task, task.canonical_name, execute_after, locked_until, locked_by, spec, task)
+
+    def _state(
+        self,
+        template: Task | None,
+        name: str,
+        execute_after: Any,
+        locked_until: Any,
+        locked_by: Any,
+        spec: Any,
+        known: Task | None,
+    ) -> TaskState:
+        """The state of a stored entry (an instance of ``template``, or the static task ``known``);
+        a time or spec that cannot be read is listed with ``problem`` set."""
+        scheduled_at, why = stored_time(_from_us, execute_after)
+        until, until_why = stored_time(_from_us, locked_until) if locked_until else (None, None)
+        why = why or until_why
+        if template is not None:
             return self.entries.state(
-                task.parent_task,
-                task.canonical_name,
+                template,
+                name,
                 _text(spec) if spec else None,
-                scheduled_at=_from_us(execute_after),
-                locked_until=_from_us(locked_until) if locked_until else None,
+                scheduled_at=scheduled_at or UNKNOWN_TIME,
+                locked_until=until,
                 locked_by=_text(locked_by) if locked_by else None,
-                known=task,
+                known=known,
+                problem=why,
             )
+        assert known is not None
         return TaskState(
-            task=task,
-            scheduled_at=_from_us(execute_after),
-            locked_until=_from_us(locked_until) if locked_until else None,
+            task=known,
+            scheduled_at=scheduled_at or UNKNOWN_TIME,
+            locked_until=until,
             locked_by=_text(locked_by) if locked_by else None,
+            problem=why,
         )
 
     async def list_task_states(
@@ -355,14 +380,7 @@ class RedisRepository(BatchRepository):
             keys=[self._names_key(parent_task)], args=[self._prefix, page_size, after]
         )
         states = [
-            self.entries.state(
-                parent_task,
-                _text(name),
-                _text(spec) if spec else None,
-                scheduled_at=_from_us(execute_after),
-                locked_until=_from_us(locked_until) if locked_until else None,
-                locked_by=_text(locked_by) if locked_by else None,
-            )
+            self._state(parent_task, _text(name), execute_after, locked_until, locked_by, spec, None)
             for name, execute_after, locked_until, locked_by, spec in rows
         ]
         token = ContinuationToken(_text(rows[-1][0])) if int(has_more) and rows else None

@@ -70,10 +70,10 @@ for c = 1, math.min(limit, #candidates) do
         end
         pairs_[#pairs_ + 1] = locked_until
         pairs_[#pairs_ + 1] = name
-        -- The spec goes back as a JSON string (parsed by the caller), so a stored spec that is not
-        -- JSON (edited by hand) spoils that row only, never the whole reply.
+        -- The spec and the time go back as JSON strings (parsed by the caller), so a stored value
+        -- edited by hand spoils that row only, never the whole reply.
         local spec = fields[3] and cjson.encode(fields[3]) or 'null'
-        rows[#rows + 1] = '[' .. i .. ',' .. cjson.encode(name) .. ',"' .. fields[1] .. '",' .. spec .. ']'
+        rows[#rows + 1] = '[' .. i .. ',' .. cjson.encode(name) .. ',' .. cjson.encode(fields[1]) .. ',' .. spec .. ']'
     end
 end
 for i, pairs_ in pairs(rescored) do

@@ -34,10 +34,12 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from typing import TypeVar
 
 from pyncette.errors import BackendConfigurationError
 from pyncette.errors import PyncetteException
@@ -54,6 +56,8 @@ from pyncette.repository import Repository
 from pyncette.task import Task
 
 logger = logging.getLogger("pyncette.repository")
+
+_T = TypeVar("_T")
 
 #: How many reported problems a repository remembers (to report each only once).
 _REPORTED_LIMIT = 10_000
@@ -243,6 +247,19 @@ class StaticEntries:
 # ---- rows back into tasks ----
 
 
+#: ``TaskState.scheduled_at`` of an entry whose stored time cannot be read (``problem`` says so).
+UNKNOWN_TIME = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def stored_time(parse: Callable[[Any], _T], value: Any) -> tuple[_T | None, str | None]:
+    """``(time, None)``, or ``(None, why)`` for a stored time that cannot be read (edited by hand):
+    backends that store times as text (Redis, DynamoDB) quarantine such an entry like a bad spec."""
+    try:
+        return parse(value), None
+    except (TypeError, ValueError, OverflowError) as e:
+        return None, f"its stored time {value!r} cannot be read ({describe(e)})"
+
+
 def instance_name(template: Task, canonical_name: str) -> str:
     """The instance name (as given to ``schedule_task``) of a stored entry of ``template``."""
     prefix = template.canonical_name + ":"
@@ -296,10 +313,12 @@ class EntryLoader:
         locked_until: datetime.datetime | None,
         locked_by: str | None,
         known: Task | None = None,
+        problem: str | None = None,
     ) -> TaskState:
         """The ``TaskState`` of a stored instance; an unloadable one is listed with ``problem`` set and a
-        stand-in task (the instance's name, due once at its stored time, no args)."""
-        instance, why = self.problem(template, name, spec)
+        stand-in task (the instance's name, due once at its stored time, no args). ``problem`` given
+        by the caller (an unreadable stored time) counts as unloadable too."""
+        instance, why = self.problem(template, name, spec) if problem is None else (None, problem)
         if instance is None:
             instance = known if known is not None else placeholder(template, name, scheduled_at)
         return TaskState(

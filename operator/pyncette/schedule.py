@@ -30,6 +30,7 @@ day-of-month field picks from 1-28, so the day exists in every month.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import re
 import zoneinfo
@@ -52,20 +53,27 @@ def check_cron(expression: str, timezone: str | None = None) -> None:
 
     Parsing alone accepts expressions no date ever matches (``0 0 30 2 *``, 30 February); those
     would fail at every poll instead, so the next time after now is computed here (in ``timezone``,
-    which must be valid) and its absence is an error too.
+    which must be valid) and its absence is an error too. An expression that has a next time now has
+    one forever (there is no year field), so a success is remembered per expression and zone:
+    thousands of instances sharing one schedule are checked once.
     """
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidCronError(f"empty cron expression, got {expression!r}")
     fields = expression.split()
     if not expression.startswith("@") and len(fields) not in (5, 6):
         raise InvalidCronError(f"invalid cron expression {expression!r}: expected 5 or 6 fields, got {len(fields)}")
-    try:
-        croniter.expand(expression)
-    except Exception as e:  # croniter raises several error types, all subclasses of ValueError or KeyError
-        raise InvalidCronError(f"invalid cron expression {expression!r}: {e}") from None
+    _check_computable(expression, timezone)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_computable(expression: str, timezone: str | None) -> None:
     try:
         following = next_cron_time(expression, datetime.datetime.now(UTC), timezone)
     except Exception as e:
+        try:
+            croniter.expand(expression)  # for croniter's own words on what does not parse
+        except Exception as parse_error:  # several error types, all subclasses of ValueError or KeyError
+            raise InvalidCronError(f"invalid cron expression {expression!r}: {parse_error}") from None
         raise InvalidCronError(f"invalid cron expression {expression!r}: no next run time ({e})") from None
     if following is None:
         raise InvalidCronError(f"invalid cron expression {expression!r}: no next run time")

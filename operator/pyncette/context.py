@@ -31,6 +31,7 @@ import logging
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Sequence
+from dataclasses import dataclass
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -65,6 +66,42 @@ _T = TypeVar("_T")
 _FIRST_BACKOFF = datetime.timedelta(milliseconds=50)
 # A placeholder schedule for instances built only to address a stored entry (get/unschedule).
 _ADDRESS_ONLY = datetime.timedelta(seconds=1)
+
+
+_STARTING = "starting"
+_POLLING = "polling the backend"
+_SLEEPING = "sleeping"
+_WAITING_FOR_SLOT = "waiting for a free slot (concurrency_limit reached)"
+_STARTING_TASKS = "starting tasks"
+_STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Health:
+    """The app's health as probes see it (``PyncetteContext.health()``).
+
+    ``alive`` (liveness): the main loop is not wedged. A loop busy at ``concurrency_limit`` is
+    alive, and so is one whose backend is down: restarting the process would not help either.
+    ``ready`` (readiness): the backend answered the last poll, recently (or the loop is busy and
+    its last poll succeeded), and the app is not shutting down.
+    """
+
+    alive: bool
+    ready: bool
+    loop: str
+    backend: str
+    last_poll: datetime.datetime | None
+    running: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alive": self.alive,
+            "ready": self.ready,
+            "loop": self.loop,
+            "backend": self.backend,
+            "lastPoll": self.last_poll.isoformat() if self.last_poll else None,
+            "running": self.running,
+        }
 
 
 class _Run:
@@ -111,6 +148,10 @@ class PyncetteContext:
         )
         self._root_context = None
         self._last_tick = None
+        # What the main loop is doing and since when (by the app's clock), for the health checks.
+        self._stage = _STARTING
+        self._stage_since: datetime.datetime | None = None
+        self._outage: str | None = None
         self._shutting_down = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._hint: datetime.datetime | None = None
@@ -122,6 +163,7 @@ class PyncetteContext:
     def initialize(self, root_context: Context) -> None:
         self._root_context = root_context
         self._last_tick = self._clock.now()
+        self._stage_since = self._last_tick
 
     # ---- public run-time API ----
 
@@ -134,6 +176,38 @@ class PyncetteContext:
     def last_tick(self) -> datetime.datetime | None:
         """When the last successful poll of the backend happened (by the app's clock)."""
         return self._last_tick
+
+    def health(self) -> Health:
+        """What the liveness and readiness probes need to know, without calling the backend."""
+        now = self._clock.now()
+        poll = self._app._poll_interval
+        deadline = self._app._backend_timeout
+        since = self._stage_since or now
+        # A poll takes at most backend_timeout, a sleep at most poll_interval: a loop that stays in
+        # either much longer is wedged. Waiting for a free slot, or for a synchronous executor to
+        # finish a task, is busy, not wedged: those may last as long as the tasks do.
+        wedged = self._stage in (_POLLING, _SLEEPING) and now - since > 2 * (poll + deadline)
+        fresh = self._last_tick is not None and now - self._last_tick < 2 * poll + deadline
+        busy = self._stage in (_WAITING_FOR_SLOT, _STARTING_TASKS)
+        ready = not self.shutting_down and self._outage is None and (fresh or busy)
+        if self._outage is not None:
+            backend = f"failing: {self._outage}"
+        elif fresh or busy:
+            backend = "ok"
+        else:
+            backend = "not polled since " + (self._last_tick.isoformat() if self._last_tick else "start")
+        return Health(
+            alive=not wedged,
+            ready=ready,
+            loop=f"{self._stage} since {since.isoformat()}",
+            backend=backend,
+            last_poll=self._last_tick,
+            running=self._running,
+        )
+
+    def _enter(self, stage: str) -> None:
+        self._stage = stage
+        self._stage_since = self._clock.now()
 
     @property
     def repository(self) -> Repository:
@@ -269,35 +343,44 @@ class PyncetteContext:
         outage: str | None = None
         backoff = datetime.timedelta()
 
-        while not self._shutting_down.is_set():
-            if not await self._wait_for_capacity():
-                break
-            limit = min(self._app._batch_size, self._free_slots())
-            self._hint = None  # everything learned so far is covered by this poll
-            now = self._clock.now()
-            try:
-                batch = await self._tick(now, tasks, limit)
-            except Exception as e:
-                problem = f"{type(e).__name__}: {e}"
-                if outage is None:
-                    logger.error("Polling the backend failed, retrying: %s", problem)
-                    outage = problem
-                backoff = min(max(backoff * 2, _FIRST_BACKOFF), self._app._poll_interval)
-                self._wakeup.clear()
-                if not self._shutting_down.is_set():
-                    await self._sleep(now + backoff)
-                continue
-            if outage is not None:
-                logger.warning("Polling the backend works again (it failed with %s)", outage)
-                outage, backoff = None, datetime.timedelta()
-            self._last_tick = now
+        try:
+            while not self._shutting_down.is_set():
+                if not await self._wait_for_capacity():
+                    break
+                limit = min(self._app._batch_size, self._free_slots())
+                self._hint = None  # everything learned so far is covered by this poll
+                self._enter(_POLLING)
+                now = self._clock.now()
+                try:
+                    batch = await self._tick(now, tasks, limit)
+                except Exception as e:
+                    problem = f"{type(e).__name__}: {e}"
+                    if outage is None:
+                        logger.error("Polling the backend failed, retrying: %s", problem)
+                        outage = problem
+                    self._outage = problem
+                    backoff = min(max(backoff * 2, _FIRST_BACKOFF), self._app._poll_interval)
+                    self._wakeup.clear()
+                    if not self._shutting_down.is_set():
+                        self._enter(_SLEEPING)
+                        await self._sleep(now + backoff)
+                    continue
+                if outage is not None:
+                    logger.warning("Polling the backend works again (it failed with %s)", outage)
+                    outage, backoff = None, datetime.timedelta()
+                self._outage = None
+                self._last_tick = now
 
-            for execution in batch.executions:
-                await self._spawn(execution, now)
-            if batch.has_more:
-                await asyncio.sleep(0)  # let the spawned executions start before leasing more
-                continue
-            await self._sleep_until_due(now, batch.next_due_at)
+                self._enter(_STARTING_TASKS)
+                for execution in batch.executions:
+                    await self._spawn(execution, now)
+                if batch.has_more:
+                    await asyncio.sleep(0)  # let the spawned executions start before leasing more
+                    continue
+                self._enter(_SLEEPING)
+                await self._sleep_until_due(now, batch.next_due_at)
+        finally:
+            self._enter(_STOPPED)
 
     async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
         """One poll: leases up to ``limit`` due entries in one round trip."""
@@ -312,6 +395,8 @@ class PyncetteContext:
     async def _wait_for_capacity(self) -> bool:
         """Waits until the executor can start something; False if shutdown came first."""
         wait = getattr(self._executor, "wait_for_free_slot", None)
+        if self._free_slots() <= 0:
+            self._enter(_WAITING_FOR_SLOT)
         while self._free_slots() <= 0 and not self._shutting_down.is_set():
             if wait is None:  # an executor that cannot tell when a slot frees up: check every poll interval
                 self._wakeup.clear()

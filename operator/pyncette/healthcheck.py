@@ -1,8 +1,16 @@
-"""An HTTP health endpoint for liveness/readiness probes.
+"""HTTP health endpoints for Kubernetes-style probes: liveness and readiness are different questions.
 
-Healthy means the main loop polled the backend successfully less than two poll intervals ago, by
-the app's clock: a loop stuck on a dead backend, or blocked by a synchronous executor, turns
-unhealthy. Any path answers (``/health`` by convention); GET only.
+* ``GET /livez`` -- **liveness**: 200 while the process's event loop answers and the scheduler loop
+  is not wedged (``PyncetteContext.health().alive``). A replica busy at ``concurrency_limit`` is
+  alive; so is one whose database is down (restarting it would not bring the database back, and a
+  restarted replica would only crash-loop). Point a ``livenessProbe`` here.
+* ``GET /readyz`` -- **readiness**: 200 while the backend answered the last poll recently (or the
+  loop is busy and its last poll succeeded) and the app is not shutting down
+  (``PyncetteContext.health().ready``). Point a ``readinessProbe`` here.
+* any other path (``/health`` by convention, as in pyncette 1.x) -- ``healthcheck_handler``, by
+  default ``default_healthcheck``, which is readiness.
+
+Bodies are ``OK`` or ``Not OK`` (``/livez`` and ``/readyz`` add the reason on the next line). GET only.
 """
 
 from __future__ import annotations
@@ -25,10 +33,9 @@ HealthcheckHandler = Callable[[PyncetteContext], Awaitable[bool]]
 
 
 async def default_healthcheck(app_context: PyncetteContext) -> bool:
-    """True when the last successful poll is less than two poll intervals old."""
-    last_tick = app_context.last_tick
-    grace_period = app_context._app._poll_interval * 2
-    return last_tick is not None and app_context.clock.now() - last_tick < grace_period
+    """Readiness: the last poll succeeded less than two poll intervals (plus ``backend_timeout``)
+    ago, or the loop is busy at ``concurrency_limit`` and its last poll succeeded."""
+    return app_context.health().ready
 
 
 def use_healthcheck_server(
@@ -37,7 +44,7 @@ def use_healthcheck_server(
     bind_address: str | None = None,
     healthcheck_handler: HealthcheckHandler = default_healthcheck,
 ) -> None:
-    """Serves the health check over HTTP while the app runs (200 "OK" / 500 "Not OK").
+    """Serves ``/livez``, ``/readyz`` and the health check over HTTP while the app runs (200 / 500).
 
     :param port: the port to listen on (0 picks a free one; see ``bound_port``)
     :param bind_address: the address to bind (all interfaces when None)
@@ -46,9 +53,14 @@ def use_healthcheck_server(
 
     async def healthcheck_fixture(app_context: PyncetteContext) -> AsyncIterator[asyncio.Server]:
         async def respond(method: str, path: str) -> Response:
-            del path
             if method != "GET":
                 return Response(405, b"Method not allowed", headers={"Allow": "GET"})
+            route = path.split("?", 1)[0]
+            if route in ("/livez", "/readyz"):
+                health = app_context.health()
+                verdict = health.alive if route == "/livez" else health.ready
+                detail = f"loop: {health.loop}; backend: {health.backend}".encode()
+                return Response(200, b"OK\n" + detail) if verdict else Response(500, b"Not OK\n" + detail)
             try:
                 healthy = await healthcheck_handler(app_context)
             except asyncio.CancelledError:

@@ -61,6 +61,8 @@ TEMPLATE_NAME = "pyncettetask"
 DIRTY_RETRY_SECONDS = 2.0
 STALE_CHECK_SECONDS = 5.0
 """How often every replica re-evaluates the ``Stale`` condition of tasks with ``maxSuccessAge``."""
+#: Readiness endpoint, served beside the liveness path of ``--liveness``.
+READINESS_PATH = "/readyz"
 SHUTDOWN_DRAIN_SECONDS = 15.0
 """On SIGTERM, how long running handlers get to finish (Pod runs release their leases at once).
 Below the chart's terminationGracePeriodSeconds (30) so the final status write fits after it."""
@@ -139,6 +141,7 @@ def build_parts(
     app = Pyncette(
         repository_factory=backend.load_factory(),
         poll_interval=datetime.timedelta(seconds=s.poll_interval),
+        backend_timeout=datetime.timedelta(seconds=s.backend_timeout),
         concurrency_limit=s.concurrency_limit,
         clock=clock,
         **backend.kwargs,
@@ -437,22 +440,29 @@ class Operator:
                 await serve(
                     host=s.health_bind_address or url.hostname or "0.0.0.0",
                     port=url.port or 8080,
-                    routes={url.path or "/healthz": health_handler(self._health(ctx, mirror))},
+                    routes={
+                        url.path or "/healthz": health_handler(self._health(ctx, mirror, liveness=True)),
+                        READINESS_PATH: health_handler(self._health(ctx, mirror, liveness=False)),
+                    },
                 )
             )
-            logger.info("Liveness probe on %s", s.liveness_url)
+            logger.info("Liveness probe on %s, readiness on %s", url.path or "/healthz", READINESS_PATH)
         return runners
 
-    def _health(self, ctx: PyncetteContext, mirror: Mirror) -> Callable[[], Awaitable[dict[str, Any]]]:
-        limit = datetime.timedelta(seconds=max(30.0, self.settings.poll_interval * 10))
+    def _health(
+        self, ctx: PyncetteContext, mirror: Mirror, *, liveness: bool
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """Liveness: the scheduler loop is not wedged (a busy replica, or one whose database is down,
+        is alive: a restart would not help). Readiness: the backend answered the last poll recently.
+        Neither calls the backend: they report what the loop last saw, so probes add no load."""
 
         async def check() -> dict[str, Any]:
-            await ctx.repository.check_health()
-            last = ctx.last_tick
-            now = ctx.clock.now()
-            if last is None or now - last > limit:
-                raise RuntimeError(f"the scheduler loop has not polled the backend since {last}")
-            return {"lastPoll": last.isoformat(), "tasks": len(mirror), "podsWatched": len(self.tracker)}
+            health = ctx.health()
+            if liveness and not health.alive:
+                raise RuntimeError(f"the scheduler loop is wedged: {health.loop}")
+            if not liveness and not health.ready:
+                raise RuntimeError(f"not ready: backend {health.backend}; loop {health.loop}")
+            return {**health.as_dict(), "tasks": len(mirror), "podsWatched": len(self.tracker)}
 
         return check
 

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         default=env("PYNCETTE_LIVENESS"),
         metavar="URL",
-        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz (env PYNCETTE_LIVENESS)",
+        help="serve the liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz, and the readiness probe "
+        "at /readyz on the same port (env PYNCETTE_LIVENESS)",
     )
     run.add_argument(
         "--health-bind-address",
@@ -274,6 +275,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         events_per_second=_number(env("PYNCETTE_EVENTS_QPS"), "PYNCETTE_EVENTS_QPS", default=5.0, minimum=0.1),
         sweep_interval=_number(env("PYNCETTE_SWEEP_INTERVAL"), "PYNCETTE_SWEEP_INTERVAL", default=60.0, minimum=1),
         poll_interval=_number(env("PYNCETTE_POLL_INTERVAL"), "PYNCETTE_POLL_INTERVAL", default=1.0, minimum=0.05),
+        backend_timeout=_number(env("PYNCETTE_BACKEND_TIMEOUT"), "PYNCETTE_BACKEND_TIMEOUT", default=10.0, minimum=0.1),
         concurrency_limit=int(
             _number(env("PYNCETTE_CONCURRENCY_LIMIT"), "PYNCETTE_CONCURRENCY_LIMIT", default=1000, minimum=1)
         ),

@@ -45,7 +45,11 @@ class Settings:
 
     liveness_url: str | None = None
     """``--liveness`` / ``PYNCETTE_LIVENESS``, e.g. ``http://0.0.0.0:8080/healthz``. Default None: no
-    probe endpoint. It answers 200 only while the backend answers and the scheduler loop ticks."""
+    probe endpoints. The path answers **liveness**: 200 unless the scheduler loop is wedged; a replica
+    busy at its concurrency limit, or whose database is down, stays alive (a restart would not help).
+    ``/readyz`` on the same port answers **readiness**: 200 while the backend answered the last poll
+    recently, 503 during a database outage or shutdown. Both return JSON details (loop, backend,
+    lastPoll, running, tasks)."""
 
     health_bind_address: str | None = None
     """``--health-bind-address`` / ``PYNCETTE_HEALTH_BIND_ADDRESS``. The address the health endpoint
@@ -114,6 +118,12 @@ class Settings:
     poll_interval: float = 1.0
     """``PYNCETTE_POLL_INTERVAL``, seconds. The scheduler's longest sleep between backend polls; due
     runs start sooner when the scheduler knows the next due time."""
+
+    backend_timeout: float = 10.0
+    """``PYNCETTE_BACKEND_TIMEOUT``, seconds. The deadline of every backend call (lease, commit,
+    heartbeat, registration): a call that overruns is cancelled, its connection discarded, and the
+    call retried, so a half-open database connection costs seconds instead of hours. 10 s is well
+    inside the default 60 s lease, so failed commits can still be retried before it expires."""
 
     concurrency_limit: int = 1000
     """``PYNCETTE_CONCURRENCY_LIMIT``. Runs in flight per replica (a waiting Pod run costs one asyncio

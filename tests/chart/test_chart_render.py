@@ -78,14 +78,15 @@ def test_deployment_is_locked_down(chart: Chart) -> None:
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]  # noqa: S108 - an emptyDir, not the host's
 
 
-def test_probes_hit_the_operator_health_endpoint(chart: Chart) -> None:
+def test_probes_hit_the_operator_liveness_and_readiness_endpoints(chart: Chart) -> None:
     objs = chart.render({"probes": {"port": 8181, "path": "/livez"}})
     c = container(objs)
     assert "--liveness=http://0.0.0.0:8181/livez" in c["args"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["health"] == 8181
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/livez", "port": "health"}
+    # Liveness must not follow the database (a restart would not bring it back); readiness does.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
 
 
 def test_readiness_probe_path_can_differ_from_liveness(chart: Chart) -> None:

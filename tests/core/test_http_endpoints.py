@@ -46,8 +46,9 @@ async def test_healthcheck_follows_the_last_successful_poll(
     async with app.create() as ctx:
         port = port_of(ctx, "_healthcheck")
         assert await http(port) == (200, "OK")
-        # Not polling for three poll intervals (the loop is not running) makes it unhealthy.
-        await clock.advance(seconds=3)
+        # Not polling for longer than two poll intervals plus backend_timeout (the loop is not
+        # running) makes it unhealthy.
+        await clock.advance(seconds=2 * 1 + 10 + 1)
         assert await http(port) == (500, "Not OK")
         loop = asyncio.create_task(ctx.run())
         await eventually(lambda: ctx.last_tick == clock.now())
@@ -55,6 +56,45 @@ async def test_healthcheck_follows_the_last_successful_poll(
         assert (await http(port, method="POST"))[0] == 405
         ctx.shutdown()
         await loop
+
+
+async def test_a_replica_busy_at_its_concurrency_limit_is_alive_and_ready(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    app = make_app(concurrency_limit=1, poll_interval=datetime.timedelta(seconds=1))
+    release = asyncio.Event()
+    started: list[datetime.datetime] = []
+
+    @app.task(interval=datetime.timedelta(seconds=1))
+    async def slow(context: Context) -> None:
+        started.append(context.scheduled_at)
+        await release.wait()
+
+    use_healthcheck_server(app, port=0, bind_address="127.0.0.1")
+    async with running(app) as ctx:
+        port = port_of(ctx, "_healthcheck")
+        await clock.advance(seconds=1)
+        await eventually(lambda: len(started) == 1)
+        # The only slot is taken for a long time: the loop waits for it and polls nothing.
+        await clock.advance(seconds=600)
+        assert (await http(port, "/livez"))[0] == 200
+        assert (await http(port, "/readyz"))[0] == 200
+        assert await http(port) == (200, "OK")
+        release.set()
+
+
+async def test_a_loop_that_is_not_running_is_alive_but_not_ready(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    app = make_app()
+    use_healthcheck_server(app, port=0, bind_address="127.0.0.1")
+    async with app.create() as ctx:
+        port = port_of(ctx, "_healthcheck")
+        await clock.advance(seconds=60)
+        status, body = await http(port, "/readyz")
+        assert status == 500
+        assert "backend: not polled since" in body
+        assert (await http(port, "/livez"))[0] == 200
 
 
 async def test_custom_healthcheck_handler_and_its_errors(make_app: Callable[..., Pyncette]) -> None:

@@ -159,7 +159,13 @@ async def test_app_resumes_after_a_blackholed_connection(
         await eventually(lambda: len(running.runs) >= 2, "the task to run")
         proxy.blackhole()
         await eventually(lambda: timeouts_logged(caplog), "a backend call to overrun its deadline")
+        # A database outage is a readiness failure, never a liveness failure.
+        await eventually(lambda: not running.context.health().ready, "readiness to report the outage")
+        health = running.context.health()
+        assert health.alive, health
+        assert "did not answer within" in health.backend, health
         seconds = await resumes(running, proxy)
+        await eventually(lambda: running.context.health().ready, "readiness to recover")
     print(f"\n{backend}: first run {seconds:.2f}s after a blackhole ended (backend_timeout {DEADLINE}s)")
 
 

@@ -2,6 +2,8 @@
 # Join a real node to the local control plane (idempotent): containerd (with runc and the CNI
 # bridge plugin, from Debian), kubelet and kube-proxy (built with the control plane), as
 # background processes of this machine. Needs root and a running control plane (make cluster-up).
+# Starts the local registry (hack/images/registry-up.sh) and builds and pushes the images Pods
+# pull from it (hack/node/images.sh) first.
 #
 #   bash hack/node/up.sh        # or: make node-up
 #
@@ -324,7 +326,14 @@ up() {
     [[ -x /usr/lib/cni/bridge ]] || bash "$NODE_HACK_DIR/setup.sh"
     ip=$(node_ip) || die "the machine has no IPv4 address for the node (hostname -I)"
     mkdir -p "$LOG_DIR"
-    bash "$NODE_HACK_DIR/images.sh" --no-push
+    # The images Pods pull (busybox, redis, ...) are served by the local registry.
+    local registry_up="$REPO_ROOT/hack/images/registry-up.sh"
+    if [[ -f "$registry_up" ]]; then
+        bash "$registry_up" >/dev/null
+        bash "$NODE_HACK_DIR/images.sh"
+    else
+        bash "$NODE_HACK_DIR/images.sh" --no-push
+    fi
     if all_running && same_ca && node_ready; then
         taint_kwok
         log "already running: node $REAL_NODE_NAME ($ip)"
@@ -339,7 +348,7 @@ up() {
     taint_kwok
     trap - EXIT
     if ! curl -fsS --max-time 3 "http://$REGISTRY/v2/" >/dev/null 2>&1; then
-        log "warning: no registry on $REGISTRY yet: images other than pause cannot be pulled (bash hack/images/registry-up.sh; bash hack/node/images.sh)"
+        log "warning: no registry on $REGISTRY: images other than pause cannot be pulled"
     fi
     log "node $REAL_NODE_NAME ($ip) ready in $((SECONDS - t0))s; kwok's $NODE_NAME is tainted $KWOK_TAINT"
 }

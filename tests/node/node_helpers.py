@@ -39,18 +39,14 @@ def node_log_tails(lines: int = 30) -> str:
 
 
 def bring_up() -> None:
-    """What ``make node-up`` does (plus the registry and images): idempotent, fails the test if it fails."""
-    steps: list[tuple[str, ...]] = []
-    if (REPO_ROOT / "hack/images/registry-up.sh").exists():
-        steps.append(("hack/images/registry-up.sh",))
-    steps += [("hack/node/images.sh",), ("hack/node/up.sh",)]
-    for step in steps:
-        proc = run_script(*step)
-        if proc.returncode != 0:
-            pytest.fail(
-                f"bash {' '.join(step)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}\n{node_log_tails()}",
-                pytrace=False,
-            )
+    """``hack/node/up.sh`` (idempotent; it also starts the registry and pushes the images); fails the
+    test with the output and the node's log tails if the node does not come up."""
+    proc = run_script("hack/node/up.sh")
+    if proc.returncode != 0:
+        pytest.fail(
+            f"bash hack/node/up.sh failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}\n{node_log_tails()}",
+            pytrace=False,
+        )
 
 
 def _processes() -> list[str]:

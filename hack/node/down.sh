@@ -100,8 +100,8 @@ clean_table() {
     local ipt=$1 table=$2 saved rule chain chains
     saved=$("$ipt-save" -t "$table" 2>/dev/null) || return 0
     chains=$({
-        grep -oE -- '^:KUBE-[A-Za-z0-9_-]+' <<<"$saved" | cut -c2-
-        grep -F -- "name: \\\"$CNI_NETWORK\\\"" <<<"$saved" | grep -oE -- '-j CNI-[A-Za-z0-9_-]+' | cut -c4-
+        grep -oE -- '^:KUBE-[A-Za-z0-9_-]+' <<<"$saved" | cut -c2- || true
+        grep -F -- "name: \\\"$CNI_NETWORK\\\"" <<<"$saved" | grep -oE -- '-j CNI-[A-Za-z0-9_-]+' | cut -c4- || true
     } | sort -u)
     [[ -n "$chains" ]] || return 0
     local alt
@@ -113,7 +113,7 @@ clean_table() {
         if [[ "$rule" =~ \ -j\ ($alt)(\ |$) || "$rule" == *"name: \\\"$CNI_NETWORK\\\""* ]]; then
             eval "$ipt -w -t $table -D ${rule#-A }" 2>/dev/null || true
         fi
-    done < <(grep -- '^-A ' <<<"$saved")
+    done < <(grep -- '^-A ' <<<"$saved" || true)
     for chain in $chains; do
         "$ipt" -w -t "$table" -F "$chain" 2>/dev/null || true
     done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the images the real node needs from Debian packages, with podman, and push them to the
-# local registry (127.0.0.1:5000) that containerd uses as a mirror of docker.io:
+# local registry (127.0.0.1:5000, started with hack/images/registry.sh if it is not running),
+# which containerd uses as a mirror of docker.io:
 #
 #   127.0.0.1:5000/pyncette/pause:3.10      the Pod sandbox: a static C program (images/pause.c)
 #   docker.io/library/busybox:latest, :1.36 Debian's busybox-static (1.35) and its applets
@@ -112,7 +113,10 @@ main() {
     build_busybox
     build_redis
     ((push)) || return 0
-    registry_up || die "no image registry answers on http://$REGISTRY (start it: bash hack/images/registry-up.sh)"
+    if ! registry_up && [[ -f "$REPO_ROOT/hack/images/registry.sh" ]]; then
+        bash "$REPO_ROOT/hack/images/registry.sh" up
+    fi
+    registry_up || die "no image registry answers on http://$REGISTRY (bash hack/images/registry.sh up)"
     push "$PAUSE_IMAGE" "${PAUSE_IMAGE#"$REGISTRY/"}"
     for ref in "${MIRRORED_IMAGES[@]}"; do
         if podman image exists "docker.io/library/$ref"; then

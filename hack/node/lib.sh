@@ -40,10 +40,10 @@ KUBELET_HEALTHZ_PORT=10248
 KUBE_PROXY_METRICS_PORT=10249
 KUBE_PROXY_HEALTHZ_PORT=10256
 
-# Images: served by the local registry (hack/images/registry-up.sh) on 127.0.0.1:5000, which
+# Images: served by the local registry (hack/images/registry.sh) on 127.0.0.1:5000, which
 # containerd uses as a mirror of docker.io. The pause image is also imported straight into
 # containerd, so Pods start even before the registry runs.
-REGISTRY=127.0.0.1:5000
+REGISTRY="127.0.0.1:${PYNCETTE_REGISTRY_PORT:-5000}"
 PAUSE_IMAGE="$REGISTRY/pyncette/pause:3.10"
 # name:tag ... of the docker.io images built from Debian packages (hack/node/images.sh).
 MIRRORED_IMAGES=(busybox:latest busybox:1.36 redis:latest redis:7)

@@ -2,7 +2,7 @@
 # Join a real node to the local control plane (idempotent): containerd (with runc and the CNI
 # bridge plugin, from Debian), kubelet and kube-proxy (built with the control plane), as
 # background processes of this machine. Needs root and a running control plane (make cluster-up).
-# Starts the local registry (hack/images/registry-up.sh) and builds and pushes the images Pods
+# Starts the local registry (hack/images/registry.sh up) and builds and pushes the images Pods
 # pull from it (hack/node/images.sh) first.
 #
 #   bash hack/node/up.sh        # or: make node-up
@@ -327,9 +327,7 @@ up() {
     ip=$(node_ip) || die "the machine has no IPv4 address for the node (hostname -I)"
     mkdir -p "$LOG_DIR"
     # The images Pods pull (busybox, redis, ...) are served by the local registry.
-    local registry_up="$REPO_ROOT/hack/images/registry-up.sh"
-    if [[ -f "$registry_up" ]]; then
-        bash "$registry_up" >/dev/null
+    if [[ -f "$REPO_ROOT/hack/images/registry.sh" ]]; then
         bash "$NODE_HACK_DIR/images.sh"
     else
         bash "$NODE_HACK_DIR/images.sh" --no-push

@@ -116,13 +116,14 @@ def test_a_service_routes_to_its_pods(kube_cluster: KubeCluster, kube_namespace:
     wait_phase(kube_cluster, ns, "web", "Running")
     wait_phase(kube_cluster, ns, "client", "Running")
     ip = kube_cluster.get_json("service/web", "-n", ns)["spec"]["clusterIP"]
-    # From another Pod, through the Service's virtual IP (kube-proxy's rules) until the endpoint is
-    # programmed; wget retries are bounded by the loop count, not by time.
-    fetch = f"for i in $(seq 1 60); do wget -q -T 2 -O - http://{ip}/ && exit 0; sleep 1; done; exit 1"
+    # From another Pod, through the Service's virtual IP (kube-proxy's rules), retried until the
+    # endpoint is programmed (a Service without one rejects at once). (Debian's busybox wget
+    # crashes with -T, hence timeout.)
+    fetch = f"for i in $(seq 1 60); do timeout 5 wget -q -O - http://{ip}/ && exit 0; sleep 1; done; exit 1"
     out = kube_cluster.kubectl("exec", "client", "-n", ns, "--", "sh", "-c", fetch)
     assert out.stdout.strip() == content
     # And the Pod's own Service, from inside itself (hairpin).
-    out = kube_cluster.kubectl("exec", "web", "-n", ns, "--", "wget", "-q", "-T", "5", "-O", "-", f"http://{ip}/")
+    out = kube_cluster.kubectl("exec", "web", "-n", ns, "--", "timeout", "5", "wget", "-q", "-O", "-", f"http://{ip}/")
     assert out.stdout.strip() == content
 
 

@@ -173,6 +173,7 @@ def build_parts(
             own_service_account=s.operator_service_account,
             min_interval=datetime.timedelta(seconds=s.min_interval),
             excluded_namespaces=frozenset(s.excluded_namespaces),
+            backfill_max_slots=s.backfill_max_slots,
         ),
     )
     executor = RunExecutor(

@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(env PYNCETTE_MIN_INTERVAL; default 1s)",
     )
     run.add_argument(
+        "--backfill-max-slots",
+        default=env("PYNCETTE_BACKFILL_MAX_SLOTS"),
+        metavar="N",
+        help="a pyncette.dev/backfill request covering more scheduled times is refused "
+        "(env PYNCETTE_BACKFILL_MAX_SLOTS; default 1000)",
+    )
+    run.add_argument(
         "--pod-create-qps",
         default=env("PYNCETTE_POD_CREATE_QPS"),
         metavar="N",
@@ -267,6 +274,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         allowed_service_accounts=accounts,
         operator_service_account=own,
         min_interval=min_interval,
+        backfill_max_slots=int(_number(args.backfill_max_slots, "--backfill-max-slots", default=1000, minimum=1)),
         pod_creates_per_second=_number(args.pod_create_qps, "--pod-create-qps", default=10.0, minimum=0.01),
         pod_create_burst=int(_number(args.pod_create_burst, "--pod-create-burst", default=20, minimum=1)),
         status_interval=interval,

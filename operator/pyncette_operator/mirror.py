@@ -39,6 +39,7 @@ from pyncette.errors import TaskLockedException
 from pyncette.model import TaskState
 from pyncette.pyncette import PyncetteContext
 from pyncette.task import Task
+from pyncette_operator import backfill
 from pyncette_operator import breaker
 from pyncette_operator.conditions import READY
 from pyncette_operator.conditions import Condition
@@ -57,6 +58,7 @@ from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import Reason
 from pyncette_operator.spec import TaskPolicy
 from pyncette_operator.spec import TaskSpec
+from pyncette_operator.spec import backfill_key
 from pyncette_operator.spec import format_time
 from pyncette_operator.spec import parse_task
 from pyncette_operator.spec import parse_time
@@ -106,6 +108,7 @@ class Mirror:
         self._dirty: set[str] = set()
         self._invalid_reported: dict[str, tuple[int, str]] = {}
         self._run_now_registered: dict[str, str] = {}
+        self._backfill_registered: dict[str, str] = {}
         self._lock: dict[str, asyncio.Lock] = {}
         self.leased: set[str] | None = None
         """Instances the last sweep found leased (runs in flight somewhere); None before the first."""
@@ -196,6 +199,11 @@ class Mirror:
             value = cached.parsed.run_now
         if value:
             await self._unschedule(run_now_key(namespace, name, value))
+        filled = self._backfill_registered.pop(key, None)
+        if filled is None and cached is not None and isinstance(cached.parsed, TaskSpec):
+            filled = cached.parsed.backfill
+        if filled:
+            await self._unschedule(backfill_key(namespace, name, filled))
         self._status.forget(namespace, name)
         self._events.forget(namespace, name)
         logger.info("PyncetteTask %s deleted: schedule removed", key)
@@ -316,6 +324,7 @@ class Mirror:
                 READY, True, ReadyReason.SCHEDULED, f"scheduled {parsed.describe_schedule()}", generation
             )
             await self._maybe_run_now(parsed, body)
+            await self._maybe_backfill(parsed)
         self._status.changed(namespace, name, urgent=previous_ready != state.ready)
 
     def _one_off_done(self, parsed: TaskSpec, body: Mapping[str, Any]) -> bool:
@@ -440,6 +449,47 @@ class Mirror:
         self._run_now_registered[parsed.key] = value
         self._metrics.count("registrations", action="run-now")
         logger.info("PyncetteTask %s: run now (%s)", parsed.key, value)
+
+    async def _maybe_backfill(self, parsed: TaskSpec) -> None:
+        """Starts the backfill a new ``pyncette.dev/backfill`` value asks for (see ``backfill``)."""
+        value = parsed.backfill
+        if not value or self._backfill_registered.get(parsed.key) == value:
+            return
+        state = self._status.state(parsed.namespace, parsed.name)
+        previous = backfill.record(state)
+        if previous is not None and previous.get("value") == value:
+            self._backfill_registered[parsed.key] = value  # seen before: by another replica, or before a restart
+            return
+        ref = ObjectRef(parsed.namespace, parsed.name, parsed.uid)
+        now = self.ctx.clock.now()
+        try:
+            start, end, slots = backfill.validate(parsed, value, now=now, max_slots=self._policy.backfill_max_slots)
+        except backfill.BackfillError as e:
+            backfill.refuse(state, value, str(e), now=now)
+            self._backfill_registered[parsed.key] = value
+            message = f"pyncette.dev/backfill {value!r}: {e}; nothing runs"
+            self._events.record(ref, reason=backfill.INVALID, message=message, warning=True, force=True)
+            self._status.changed(parsed.namespace, parsed.name, urgent=True)
+            return
+        if previous is not None and previous.get("value") and previous.get("phase") == "Running":
+            await self._unschedule(backfill_key(parsed.namespace, parsed.name, str(previous["value"])))
+        instance = backfill_key(parsed.namespace, parsed.name, value)
+        if await self.ctx.get_task(self._template, instance) is None:  # another replica may have started it
+            await self.ctx.schedule_task(
+                self._template,
+                instance,
+                uid=parsed.uid,
+                generation=parsed.generation,
+                backfill_end=format_time(end),
+                **backfill.registration(parsed, start),
+            )
+            self._metrics.count("registrations", action="backfill")
+        backfill.begin(state, value, start=start, end=end, count=len(slots), now=now)
+        self._backfill_registered[parsed.key] = value
+        message = f"backfill of {len(slots)} scheduled time(s) from {format_time(start)} to {format_time(end)}"
+        self._events.record(ref, reason=backfill.STARTED, message=message, force=True)
+        logger.info("PyncetteTask %s: %s", parsed.key, message)
+        self._status.changed(parsed.namespace, parsed.name, urgent=True)
 
     # ---- repair loops ----
 

@@ -12,6 +12,8 @@ Commands:
 * ``suspend NAME`` / ``resume NAME``: ``spec.suspend``; ``resume`` also sets a new value of the
   ``pyncette.dev/resume`` annotation, which resumes a task the circuit breaker stopped
   (``spec.suspendAfterFailures``).
+* ``backfill NAME --from START --to END``: every scheduled time in the range once (a new value of
+  the ``pyncette.dev/backfill`` annotation; progress in ``status.backfill``).
 * ``next NAME [-n 5]``: the next scheduled times, computed here with the operator's own schedule
   code (``H`` spread, several schedules, time zone, jitter delay), so they are the times the
   operator will use: each row is the slot (the Pod's ``pyncette.dev/scheduled-at``) and, with
@@ -42,6 +44,7 @@ from pyncette.schedule import next_union_time
 from pyncette_operator.runs.jitter import jitter_delay
 from pyncette_operator.runs.pods import TASK_UID_LABEL
 from pyncette_operator.runs.pods import pod_view
+from pyncette_operator.spec import BACKFILL_ANNOTATION
 from pyncette_operator.spec import GROUP
 from pyncette_operator.spec import KIND
 from pyncette_operator.spec import PLURAL
@@ -85,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run_now = commands.add_parser("run-now", parents=[common], help="start one extra run now")
     run_now.add_argument("name")
+    fill = commands.add_parser("backfill", parents=[common], help="run every scheduled time in a past range once")
+    fill.add_argument("name")
+    fill.add_argument("--from", dest="start", required=True, help="RFC 3339 start, e.g. 2026-11-01T00:00:00Z")
+    fill.add_argument("--to", dest="end", required=True, help="RFC 3339 end (included; not in the future)")
     for verb, what in (("suspend", "stop starting new runs"), ("resume", "start again (suspend or circuit breaker)")):
         commands.add_parser(verb, parents=[common], help=what).add_argument("name")
     nxt = commands.add_parser("next", parents=[common], help="the next scheduled times, computed locally")
@@ -383,6 +390,22 @@ async def _command(cluster: Cluster, args: argparse.Namespace) -> str:
             json.dumps({"name": name, RUN_NOW_ANNOTATION: value})
             if output == "json"
             else f"{ref} run requested ({value})"
+        )
+    if args.command == "backfill":
+        try:
+            start, end = parse_time(args.start), parse_time(args.end)
+        except ValueError:
+            raise PluginError(
+                f"--from/--to: expected RFC 3339 times with an offset or Z, got {args.start!r}, {args.end!r}"
+            ) from None
+        if start > end:
+            raise PluginError("--from is after --to")
+        value = f"{format_time(start)}/{format_time(end)}"
+        await cluster.patch_task(name, {"metadata": {"annotations": {BACKFILL_ANNOTATION: value}}})
+        if output == "json":
+            return json.dumps({"name": name, BACKFILL_ANNOTATION: value})
+        return (
+            f"{ref} backfill requested ({value}); progress: kubectl get ptask {name} -o jsonpath='{{.status.backfill}}'"
         )
     if args.command == "suspend":
         await cluster.patch_task(name, {"spec": {"suspend": True}})

@@ -82,6 +82,11 @@ class Settings:
     cron schedule whose runs come closer together, is Ready=False (reason ScheduleTooFrequent).
     1 s is cron's own resolution; raise it to keep tenants from scheduling Pods every second."""
 
+    backfill_max_slots: int = 1000
+    """``--backfill-max-slots`` / ``PYNCETTE_BACKFILL_MAX_SLOTS``. A ``pyncette.dev/backfill`` request
+    covering more scheduled times than this is refused (a Warning Event, nothing runs): a typo in a
+    year must not start a hundred thousand Pods."""
+
     pod_creates_per_second: float = 10.0
     """``--pod-create-qps`` / ``PYNCETTE_POD_CREATE_QPS``, Pods/s. A token bucket over this replica's
     run-Pod creates: due runs beyond it wait (renewing their leases) instead of flooding the

@@ -39,6 +39,7 @@ PLURAL = "pyncettetasks"
 KIND = "PyncetteTask"
 RUN_NOW_ANNOTATION = "pyncette.dev/run-now"
 RESUME_ANNOTATION = "pyncette.dev/resume"
+BACKFILL_ANNOTATION = "pyncette.dev/backfill"
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -90,6 +91,9 @@ class TaskPolicy:
 
     min_interval: datetime.timedelta = datetime.timedelta(seconds=1)
     """``--min-interval``: an interval, or a cron schedule whose runs come closer together, is refused."""
+
+    backfill_max_slots: int = 1000
+    """``--backfill-max-slots``: a ``pyncette.dev/backfill`` request covering more slots is refused."""
 
     excluded_namespaces: frozenset[str] = frozenset()
     """``--exclude-namespace``: watched (all-namespaces mode) but not served, such as the operator's
@@ -187,11 +191,27 @@ def run_now_key(namespace: str, name: str, value: str) -> str:
     return f"{task_key(namespace, name)}@run-now:{value}"
 
 
+def backfill_key(namespace: str, name: str, value: str) -> str:
+    """The backend instance of a backfill request: ``namespace/name@backfill:value``."""
+    return f"{task_key(namespace, name)}@backfill:{value}"
+
+
 def split_instance_name(instance: str) -> tuple[str, str, str | None]:
-    """``ns/name[@run-now:value]`` → (namespace, name, run-now value or None)."""
-    base, sep, rest = instance.partition("@run-now:")
+    """``ns/name[@run-now:value | @backfill:value]`` → (namespace, name, run-now value or None).
+
+    Kubernetes names never contain ``@``, so everything after the first one is the trigger.
+    """
+    base, _, trigger = instance.partition("@")
     namespace, _, name = base.partition("/")
-    return namespace, name, (rest if sep else None)
+    kind, sep, value = trigger.partition(":")
+    return namespace, name, (value if sep and kind == "run-now" else None)
+
+
+def backfill_of(instance: str) -> str | None:
+    """The backfill value of a backfill instance's name (``ns/name@backfill:value``), else None."""
+    _, at, trigger = instance.partition("@")
+    kind, sep, value = trigger.partition(":")
+    return value if at and sep and kind == "backfill" else None
 
 
 @dataclass(frozen=True)
@@ -224,6 +244,8 @@ class TaskSpec:
     suspend_after_failures: int | None = None
     """``spec.suspendAfterFailures``: the circuit breaker stops scheduling after this many
     consecutive failed scheduled runs (see ``pyncette_operator.breaker``). None: never."""
+    backfill: str | None = None
+    """The ``pyncette.dev/backfill`` annotation's value (``<start>/<end>``), not yet validated."""
     max_success_age: datetime.timedelta | None = None
     """``spec.maxSuccessAge``: the ``Stale`` condition turns True when the last success is older."""
     resume: str = ""
@@ -476,6 +498,7 @@ def _parse(
         suspend_after_failures=_optional_count(spec, "suspendAfterFailures", bad),
         max_success_age=max_success_age,
         resume=str(annotations.get(RESUME_ANNOTATION) or ""),
+        backfill=str(annotations[BACKFILL_ANNOTATION]) if annotations.get(BACKFILL_ANNOTATION) else None,
         starting_deadline=_seconds(spec, "startingDeadlineSeconds", 0, bad),
         backoff_limit=_limit(spec, "backoffLimit", 6, bad),
         active_deadline=_seconds(spec, "activeDeadlineSeconds", 1, bad),

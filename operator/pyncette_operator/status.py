@@ -106,6 +106,8 @@ class TaskStatus:
     """``spec.maxSuccessAge`` (set by the mirror): the status then carries a ``Stale`` condition."""
     created_at: datetime.datetime | None = None
     """The task's ``creationTimestamp``: staleness counts from it until a first success."""
+    backfill: dict[str, Any] | None = None
+    """This replica's latest ``backfill`` progress record (see ``pyncette_operator.backfill``), or None."""
     breaker: dict[str, Any] | None = None
     """This replica's latest ``circuitBreaker`` record (see ``pyncette_operator.breaker``), or None."""
 
@@ -158,6 +160,14 @@ class TaskStatus:
         breaker = self.breaker_record()
         if breaker:
             out["circuitBreaker"] = breaker
+        backfill = self.backfill
+        seen_backfill = obs.get("backfill")
+        if isinstance(seen_backfill, Mapping) and (
+            backfill is None or str(seen_backfill.get("updatedAt") or "") > str(backfill.get("updatedAt") or "")
+        ):
+            backfill = dict(seen_backfill)
+        if backfill:
+            out["backfill"] = backfill
         run_now = self.last_run_now or obs.get("lastRunNow")
         if run_now:
             out["lastRunNow"] = run_now

@@ -76,3 +76,11 @@ def test_excluded_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings().excluded_namespaces == ("pyncette-system",)
     with pytest.raises(UsageError, match="--exclude-namespace: 'Ops' is not a namespace name"):
         settings("--exclude-namespace=Ops")
+
+
+def test_backfill_max_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYNCETTE_BACKFILL_MAX_SLOTS", raising=False)
+    assert settings().backfill_max_slots == 1000
+    assert settings("--backfill-max-slots", "24").backfill_max_slots == 24
+    monkeypatch.setenv("PYNCETTE_BACKFILL_MAX_SLOTS", "48")
+    assert settings().backfill_max_slots == 48

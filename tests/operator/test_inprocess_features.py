@@ -220,3 +220,84 @@ async def test_stale_turns_true_when_the_last_success_is_too_old_even_while_noth
     pod = await until(lambda: [p for p in world.pods_of("fresh") if p["status"]["phase"] == "Pending"], "a run")
     world.finish_pod(pod[0]["metadata"]["name"])
     await until(lambda: condition(world, "fresh", "Stale").get("status") == "False", "fresh again")
+
+
+def slot_pods(world: World, name: str) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["annotations"]["pyncette.dev/scheduled-at"]: p for p in world.pods_of(name)}
+
+
+async def test_backfill_runs_every_slot_once_and_the_same_value_again_runs_none(world: World) -> None:
+    spec = {"schedule": "0 * * * *", "successfulRunsHistoryLimit": 100, "podTemplate": POD}
+    value = "2029-12-31T00:00:00Z/2029-12-31T23:00:00Z"
+    await world.apply("bf", spec, annotations={"pyncette.dev/backfill": value})
+    pods = await until(lambda: len(slot_pods(world, "bf")) == 24 and slot_pods(world, "bf"), "24 backfill Pods")
+    assert sorted(pods) == [f"2029-12-31T{h:02d}:00:00Z" for h in range(24)]
+    names = {p["metadata"]["name"] for p in pods.values()}
+    assert all(n.startswith("bf-1893") or n.startswith("bf-1894") for n in names)  # named by their slots
+    status = await until(lambda: world.kube.status("bf").get("backfill"), "status.backfill")
+    assert (status["value"], status["requested"], status["phase"]) == (value, 24, "Running")
+    for pod in pods.values():
+        world.finish_pod(pod["metadata"]["name"])
+    done = await until(
+        lambda: (b := world.kube.status("bf").get("backfill")) and b["phase"] == "Completed" and b, "completed"
+    )
+    assert (done["started"], done["succeeded"], done["failed"], done["skipped"]) == (24, 24, 0, 0)
+    assert [e for e in world.kube.events if e["reason"] == "BackfillCompleted"]
+    assert world.kube.status("bf").get("nextRunTime") == "2030-01-01T01:00:00Z"  # the schedule is untouched
+    assert await world.ctx.get_task(world.parts.mirror._template, "ns/bf@backfill:" + value) is None
+
+    # The same value again (an echo, another replica, a restart): nothing runs.
+    await world.apply("bf", spec, annotations={"pyncette.dev/backfill": value})
+    await world.clock.advance(seconds=1)
+    assert len(world.pods_of("bf")) == 24
+    # An overlapping new range: the slots that have a run are skipped, only the new ones run.
+    wider = "2029-12-31T22:00:00Z/2030-01-01T00:00:00Z"
+    await world.apply("bf", spec, annotations={"pyncette.dev/backfill": wider})
+    await until(lambda: "2030-01-01T00:00:00Z" in slot_pods(world, "bf"), "the one new slot")
+    world.finish_pod(slot_pods(world, "bf")["2030-01-01T00:00:00Z"]["metadata"]["name"])
+    again = await until(
+        lambda: (b := world.kube.status("bf").get("backfill")) and b["phase"] == "Completed" and b, "completed again"
+    )
+    assert (again["requested"], again["skipped"], again["succeeded"]) == (3, 2, 1)
+    assert len(world.pods_of("bf")) == 25
+
+
+async def test_backfill_under_forbid_runs_one_slot_at_a_time(world: World) -> None:
+    spec = {
+        "schedule": "0 * * * *",
+        "concurrencyPolicy": "Forbid",
+        "backoffLimit": 0,
+        "podTemplate": POD,
+    }
+    await world.apply("seq", spec, annotations={"pyncette.dev/backfill": "2029-12-31T21:00:00Z/2029-12-31T23:30:00Z"})
+    for hour in (21, 22, 23):
+        pods = await until(lambda h=hour: len(world.pods_of("seq")) == h - 20 and world.pods_of("seq"), f"slot {hour}")
+        running = [p for p in pods if p["status"]["phase"] == "Pending"]
+        assert len(running) == 1  # never two at once
+        assert running[0]["metadata"]["annotations"]["pyncette.dev/scheduled-at"] == f"2029-12-31T{hour}:00:00Z"
+        world.finish_pod(running[0]["metadata"]["name"], succeeded=hour != 22)
+    done = await until(
+        lambda: (b := world.kube.status("seq").get("backfill")) and b["phase"] == "Completed" and b, "completed"
+    )
+    assert (done["succeeded"], done["failed"]) == (2, 1)
+
+
+async def test_an_invalid_backfill_gives_a_warning_and_runs_nothing(world: World) -> None:
+    spec = {"schedule": "0 * * * *", "podTemplate": POD}
+    cases = {
+        "yesterday": "expected <RFC 3339 start>/<RFC 3339 end>",
+        "2029-12-31T05:00:00Z/2029-12-31T01:00:00Z": "is after the end",
+        "2029-12-31T05:00:00Z/2030-01-02T00:00:00Z": "is in the future",
+        "2029-12-31T05:10:00Z/2029-12-31T05:20:00Z": "no scheduled time of this task between",
+        "2029-10-01T00:00:00Z/2029-12-31T00:00:00Z": "covers more than 1000 scheduled times (--backfill-max-slots)",
+    }
+    for value, fragment in cases.items():
+        await world.apply("bad", spec, annotations={"pyncette.dev/backfill": value})
+        status = await until(
+            lambda v=value: (b := world.kube.status("bad").get("backfill")) and b.get("value") == v and b, value
+        )
+        assert status["phase"] == "Invalid" and fragment in status["message"], status
+        [warning] = [e for e in world.kube.events if e["reason"] == "InvalidBackfill" and value in e["message"]]
+        assert warning["type"] == "Warning" and fragment in warning["message"]
+    await world.clock.advance(seconds=1)
+    assert world.pods_of("bad") == []

@@ -26,6 +26,7 @@ mirror relies on it not to run them twice.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import logging
 
@@ -34,6 +35,7 @@ from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.model import FailureMode
 from pyncette.model import LeasedExecution
+from pyncette_operator import backfill
 from pyncette_operator import breaker
 from pyncette_operator.conditions import READY
 from pyncette_operator.conditions import Condition
@@ -56,14 +58,20 @@ from pyncette_operator.runs.pod_runner import RunFailed
 from pyncette_operator.runs.pod_watch import PodTracker
 from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import TaskSpec
+from pyncette_operator.spec import backfill_of
 from pyncette_operator.spec import format_duration
 from pyncette_operator.spec import format_time
+from pyncette_operator.spec import parse_time
 from pyncette_operator.spec import split_instance_name
 from pyncette_operator.status import ActiveRun
 from pyncette_operator.status import StatusWriter
 from pyncette_operator.status import TaskStatus
 
 logger = logging.getLogger(__name__)
+
+_BACKFILL: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyncette_backfill", default=None)
+"""The backfill value of the run this task executes (None: not a backfill run). A context variable,
+so the watchers of handed-over Pods (asyncio tasks started from the run) inherit it."""
 
 _FINISHED_MEMORY = 64
 
@@ -106,6 +114,10 @@ class RunExecutor:
             await self._mirror.ctx.unschedule_task(context.task)
             return
         task = cached.parsed
+        filling = backfill_of(instance)
+        if filling is not None and not isinstance(task, InvalidTask):
+            await self._backfill_slot(context, task, filling)
+            return
         if isinstance(task, InvalidTask) or (task.suspend and run_now is None):
             return  # the mirror unschedules it; a run already leased does nothing
         if run_now is None and breaker.is_tripped(self._status.state(namespace, name).breaker_record(), task):
@@ -134,6 +146,46 @@ class RunExecutor:
             await self._run_pod(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
         else:
             await self._run_handler(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
+
+    async def _backfill_slot(self, context: Context, task: TaskSpec, value: str) -> None:
+        """One slot of a backfill (see ``pyncette_operator.backfill``): run it unless it has a run."""
+        clock = self._mirror.ctx.clock
+        now = clock.now()
+        scheduled_at = context.scheduled_at.astimezone(datetime.UTC)
+        end = parse_time(str(context.args.get("backfill_end")))
+        if scheduled_at > end:
+            logger.info("Backfill %s of %s: every slot has started", value, task.key)
+            await self._mirror.ctx.unschedule_task(context.task)
+            return
+        if task.is_pod:
+            slot = self._pods.slot(task, scheduled_at, "")
+            if slot.succeeded is not None or slot.running is not None or slot.next_attempt > 0:
+                self._backfill_count(task, value, "skipped")  # it has a run already (on schedule, or before)
+                return
+        self._backfill_count(task, value, "started")
+        token = _BACKFILL.set(value)
+        try:
+            sequential = task.concurrency_policy != "Allow"
+            next_time = None if sequential else context.task.get_next_execution(now, scheduled_at)
+            if task.is_pod:
+                await self._run_pod(context, task, scheduled_at, None, next_time=next_time, one_off=sequential)
+            else:
+                await self._run_handler(context, task, scheduled_at, None, next_time=next_time, one_off=sequential)
+        finally:
+            _BACKFILL.reset(token)
+
+    def _backfill_count(self, task: TaskSpec, value: str, what: str) -> None:
+        state = self._status.state(task.namespace, task.name)
+        if backfill.count(state, value, what, now=self._mirror.ctx.clock.now()):
+            done = backfill.record(state) or {}
+            counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("succeeded", "failed", "skipped"))
+            self._events.record(
+                ObjectRef(task.namespace, task.name, task.uid),
+                reason=backfill.COMPLETED,
+                message=f"backfill {value} completed: {counts} of {done.get('requested')}",
+                force=True,
+            )
+        self._status.changed(task.namespace, task.name, urgent=True)
 
     def _skipped(
         self, context: Context, task: TaskSpec, scheduled_at: datetime.datetime, now: datetime.datetime
@@ -183,7 +235,7 @@ class RunExecutor:
             state.last_schedule_time = run.scheduled_at
         if run_now is not None:
             state.last_run_now = run_now
-        else:
+        elif _BACKFILL.get() is None:
             state.next_run_time, state.next_run_known = next_time, True
         state.active[run.name] = run
         state.finished.pop(run.name, None)
@@ -231,7 +283,10 @@ class RunExecutor:
         elif state.last_failure_time is None or finished_at > state.last_failure_time:
             state.last_failure_time = finished_at
         self._status.changed(task.namespace, task.name, urgent=one_off)
-        if task.suspend_after_failures is not None and not (one_off and task.execute_at is None):  # not run-now
+        filling = _BACKFILL.get()
+        if filling is not None:
+            self._backfill_count(task, filling, "succeeded" if succeeded else "failed")
+        elif task.suspend_after_failures is not None and not (one_off and task.execute_at is None):  # not run-now
             self._count_for_breaker(task, run.scheduled_at, succeeded=succeeded)
         self._metrics.count("runs_finished", kind=run.kind, outcome="succeeded" if succeeded else "failed")
         what = f"Pod {run.name}" if run.kind == "Pod" else f"handler {task.handler_name}"

@@ -115,12 +115,15 @@ def test_invalid_specs_give_ready_false_and_never_crash(k: Kubectl, start_operat
         "--namespace", k.namespace, "--allowed-service-accounts", "default,runner", "--status-interval", "1"
     )
     k.apply(ptask("cron", schedule="61 * * * *", podTemplate=pod_template()))
+    # Parses, but no date matches: found by computing it (issue 10), not reported as BackendUnavailable.
+    k.apply(ptask("feb30", schedule="0 0 30 2 *", podTemplate=pod_template()))
     k.apply(ptask("zone", schedule="* * * * *", timezone="Mars/Olympus_Mons", podTemplate=pod_template()))
     k.apply(ptask("nohandler", interval="10s", handler={"name": "does-not-exist"}))
     k.apply(ptask("sa", interval="10s", podTemplate=pod_template(service_account="cluster-admin-ish")))
     k.apply(ptask("fine", interval="1s", podTemplate=pod_template(duration="100ms")))
     expected = {
         "cron": ("InvalidSchedule", "spec.schedule"),
+        "feb30": ("InvalidSchedule", "no next run time"),
         "zone": ("UnknownTimezone", "Mars/Olympus_Mons"),
         "nohandler": ("UnknownHandler", "does-not-exist"),
         "sa": ("ForbiddenServiceAccount", "cluster-admin-ish"),

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e clean image registry-up registry-down skaffold
+.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e compat-1x clean image registry-up registry-down skaffold
 
 help:
 	@echo "make run            - local cluster + CRD + operator on embedded SQLite + a sample task, show its runs"
@@ -17,6 +17,7 @@ help:
 	@echo "make e2e            - the end-to-end suite (e2e/) against the local cluster or \$$KUBECONFIG"
 	@echo "make lint           - ruff, mypy --strict, import-linter"
 	@echo "make bench          - benchmarks (compares against pyncette 1.1.0)"
+	@echo "make compat-1x      - pyncette 1.1.0's own test suite against this package (hack/compat)"
 	@echo "make services-up    - start Redis, PostgreSQL, MariaDB and the DynamoDB endpoint"
 	@echo "make services-down  - stop them"
 	@echo "make cluster-up     - build (once) and start the local Kubernetes control plane"
@@ -41,8 +42,8 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests benchmarks examples e2e
-	$(VENV)/bin/ruff format --check operator tests benchmarks e2e
+	$(VENV)/bin/ruff check operator tests benchmarks examples e2e hack/compat
+	$(VENV)/bin/ruff format --check operator tests benchmarks e2e hack/compat
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -55,6 +56,9 @@ test: venv lint services-up cluster-up
 
 e2e: venv cluster-up
 	$(VENV)/bin/pytest e2e $(PYTEST_ARGS)
+
+compat-1x: venv services-up
+	bash hack/compat/run.sh $(PYTEST_ARGS)
 
 bench: venv services-up
 	$(PY) benchmarks/throughput.py --compare $(BENCH_ARGS)

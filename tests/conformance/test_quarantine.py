@@ -186,3 +186,19 @@ async def test_a_stored_time_that_cannot_be_read_is_quarantined_like_a_bad_spec(
     listed = {s.task.canonical_name: s.problem for s in (await repository.list_task_states(T0, tmpl)).tasks}
     assert listed["quarantine:good"] is None
     assert listed["quarantine:edited"] is not None and "cannot be read" in listed["quarantine:edited"]
+
+
+async def test_a_spec_that_is_not_json_at_all_is_quarantined(
+    backend_name: str, repository: Repository, store_raw_spec: StoreRawSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    if backend_name == "postgres":
+        pytest.skip("postgres: task_spec is a json column, the server refuses text that is not JSON")
+    tmpl = Task(name="quarantine", func=_noop, dynamic=True, lease_duration=LEASE)
+    await _register(repository, tmpl, ["good", "garbled"])
+    await store_raw_spec("quarantine:garbled", '{"name": "garbled", "interval": 10')  # cut short
+
+    with caplog.at_level(logging.ERROR):
+        batch = await repository.lease_due(T0, [tmpl], limit=10)
+    assert [e.task.canonical_name for e in batch.executions] == ["quarantine:good"]
+    [report] = _reports(caplog, "quarantine:garbled")
+    assert "JSONDecodeError" in report

@@ -10,6 +10,9 @@ Two layers:
   built on the 1.x methods (so they cost one round trip per instance, like 1.x); every bundled
   backend overrides them to cost one round trip per *batch*.
 
+The bundled backends build on ``pyncette.repository.kit`` (``BatchRepository``): the 1.x methods
+over the batch ones, per-row quarantine, static entry creation and one lease type, written once.
+
 Semantics of an entry (a static task's state, or one instance of a dynamic task):
 
 * It has ``execute_after`` (the next scheduled UTC time) and optionally a lease

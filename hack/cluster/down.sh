@@ -8,7 +8,8 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# ours <pid>: the process runs one of the cluster's binaries for this checkout's .cluster/.
+# ours <pid>: the process runs one of the cluster's binaries for this .cluster/ (whichever
+# checkout's path to it started it).
 ours() {
     local pid=$1 exe cmdline
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
@@ -16,7 +17,7 @@ ours() {
     exe=${exe##*/}
     [[ " ${PROCESSES[*]} " == *" $exe "* ]] || return 1
     cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-    [[ "$cmdline" == *"$STATE_DIR/"* ]]
+    names_state_dir "$cmdline"
 }
 
 # stop_pids <name> <pid...>: SIGTERM, up to 15 s to exit, then SIGKILL.

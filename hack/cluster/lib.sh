@@ -99,6 +99,18 @@ pid_alive() {
 
 pidfile() { echo "$STATE_DIR/$1.pid"; }
 
+# names_state_dir <command line>: it names a path in STATE_DIR, by this checkout's path or by
+# another's (git worktrees share one .cluster/ through symlinks).
+names_state_dir() {
+    local cmdline=$1 real path
+    [[ "$cmdline" != *"$STATE_DIR/"* ]] || return 0
+    real=$(readlink -f "$STATE_DIR")
+    for path in $(grep -oE '/[^ =]*/\.cluster/' <<<"$cmdline" | sort -u); do
+        [[ "$(readlink -f "$path")" != "$real" ]] || return 0
+    done
+    return 1
+}
+
 # port_busy <port>: something listens on 127.0.0.1:<port> (or on every address).
 port_busy() {
     ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .

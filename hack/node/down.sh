@@ -52,7 +52,7 @@ kill_strays() {
         exe=${exe##*/}
         case "$exe" in containerd | containerd-shim* | kubelet | kube-proxy) ;; *) continue ;; esac
         cmdline=$(tr '\0' ' ' <"$file/cmdline" 2>/dev/null) || continue
-        if [[ "$cmdline" == *"$NODE_RUN/"* || "$cmdline" == *"$NODE_DIR/"* ]]; then
+        if [[ "$cmdline" == *"$NODE_RUN/"* || "$cmdline" == *"$NODE_VAR/"* ]] || names_state_dir "$cmdline"; then
             pids+=("$pid")
         fi
     done

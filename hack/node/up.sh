@@ -293,6 +293,9 @@ start_node() {
     wait_for "containerd" containerd containerd_ready
     import_pause
 
+    # A Node object left from an earlier run (its Ready condition is stale): the kubelet
+    # registers afresh, and Ready below is its own.
+    kubectl_admin delete node "$REAL_NODE_NAME" --ignore-not-found --wait=true >/dev/null
     start kubelet "$BIN_DIR/kubelet" \
         --config="$NODE_DIR/kubelet.yaml" \
         --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \

@@ -59,9 +59,17 @@ def _processes() -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if exe in NODE_BINARIES and (NODE_RUN in cmdline or NODE_DIR in cmdline):
+        if exe in NODE_BINARIES and _names_the_node(cmdline):
             found.append(f"{proc.name} {cmdline.strip()}")
     return found
+
+
+def _names_the_node(cmdline: str) -> bool:
+    """The command line names the node's paths (any checkout's path to the shared .cluster/)."""
+    if NODE_RUN in cmdline or NODE_VAR in cmdline:
+        return True
+    real = os.path.realpath(NODE_DIR)
+    return any(os.path.realpath(m) == real for m in re.findall(r"/[^ =]*/\.cluster/node", cmdline))
 
 
 def _mounts() -> list[str]:

@@ -392,6 +392,8 @@ def test_duplicate_task_names_are_rejected(make_app: Callable[..., Pyncette]) ->
         ({"poll_interval": datetime.timedelta(0)}, "poll_interval"),
         ({"batch_size": 0}, "batch_size"),
         ({"concurrency_limit": "many"}, "concurrency_limit"),
+        ({"backend_timeout": 0}, "^Pyncette: backend_timeout: must be a positive timedelta or number of seconds"),
+        ({"backend_timeout": "soon"}, "^Pyncette: backend_timeout: "),
     ],
 )
 def test_bad_app_settings(make_app: Callable[..., Pyncette], kwargs: dict[str, Any], match: str) -> None:

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e compat-1x clean image registry-up registry-down skaffold
+.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e compat-1x clean image registry-up registry-down skaffold e2e-node
 
 help:
 	@echo "make run            - local cluster + CRD + operator on embedded SQLite + a sample task, show its runs"
@@ -26,6 +26,7 @@ help:
 	@echo "make node-down      - remove the real node: no process, mount, bridge, chain or cgroup left"
 	@echo "make node-images    - build busybox/redis/pause from Debian packages, push to the local registry"
 	@echo "make test-node      - node-up, then the tests that run real containers (tests/node)"
+	@echo "make e2e-node       - node-up, then the operator image with Helm on the real node, the README path, skaffold run"
 	@echo "make image          - build the operator image with podman, push it to the local registry, print its name"
 	@echo "make registry-up    - start the local image registry on 127.0.0.1:5000 (make image does it too)"
 	@echo "make registry-down  - stop the local image registry (its blobs stay cached)"
@@ -55,7 +56,11 @@ test: venv lint services-up cluster-up
 	$(VENV)/bin/pytest -m "not node" $(PYTEST_ARGS)
 
 e2e: venv cluster-up
-	$(VENV)/bin/pytest e2e $(PYTEST_ARGS)
+	$(VENV)/bin/pytest e2e -m "not node" $(PYTEST_ARGS)
+
+# The operator image installed with Helm on the real node, the README's Helm path, skaffold run.
+e2e-node: venv node-up
+	PYNCETTE_E2E_REAL_NODE=1 $(VENV)/bin/pytest e2e -m node $(PYTEST_ARGS)
 
 compat-1x: venv services-up
 	bash hack/compat/run.sh $(PYTEST_ARGS)

@@ -7,7 +7,8 @@ in docs/helm.md ("End-to-end tests"):
 ``PYNCETTE_E2E_RELEASE``        ``namespace/release`` of an installed chart to use as is
 ``PYNCETTE_E2E_BACKEND_URL``    backend URL for a release this suite installs (default: embedded SQLite)
 ``PYNCETTE_E2E_REPLICAS``       operator replicas for that release (default 1)
-``PYNCETTE_E2E_IMAGE``          ``repository:tag`` of the operator image for that release
+``PYNCETTE_E2E_IMAGE``          ``repository:tag`` of the operator image for that release (default on
+                                the local cluster's real node: the image of ``make image``)
 ``PYNCETTE_E2E_LOCAL_OPERATOR`` ``1``/``0``: run the operator as local processes under the chart's
                                 ServiceAccount token; default: only when the cluster's nodes are
                                 kwok's simulated ones (where no container ever runs)
@@ -26,6 +27,8 @@ from e2ekit import E2E
 from e2ekit import EXAMPLES
 from e2ekit import chart_values
 from e2ekit import fake_nodes
+from realnode import build_image
+from realnode import real_node_ready
 
 from chart.chartkit import CHART_DIR
 from chart.kubelet import start_from_deployment
@@ -39,6 +42,9 @@ def e2e(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     existing = os.environ.get("PYNCETTE_E2E_RELEASE")
     local_flag = os.environ.get("PYNCETTE_E2E_LOCAL_OPERATOR")
     local = local_flag == "1" if local_flag in ("0", "1") else fake_nodes(kube_cluster)
+    if not local and not os.environ.get("PYNCETTE_E2E_IMAGE") and real_node_ready(kube_cluster):
+        # The local cluster's real node runs the image `make image` builds (cached: seconds).
+        os.environ["PYNCETTE_E2E_IMAGE"] = build_image()
     # Handler modules shipped with the examples are loadable only by local processes.
     handler_modules = sorted(p.stem for p in EXAMPLES.glob("*handlers*.py")) if local else []
 

@@ -281,3 +281,54 @@ async def test_a_commit_is_given_up_and_logged_once_the_lease_would_expire(
             lambda: logged(caplog, "Gave up trying to commit 1 execution(s) (job:once@"), "the give-up log"
         )
         proxy.heal()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_heartbeats_overrun_their_deadline_and_extend_the_lease_again_after_the_fault(
+    request: pytest.FixtureRequest, backend: str, proxy_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pyncette.utils import with_heartbeat
+
+    config, proxy = backend_config(request, backend, proxy_for)
+    caplog.set_level(logging.WARNING)
+    app = Pyncette(poll_interval=datetime.timedelta(seconds=0.2), backend_timeout=DEADLINE, **config)
+    started, release = asyncio.Event(), asyncio.Event()
+    runs: list[datetime.datetime] = []
+
+    # A heartbeat every second keeps an 8 s lease alive.
+    @app.dynamic_task(lease_duration=datetime.timedelta(seconds=8))
+    @with_heartbeat(lease_remaining_ratio=0.125)
+    async def job(context: Context) -> None:
+        runs.append(context.scheduled_at)
+        started.set()
+        await release.wait()
+
+    async with app.create() as context:
+        loop = asyncio.create_task(context.run())
+        try:
+            await context.schedule_task(job, "long", execute_at=context.clock.now())
+            await asyncio.wait_for(started.wait(), BOUND)
+            proxy.blackhole()
+            await eventually(lambda: logged(caplog, "Heartbeating on"), "a heartbeat to overrun its deadline")
+            proxy.heal()
+            state = await context.get_task(job, "long")
+            assert state is not None and state.locked_until is not None
+            first = state.locked_until
+            # The next heartbeat extends the lease: the heartbeater was not left hanging on the
+            # blackholed connection (which never answers, even after the fault ends).
+            extended: list[bool] = [False]
+
+            async def check() -> None:
+                again = await context.get_task(job, "long")
+                extended[0] = again is not None and again.locked_until is not None and again.locked_until > first
+
+            deadline = time.monotonic() + BOUND
+            while not extended[0]:
+                assert time.monotonic() < deadline, "the lease was never extended after the fault"
+                await check()
+                await asyncio.sleep(0.1)
+        finally:
+            release.set()
+            context.shutdown()
+            await asyncio.wait_for(loop, BOUND)
+    assert len(runs) == 1, runs

@@ -30,6 +30,7 @@ import contextvars
 import datetime
 import logging
 
+from pyncette.deadline import bounded
 from pyncette.errors import LeaseLostException
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
@@ -334,7 +335,11 @@ class RunExecutor:
         ctx = self._mirror.ctx
         execution = LeasedExecution(context.task, context.scheduled_at.astimezone(datetime.UTC), lease)
         try:
-            await ctx.repository.unlock_executions(ctx.clock.now(), [execution])
+            await bounded(
+                ctx.repository.unlock_executions(ctx.clock.now(), [execution]),
+                operation="unlock_executions",
+                timeout=ctx.backend_timeout.total_seconds(),
+            )
         except Exception as e:
             logger.warning("Releasing the lease of %s failed (it expires after leaseDuration): %s", context.task, e)
             return

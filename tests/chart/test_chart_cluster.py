@@ -198,9 +198,13 @@ def assert_no_permission_errors(op: OperatorProcess) -> None:
 @pytest.mark.parametrize(
     "values",
     [
-        {},
+        {"watch": {"releaseNamespace": True}},
         {"watch": {"allNamespaces": True}},
-        {"replicaCount": 3, "backend": {"existingSecret": {"name": "pyncette-db"}}},
+        {
+            "replicaCount": 3,
+            "backend": {"existingSecret": {"name": "pyncette-db"}},
+            "watch": {"releaseNamespace": True},
+        },
     ],
     ids=["namespaced", "cluster-wide", "secret-backend"],
 )
@@ -365,8 +369,17 @@ def test_cluster_wide_operator_runs_tasks_in_every_namespace(
     op = operators(release)
     for namespace in (kube_namespace, second):
         kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(ptask("everywhere")))
-    for namespace in (kube_namespace, second):
-        assert_task_runs(kube_cluster, namespace, "everywhere", op)
+    assert_task_runs(kube_cluster, second, "everywhere", op)
+
+    # The release namespace is watched (cluster-wide RBAC) but not served: it holds the operator's
+    # credentials. Its task says so, and never gets a Pod.
+    def ready_here() -> Obj | None:
+        status = kube_cluster.get_json("pyncettetask", "everywhere", "-n", kube_namespace).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+
+    ready = wait_until(ready_here, what="Ready on the release namespace's task")
+    assert (ready["status"], ready["reason"]) == ("False", "NamespaceNotServed"), ready
+    assert not kube_cluster.get_json("pods", "-n", kube_namespace, "-l", "pyncette.dev/task=everywhere")["items"]
     assert_no_permission_errors(op)
     proc = kube_cluster.kubectl("get", "secrets", "-A", kubeconfig=op.kubeconfig, check=False)
     assert proc.returncode != 0 and "Forbidden" in proc.stderr

@@ -89,9 +89,7 @@ def test_the_operators_own_service_account_is_refused(
     assert k.pods("escalate") == []
 
 
-def test_handlers_serve_only_their_namespaces_and_show_tenants_no_internals(
-    k: Kubectl, start_operator: Any
-) -> None:
+def test_handlers_serve_only_their_namespaces_and_show_tenants_no_internals(k: Kubectl, start_operator: Any) -> None:
     start_operator("--namespace", k.namespace, "--handlers", "ptask_test_handlers", "--status-interval", "1")
     # "only-blue" is registered for namespace blue-team only: here it does not exist.
     k.apply(ptask("blue", interval="5s", handler={"name": "only-blue"}))

@@ -229,6 +229,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     unused: list[Expected | Flaky] = [entry for entry in entries if entry.matched == 0]
     unused += [entry for entry in config.stash.get(_FLAKY, []) if entry.matched == 0]
     write(f"expected failures: {len(entries)} entries, {sum(e.matched for e in entries)} tests")
+    for entry in entries:
+        write(f"  {entry.matched:3} x {entry.where()}")
     for entry in unused if _whole_suite(config) else []:
         write(f"  STALE ENTRY (matches no test): {entry.tests}")
     for line in _unexpected:

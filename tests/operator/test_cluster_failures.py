@@ -1,0 +1,226 @@
+"""The operator's failure paths on the local control plane, tried as a user would (kubectl, a real
+operator process, real faults): downtime catch-up, bounded retries, a Pod deleted while the watch
+was cut, SIGTERM handing runs to another replica, and a fatal error exiting non-zero.
+
+Time is real here (the operator is a subprocess), so the schedules are seconds long: "a per-minute
+task stopped for ten minutes" is an every-2-seconds task stopped for 22 seconds. The same rules on
+the fake clock, at their real sizes, are in test_inprocess_failures.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ptask_harness import Kubectl
+from ptask_harness import pod_template
+from ptask_harness import ptask
+from ptask_harness import wait_until
+
+from faultkit import Proxy
+from faultkit import available
+from faultkit import create_proxy
+
+pytestmark = [pytest.mark.cluster, pytest.mark.services, pytest.mark.slow]
+
+
+def _t(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def scheduled(pod: dict[str, Any]) -> datetime.datetime:
+    return _t(pod["metadata"]["annotations"]["pyncette.dev/scheduled-at"])
+
+
+def attempt(pod: dict[str, Any]) -> int:
+    return int(pod["metadata"]["annotations"]["pyncette.dev/attempt"])
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@pytest.fixture
+def apiserver_proxy(kube_cluster: Any, tmp_path: Path) -> Iterator[tuple[Proxy, Path]]:
+    """A Toxiproxy proxy in front of the apiserver and a kubeconfig that goes through it: cutting
+    it cuts one operator's watches (a watch gap) without touching the apiserver everyone shares."""
+    if not available():
+        pytest.fail("Toxiproxy is not running: make services-up")
+    config = json.loads(kube_cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    server = config["clusters"][0]["cluster"]["server"]
+    proxy = create_proxy(server.replace("https://", "tcp://"), prefix="apiserver")
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    path = tmp_path / "proxied-kubeconfig.json"
+    path.write_text(json.dumps(config))
+    try:
+        yield proxy, path
+    finally:
+        proxy.delete()
+
+
+def test_operator_down_for_ten_slots_gets_one_catch_up_run(k: Kubectl, start_operator: Any) -> None:
+    k.apply(
+        ptask(
+            "catchup",
+            schedule="*/2 * * * * *",
+            successfulRunsHistoryLimit=100,
+            podTemplate=pod_template(duration="200ms"),
+        )
+    )
+    op = start_operator("--namespace", k.namespace, name="catchup")
+    wait_until(lambda: k.pods("catchup"), timeout=60, what="a first run")
+    op.stop()
+    assert op.proc.returncode == 0, op.log_text()[-2000:]
+    stopped = now()
+    # Eleven slots pass while no operator runs.
+    wait_until(lambda: now() > stopped + datetime.timedelta(seconds=22), timeout=60, what="22 s of downtime")
+    restarted = now()
+    op = start_operator("--namespace", k.namespace, name="catchup")  # the same SQLite file
+
+    def after(t: datetime.datetime) -> list[datetime.datetime]:
+        return sorted(s for s in (scheduled(p) for p in k.pods("catchup")) if s > t)
+
+    # The schedule goes on after the catch-up run: wait for a slot well after the restart.
+    wait_until(
+        lambda: any(s > restarted + datetime.timedelta(seconds=4) for s in after(restarted)),
+        timeout=90,
+        what="runs on the normal schedule after the restart",
+    )
+    caught_up = [s for s in after(stopped) if s <= restarted]
+    assert len(caught_up) == 1, caught_up  # one catch-up run, not eleven
+    assert caught_up[0] > restarted - datetime.timedelta(seconds=3)  # the latest missed slot
+    assert op.metric("pyncette_operator_missed_schedules_total") >= 9
+    missed = [e for e in k.events("catchup") if e["reason"] == "MissedSchedules"]
+    assert missed and missed[0]["type"] == "Warning", k.events("catchup")
+
+
+def test_always_failing_pods_get_backoff_limit_plus_one_then_the_schedule_moves_on(
+    k: Kubectl, start_operator: Any
+) -> None:
+    start_operator("--namespace", k.namespace)
+    k.apply(
+        ptask(
+            "fails",
+            schedule="*/20 * * * * *",
+            concurrencyPolicy="Forbid",
+            backoffLimit=1,
+            failedRunsHistoryLimit=20,
+            podTemplate=pod_template(duration="200ms", outcome="Failed"),
+        )
+    )
+    first = wait_until(lambda: k.pods("fails") and min(scheduled(p) for p in k.pods("fails")), timeout=60, what="a run")
+    wait_until(
+        lambda: any(scheduled(p) > first for p in k.pods("fails")),
+        timeout=90,
+        what="the next scheduled time running after the first gave up",
+    )
+    by_slot = collections.defaultdict(list)
+    for pod in k.pods("fails"):
+        by_slot[scheduled(pod)].append(attempt(pod))
+    assert sorted(by_slot[first]) == [0, 1], dict(by_slot)  # backoffLimit 1: two Pods for the slot
+    failed = [e for e in k.events("fails") if e["reason"] == "RunFailed"]
+    assert any("after 2 attempt(s)" in e["message"] for e in failed), failed
+    wait_until(lambda: (k.task("fails").get("status") or {}).get("lastFailureTime"), timeout=30, what="lastFailureTime")
+
+
+def test_forbid_run_whose_pod_is_deleted_during_a_watch_gap_runs_again(
+    k: Kubectl, start_operator: Any, apiserver_proxy: tuple[Proxy, Path]
+) -> None:
+    proxy, kubeconfig = apiserver_proxy
+    # No periodic LIST during the test: only the re-list after the watch restart can notice.
+    start_operator(
+        "--namespace",
+        k.namespace,
+        env={"KUBECONFIG": str(kubeconfig), "PYNCETTE_SWEEP_INTERVAL": "3600"},
+        name="gap",
+    )
+    k.apply(
+        ptask(
+            "gap",
+            interval="3s",
+            concurrencyPolicy="Forbid",
+            backoffLimit=0,
+            podTemplate=pod_template(duration="1h"),
+        )
+    )
+    [pod] = wait_until(
+        lambda: [p for p in k.pods("gap") if (p.get("status") or {}).get("phase") == "Running"],
+        timeout=60,
+        what="the first run's Pod running",
+    )
+    proxy.set_enabled(False)  # the operator's watches (and every other call) are cut
+    try:
+        k("delete", "pod", pod["metadata"]["name"], "--grace-period=0", "--force", "--wait=true")
+    finally:
+        proxy.set_enabled(True)
+    later = wait_until(
+        lambda: [p for p in k.pods("gap") if scheduled(p) > scheduled(pod)],
+        timeout=90,
+        what="a new run after the deleted Pod (the run stopped waiting for it)",
+    )
+    assert later
+
+
+def test_sigterm_hands_running_pods_to_the_other_replica_at_once(
+    k: Kubectl, start_operator: Any, redis_url: str
+) -> None:
+    url = f"{redis_url.split('?', 1)[0]}?namespace={k.namespace}"
+    replicas = [start_operator("--namespace", k.namespace, backend=url, name=f"r{i}") for i in range(2)]
+    k.apply(
+        ptask(
+            "handover",
+            interval="2s",
+            concurrencyPolicy="Forbid",
+            leaseDuration="10m",  # without the release, the other replica would wait 10 minutes
+            podTemplate=pod_template(duration="1h"),
+        )
+    )
+
+    def owner() -> Any:
+        for op in replicas:
+            m = op.metrics()
+            if m.get("pyncette_operator_runs_started_total", 0) > m.get("pyncette_operator_runs_finished_total", 0):
+                return op
+        return None
+
+    victim = wait_until(owner, timeout=60, what="the replica waiting for the Pod")
+    [other] = [op for op in replicas if op is not victim]
+    pods_before = {p["metadata"]["name"] for p in k.pods("handover")}
+    started = time.monotonic()
+    victim.stop()
+    assert victim.proc.returncode == 0, victim.log_text()[-2000:]
+    assert "Traceback" not in victim.log_text()
+    wait_until(
+        lambda: other.metric("pyncette_operator_pods_adopted_total") >= 1,
+        timeout=60,
+        what="the other replica adopting the running Pod",
+    )
+    took = time.monotonic() - started
+    assert took < 60  # well inside leaseDuration (10 minutes): the lease was released, not left to expire
+    assert {p["metadata"]["name"] for p in k.pods("handover")} == pods_before  # adopted, not duplicated
+    assert other.alive()
+
+
+def test_a_fatal_error_exits_non_zero_with_its_traceback(
+    k: Kubectl, kube_cluster: Any, start_operator: Any, tmp_path: Path
+) -> None:
+    """Credentials revoked while running: kopf gives up (no valid credentials left), and the process
+    must say so and exit 1 (so Kubernetes restarts it), not swallow it and exit 0."""
+    k("create", "serviceaccount", "op")
+    k("create", "role", "op", "--verb=get,list,watch,create,delete,patch", "--resource=pyncettetasks,pods,events")
+    k("create", "role", "op-status", "--verb=patch", "--resource=pyncettetasks/status")
+    k("create", "rolebinding", "op", "--role=op", f"--serviceaccount={k.namespace}:op")
+    k("create", "rolebinding", "op-status", "--role=op-status", f"--serviceaccount={k.namespace}:op")
+    kubeconfig = kube_cluster.token_kubeconfig(k.namespace, "op", tmp_path / "sa-kubeconfig.json")
+    op = start_operator("--namespace", k.namespace, env={"KUBECONFIG": str(kubeconfig)}, name="fatal")
+    k("delete", "serviceaccount", "op")  # its tokens stop authenticating
+    wait_until(lambda: not op.alive(), timeout=120, what="the operator giving up")
+    assert op.proc.returncode == 1, op.log_text()[-3000:]
+    log = op.log_text()
+    assert "The operator stops" in log and "Traceback" in log, log[-3000:]

@@ -4,7 +4,7 @@ watches, then a count of what went wrong per scheduled slot. Bounded and self-st
 For each backend (PostgreSQL and Redis by default) this creates a fresh namespace on the cluster
 that KUBECONFIG names (default: the local control plane), with
 
-* Pod tasks on the kwok node: ``*/10 * * * * *`` with Forbid, Allow and Replace, Pods running 1-3 s,
+* Pod tasks on the kwok node: ``* * * * * */10`` with Forbid, Allow and Replace, Pods running 1-3 s,
   and one whose Pods run for an hour but have ``activeDeadlineSeconds: 6``;
 * handler tasks (``interval: 10s``, the ``record`` handler of tests/operator/ptask_test_handlers.py,
   which appends every call to a file);
@@ -223,7 +223,7 @@ def tasks(calls: pathlib.Path, *, pod_tasks: int, handler_tasks: int) -> list[di
     policies = ["Forbid", "Allow", "Replace"]
     for i in range(pod_tasks):
         spec: dict[str, Any] = {
-            "schedule": f"*/{PERIOD} * * * * *",
+            "schedule": f"* * * * * */{PERIOD}",
             "concurrencyPolicy": policies[i % 3],
             "leaseDuration": "4s",
             "backoffLimit": 2,

@@ -18,6 +18,8 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import os
+import signal
 from collections.abc import Awaitable
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -357,6 +359,12 @@ class Operator:
                 asyncio.ensure_future(self._every(STALE_CHECK_SECONDS, freshness_check, "freshness")),
                 asyncio.ensure_future(self._resync_loop(kube, status, namespaces)),
             ]
+            # kopf handles SIGINT/SIGTERM by stopping at once and cancelling every task started
+            # after it (our runs included) 5 s later. We take the signals back once it has
+            # installed its handlers: on a signal we shut down gracefully first (runs release their
+            # leases, status is written), and only then tell kopf to stop.
+            kopf_ready, kopf_stop, signalled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+            self._take_signals(signalled)
             kopf_task = asyncio.ensure_future(
                 kopf.operator(
                     registry=registry,
@@ -365,18 +373,23 @@ class Operator:
                     clusterwide=namespaces is None,
                     namespaces=namespaces or (),
                     memo=kopf.Memo(),
+                    ready_flag=kopf_ready,
+                    stop_flag=kopf_stop,
                 )
             )
+            signals = asyncio.ensure_future(self._signals_after(kopf_ready, signalled))
             fatal: BaseException | None = None
             try:
-                done, _ = await asyncio.wait([kopf_task, *background], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait([kopf_task, signals, *background], return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
+                    if task is signals or task.cancelled():
+                        continue  # a signal: a graceful stop, not a failure
                     error = task.exception()
                     if error is not None:
                         what = "kopf (the watches)" if task is kopf_task else "a core loop"
                         logger.error("The operator stops: %s failed", what, exc_info=error)
                         fatal = error
-                    elif task is not kopf_task:
+                    elif task is not kopf_task:  # kopf returns by itself only on a signal it caught
                         logger.error("The operator stops: a core loop returned unexpectedly")
                         fatal = RuntimeError("a core loop returned")
             finally:
@@ -391,15 +404,46 @@ class Operator:
                 await executor.close()  # handlers still running are cancelled and release their leases
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(ctx.drain(), timeout=5)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(status.close(), timeout=10)
+                signals.cancel()
+                kopf_stop.set()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(kopf_task, timeout=10)
                 kopf_task.cancel()
                 for task in background[1:]:
                     task.cancel()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(status.close(), timeout=10)
                 for runner in runners:
                     await runner.cleanup()
             if fatal is not None:
                 raise FatalError(f"{type(fatal).__name__}: {fatal}")
+
+    @staticmethod
+    def _take_signals(signalled: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, Operator._on_signal, signalled, signum)
+
+    @staticmethod
+    def _on_signal(signalled: asyncio.Event, signum: int) -> None:
+        if signalled.is_set():
+            logger.warning("Received %s again, exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        logger.info("Received %s: stopping gracefully", signal.Signals(signum).name)
+        signalled.set()
+
+    async def _signals_after(self, kopf_ready: asyncio.Event, signalled: asyncio.Event) -> None:
+        """Returns on SIGINT/SIGTERM; takes the handlers back from kopf once it has installed its own."""
+        ready = asyncio.ensure_future(kopf_ready.wait())
+        stop = asyncio.ensure_future(signalled.wait())
+        try:
+            await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            stop.cancel()
+        self._take_signals(signalled)
+        await signalled.wait()
 
     def _kopf_registry(self, mirror: Mirror) -> kopf.OperatorRegistry:
         registry = kopf.OperatorRegistry()

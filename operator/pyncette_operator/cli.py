@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -325,7 +326,13 @@ def missing_operator_modules() -> list[str]:
     return [name for name in OPERATOR_MODULES if importlib.util.find_spec(name) is None]
 
 
+def _stop_quietly(signum: int, frame: object) -> None:
+    """SIGTERM before the operator's loop handles signals (start-up): nothing runs yet, exit 0."""
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_quietly)
     parser = build_parser()
     args = parser.parse_args(argv)
     missing = missing_operator_modules()

@@ -57,6 +57,7 @@ from pyncette_operator.runs.pod_runner import PodRunner
 from pyncette_operator.runs.pod_runner import RunAbandoned
 from pyncette_operator.runs.pod_runner import RunFailed
 from pyncette_operator.runs.pod_watch import PodTracker
+from pyncette_operator.runs.pods import PodView
 from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import TaskSpec
 from pyncette_operator.spec import backfill_of
@@ -75,6 +76,9 @@ _BACKFILL: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyncette
 so the watchers of handed-over Pods (asyncio tasks started from the run) inherit it."""
 
 _FINISHED_MEMORY = 64
+TRANSIENT_RETRY = datetime.timedelta(seconds=1)
+"""Wait before creating a run's Pod again when the apiserver could not be reached (an outage, a
+restart): such a failure is not an attempt, and is retried until the run's deadline."""
 
 
 class RunExecutor:
@@ -126,7 +130,11 @@ class RunExecutor:
         clock = self._mirror.ctx.clock
         now = clock.now()
         scheduled_at = context.scheduled_at.astimezone(datetime.UTC)
-        if run_now is None and self._skipped(context, task, scheduled_at, now):
+        skip = self._skip(context, task, scheduled_at, now) if run_now is None else None
+        # A skipped time whose Pod was created before the outage and still runs is followed instead
+        # (status, deadlines; never an orphan); committing it then moves the schedule to the latest time.
+        if skip is not None and not (task.is_pod and await self._started_already(task, scheduled_at)):
+            self._mirror.report_missed(task, *skip)
             return
         self._metrics.start_skew.observe(max(0.0, (now - scheduled_at).total_seconds()))
         next_time = None if run_now is not None else context.task.get_next_execution(now, scheduled_at)
@@ -188,30 +196,37 @@ class RunExecutor:
             )
         self._status.changed(task.namespace, task.name, urgent=True)
 
-    def _skipped(
+    def _skip(
         self, context: Context, task: TaskSpec, scheduled_at: datetime.datetime, now: datetime.datetime
-    ) -> bool:
-        """Skips (and reports) a stale scheduled time, or one past startingDeadlineSeconds."""
+    ) -> tuple[int, datetime.datetime, datetime.datetime] | None:
+        """(missed, after, before) when this scheduled time must be skipped: stale (a later one is
+        already due) or past startingDeadlineSeconds; None to run it."""
+        just_before = scheduled_at - datetime.timedelta(microseconds=1)
         later = stale_slot(context.task, scheduled_at, now)
         if later is not None:
             # Committing this run moves the entry to ``later`` (catch_up_latest), which runs next.
-            missed = 1 + count_between(context.task, scheduled_at, later)
-            self._mirror.report_missed(task, missed, scheduled_at - datetime.timedelta(microseconds=1), later)
-            return True
+            return 1 + count_between(context.task, scheduled_at, later), just_before, later
         if (
             task.starting_deadline is not None
             and task.execute_at is None
             and now - scheduled_at > task.starting_deadline
         ):
-            self._mirror.report_missed(task, 1, scheduled_at - datetime.timedelta(microseconds=1), now)
             logger.info(
                 "Run of %s for %s skipped: later than startingDeadlineSeconds (%s)",
                 task.key,
                 format_time(scheduled_at),
                 format_duration(task.starting_deadline),
             )
-            return True
-        return False
+            return 1, just_before, now
+        return None
+
+    async def _started_already(self, task: TaskSpec, scheduled_at: datetime.datetime) -> bool:
+        """Whether a Pod of this scheduled run is still running (after the first Pod LIST)."""
+        for _ in range(100):
+            if self._tracker.synced or self._stopping.is_set():
+                break
+            await asyncio.sleep(0.1)  # a replica that just started: its first LIST comes within seconds
+        return self._pods.slot(task, scheduled_at, "").running is not None
 
     def _retries_allowed(self, context: Context, task: TaskSpec) -> int:
         """How many retries a failed scheduled run gets: backoffLimit, or none (Commit, AtMostOnce)."""
@@ -432,6 +447,14 @@ class RunExecutor:
                     try:
                         created = await self._pods.create(task, scheduled_at, trigger, attempt=attempt)
                     except RunFailed as e:
+                        if e.transient and await self._backoff(
+                            context, task, clock.now() + TRANSIENT_RETRY, deadline if deadline else None
+                        ):
+                            logger.info("Creating the Pod of %s for %s failed, retrying: %s", task.key, stamp, e)
+                            continue  # the apiserver is unreachable: not an attempt of the run
+                        if self._stopping.is_set():
+                            await self._release(context)
+                            return
                         run = ActiveRun(f"{task.name}@{stamp}", "Pod", scheduled_at)
                         self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off)
                         self._finished(
@@ -505,7 +528,7 @@ class RunExecutor:
 
     def _hand_over(self, task: TaskSpec, run: ActiveRun, *, one_off: bool) -> None:
         async def follow() -> None:
-            view = await self._tracker.wait_finished(task.namespace, run.name, timeout=None)
+            view = await self._follow(task, run.name)
             finished_at = (view.finished_at if view else None) or self._mirror.ctx.clock.now()
             if view is None:
                 self._finished(
@@ -520,6 +543,23 @@ class RunExecutor:
         handover = asyncio.ensure_future(follow())
         self._handovers.add(handover)
         handover.add_done_callback(self._handovers.discard)
+
+    async def _follow(self, task: TaskSpec, pod_name: str) -> PodView | None:
+        """Waits for a handed-over Pod to end, still enforcing activeDeadlineSeconds."""
+        clock = self._mirror.ctx.clock
+        while True:
+            current = self._tracker.get(task.namespace, pod_name)
+            timeout: float | None = None
+            if task.active_deadline is not None and current is not None and current.created_at is not None:
+                left = (current.created_at + task.active_deadline - clock.now()).total_seconds()
+                if left <= 0 and not current.finished and not current.deleting:
+                    await self._pods.stop_overdue(task, current)
+                    left = 1.0
+                timeout = max(left, 0.5)
+            try:
+                return await self._tracker.wait_finished(task.namespace, pod_name, timeout=timeout)
+            except TimeoutError:
+                continue
 
     async def _prune(self, task: TaskSpec) -> None:
         latest = self._mirror.cached(task.namespace, task.name)

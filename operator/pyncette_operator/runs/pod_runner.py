@@ -51,7 +51,17 @@ logger = logging.getLogger(__name__)
 
 
 class RunFailed(Exception):
-    """The run's Pod (or handler) failed; raised so that failureMode applies."""
+    """The run's Pod could not be created or failed. ``transient``: the apiserver could not be
+    reached or was overloaded (retried at once, not an attempt); otherwise it refused the Pod."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _transient(e: BaseException) -> bool:
+    status = getattr(e, "status", None)
+    return not isinstance(status, int) or status == 429 or status >= 500
 
 
 class RunAbandoned(Exception):
@@ -121,7 +131,12 @@ class PodRunner:
         """Creates the Pod of one attempt; returns its name, or None when a Pod of that attempt already
         finished (the caller reads the slot again). RunFailed if the API refuses."""
         if task.concurrency_policy == "Replace" and attempt == 0:
-            await self._replace_older(task, scheduled_at)
+            try:
+                await self._replace_older(task, scheduled_at)
+            except Exception as e:
+                raise RunFailed(
+                    f"replacing older Pods failed: {api_error_message(e)}", transient=_transient(e)
+                ) from None
         name = run_pod_name(
             task_name=task.name, task_uid=task.uid, scheduled_at=scheduled_at, trigger=trigger, attempt=attempt
         )
@@ -129,7 +144,10 @@ class PodRunner:
         try:
             created = await self._kube.create_pod(task.namespace, body)
         except AlreadyExists:
-            found = await self._kube.get_pod(task.namespace, name)
+            try:
+                found = await self._kube.get_pod(task.namespace, name)
+            except Exception as e:
+                raise RunFailed(f"reading Pod {name} failed: {api_error_message(e)}", transient=_transient(e)) from None
             seen = pod_view(found) if found is not None else None
             if seen is None or seen.owner_uid != task.uid or seen.scheduled_at != format_time(scheduled_at):
                 raise RunFailed(f"a Pod named {name} already exists and does not belong to this run") from None
@@ -139,7 +157,7 @@ class PodRunner:
             self._hooks.on_adopted()
             return name
         except Exception as e:
-            raise RunFailed(f"creating Pod {name} failed: {api_error_message(e)}") from None
+            raise RunFailed(f"creating Pod {name} failed: {api_error_message(e)}", transient=_transient(e)) from None
         self._tracker.observe("ADDED", created)
         self._hooks.on_created()
         return name
@@ -185,8 +203,9 @@ class PodRunner:
                 expires = view.created_at + task.active_deadline
                 left = (expires - current).total_seconds()
                 if left <= 0 and not view.finished:
-                    logger.info("Pod %s/%s exceeded activeDeadlineSeconds; deleting it", task.namespace, pod_name)
-                    await self._kube.delete_pod(task.namespace, pod_name, uid=view.uid)
+                    if not await self.stop_overdue(task, view):
+                        await asyncio.sleep(1.0)  # the apiserver is unreachable: try again
+                        continue
                     message = f"Pod {pod_name} exceeded activeDeadlineSeconds ({format_duration(task.active_deadline)})"
                     return PodRunResult(pod_name, True, False, message, current)
                 budget = min(budget, max(left, 0.05))
@@ -214,6 +233,16 @@ class PodRunner:
                 return PodRunResult(pod_name, True, False, f"Pod {pod_name} was deleted before it finished", now())
             message = "" if finished.succeeded else (finished.message or f"Pod {pod_name} failed")
             return PodRunResult(pod_name, True, finished.succeeded, message, finished.finished_at or now())
+
+    async def stop_overdue(self, task: TaskSpec, view: PodView) -> bool:
+        """Deletes a Pod past activeDeadlineSeconds; False if the apiserver could not be reached."""
+        logger.info("Pod %s/%s exceeded activeDeadlineSeconds; deleting it", view.namespace, view.name)
+        try:
+            await self._kube.delete_pod(view.namespace, view.name, uid=view.uid)
+        except Exception as e:
+            logger.warning("Deleting Pod %s/%s failed (retrying): %s", view.namespace, view.name, api_error_message(e))
+            return False
+        return True
 
     async def prune(self, task: TaskSpec, *, keep_slots: frozenset[str] = frozenset()) -> None:
         """Deletes finished Pods of ``task`` beyond its history limits (oldest first)."""

@@ -392,7 +392,9 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
             replica = rng.choice(replicas)
             alive = [r for r in replicas if r.alive]
             action = rng.choice(["kill", "term", "restart"])
-            if action in ("kill", "term") and len(alive) > 1:
+            if len(alive) < 2:
+                pass  # keep one replica up: this cycle only brings the others back
+            elif action in ("kill", "term"):
                 replica.kill() if action == "kill" else replica.term()
                 stats[action] += 1
             else:
@@ -411,6 +413,10 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
                 restart_times.append(apiserver.restart())
                 outages.append((began, datetime.datetime.now(datetime.UTC)))
                 stats["apiserver_restart"] += 1
+                for replica in replicas:  # those that could not start meanwhile (no apiserver) come back
+                    if not replica.alive:
+                        replica.start()
+                        stats["revive"] += 1
             time.sleep(rng.uniform(1, 4))
             if cycle % 20 == 19:
                 log(f"{kind}: cycle {cycle + 1}/{args.cycles} {dict(stats)}")

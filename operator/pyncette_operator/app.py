@@ -253,6 +253,7 @@ class Operator:
         self.tracker = PodTracker()
         self.stopping = asyncio.Event()
         self.resync_requested = asyncio.Event()
+        self.executor: RunExecutor | None = None
 
     def _namespaces(self) -> list[str] | None:
         s = self.settings
@@ -311,6 +312,7 @@ class Operator:
             namespaces=self._namespaces(),
         )
         app, status, events, mirror, executor = parts.app, parts.status, parts.events, parts.mirror, parts.executor
+        self.executor = executor
         registry = self._kopf_registry(mirror)
 
         logger.info(
@@ -523,6 +525,8 @@ class Operator:
                 await resync_pods(
                     kube=kube, tracker=self.tracker, status=status, namespaces=namespaces, metrics=self.metrics
                 )
+                if self.executor is not None:
+                    await self.executor.enforce_deadlines()
             except Exception as e:
                 logger.warning("Listing run Pods failed (retrying): %s", api_error_message(e))
                 self.resync_requested.set()

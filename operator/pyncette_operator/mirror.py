@@ -129,6 +129,13 @@ class Mirror:
     def cached(self, namespace: str, name: str) -> Cached | None:
         return self._cache.get(task_key(namespace, name))
 
+    def cached_by_uid(self, namespace: str, uid: str) -> Cached | None:
+        """The cached task of that namespace with that uid (a Pod's owner), or None."""
+        for key, cached in self._cache.items():
+            if cached.uid == uid and key.startswith(f"{namespace}/"):
+                return cached
+        return None
+
     async def current(self, namespace: str, name: str) -> Cached | None:
         """The latest known state of a task: the watch cache, or a GET if the watch has not seen it."""
         cached = self.cached(namespace, name)

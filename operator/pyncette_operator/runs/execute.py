@@ -561,6 +561,20 @@ class RunExecutor:
             except TimeoutError:
                 continue
 
+    async def enforce_deadlines(self) -> int:
+        """Deletes every run Pod past its task's activeDeadlineSeconds, whoever started it: the safety
+        net for Pods no run follows any more (released at shutdown, then the task suspended...)."""
+        now = self._mirror.ctx.clock.now()
+        stopped = 0
+        for view in self._tracker.running():
+            cached = self._mirror.cached_by_uid(view.namespace, view.owner_uid or "")
+            task = cached.parsed if cached is not None else None
+            if not isinstance(task, TaskSpec) or task.active_deadline is None or view.created_at is None:
+                continue
+            if view.created_at + task.active_deadline <= now and await self._pods.stop_overdue(task, view):
+                stopped += 1
+        return stopped
+
     async def _prune(self, task: TaskSpec) -> None:
         latest = self._mirror.cached(task.namespace, task.name)
         spec = latest.parsed if latest is not None and isinstance(latest.parsed, TaskSpec) else task

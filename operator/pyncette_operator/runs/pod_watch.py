@@ -120,6 +120,10 @@ class PodTracker:
     def get(self, namespace: str, name: str) -> PodView | None:
         return self._pods.get((namespace, name))
 
+    def running(self) -> list[PodView]:
+        """Every tracked run Pod that has not finished and is not being deleted."""
+        return [p for p in self._pods.values() if not p.finished and not p.deleting]
+
     def pods_of(self, namespace: str, owner_uid: str) -> list[PodView]:
         return [self._pods[k] for k in self._by_owner.get((namespace, owner_uid), ()) if k in self._pods]
 

@@ -384,6 +384,7 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
         apiserver = Apiserver() if args.apiserver_restarts else None
         restarts_at = set(rng.sample(range(args.cycles), min(args.apiserver_restarts, args.cycles)))
         cuts_at = set(rng.sample(range(args.cycles), min(args.watch_cuts, args.cycles)))
+        outages_at = set(rng.sample(range(args.cycles), min(args.outages, args.cycles)))
         for cycle in range(args.cycles):
             for replica in replicas:  # a Deployment brings dead replicas back
                 if not replica.alive:
@@ -408,6 +409,13 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
                 proxy.set_enabled(True)
                 outages.append((began, datetime.datetime.now(datetime.UTC)))
                 stats["watch_cut"] += 1
+            if cycle in outages_at:
+                began = datetime.datetime.now(datetime.UTC)
+                proxy.set_enabled(False)
+                time.sleep(rng.uniform(20, 40))
+                proxy.set_enabled(True)
+                outages.append((began, datetime.datetime.now(datetime.UTC)))
+                stats["apiserver_outage"] += 1
             if cycle in restarts_at and apiserver is not None:
                 began = datetime.datetime.now(datetime.UTC)
                 restart_times.append(apiserver.restart())
@@ -472,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=100)
     parser.add_argument("--apiserver-restarts", type=int, default=10)
     parser.add_argument("--watch-cuts", type=int, default=10)
+    parser.add_argument(
+        "--outages",
+        type=int,
+        default=0,
+        help="apiserver outages as the replicas see them: their connections cut for 20-40 s (Toxiproxy)",
+    )
     parser.add_argument("--pod-tasks", type=int, default=8)
     parser.add_argument("--handler-tasks", type=int, default=4)
     parser.add_argument("--seed", type=int, default=None)

@@ -12,7 +12,7 @@ help:
 	@echo "make run-stop       - stop the operator started by make run (make cluster-down stops the cluster)"
 	@echo "make run-library    - the scheduler library alone: an example app on SQLite printing its runs"
 	@echo "make venv           - the virtualenv .venv with the package and its dev tools"
-	@echo "make test           - set up everything and run lint + the whole test suite"
+	@echo "make test           - set up everything and run lint + the whole test suite (but tests/node)"
 	@echo "make test-unit      - the tests that need neither servers nor the cluster"
 	@echo "make e2e            - the end-to-end suite (e2e/) against the local cluster or \$$KUBECONFIG"
 	@echo "make lint           - ruff, mypy --strict, import-linter"

@@ -45,6 +45,29 @@ all_running() {
     [[ "$(cat "$STATE_DIR/layout" 2>/dev/null)" == "$CLUSTER_LAYOUT" ]]
 }
 
+# adopt_restarted: a process whose pid file is stale may have been restarted by hand or by a
+# test (the chaos benchmark restarts the API server as its own child): a process running the same
+# binary for this .cluster/ takes the pid file over, instead of the whole cluster restarting.
+adopt_restarted() {
+    local p file exe dir pid cmdline
+    for p in "${PROCESSES[@]}"; do
+        file=$(pidfile "$p")
+        ! pid_alive "$file" || continue
+        exe=$(readlink -f "$BIN_DIR/$p")
+        for dir in /proc/[0-9]*; do
+            pid=${dir#/proc/}
+            [[ "$(readlink "$dir/exe" 2>/dev/null)" == "$exe" ]] || continue
+            proc_alive "$pid" || continue
+            cmdline=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null) || continue
+            if names_state_dir "$cmdline"; then
+                log "$p runs as pid $pid, not as its pid file says: adopting it"
+                echo "$pid" >"$file"
+                break
+            fi
+        done
+    done
+}
+
 any_running() {
     local p
     for p in "${PROCESSES[@]}"; do
@@ -343,10 +366,17 @@ up() {
     mkdir -p "$STATE_DIR" "$LOG_DIR"
     bash "$CLUSTER_HACK_DIR/build.sh"
     link_binaries
-    if all_running && apiserver_ready && node_untainted_and_ready; then
-        log "already running: KUBECONFIG=$ADMIN_KUBECONFIG ($(api_port))"
-        return 0
-    fi
+    # A cluster that runs, or is only briefly away (a process restarted by a test), is reused.
+    local settle=$((SECONDS + 30))
+    while :; do
+        adopt_restarted
+        if all_running && apiserver_ready && node_untainted_and_ready; then
+            log "already running: KUBECONFIG=$ADMIN_KUBECONFIG ($(api_port))"
+            return 0
+        fi
+        any_running && ((SECONDS < settle)) || break
+        sleep 1
+    done
     if any_running; then
         log "a previous cluster is only partly running (or runs older binaries); restarting it from scratch"
         bash "$CLUSTER_HACK_DIR/down.sh" --keep-lock

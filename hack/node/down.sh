@@ -191,10 +191,13 @@ down() {
     remove_cgroups
     # /var/log/containers holds the kubelet's links into its Pod log directory.
     find /var/log/containers -maxdepth 1 -lname "$NODE_VAR/*" -delete 2>/dev/null || true
+    rmdir /var/log/containers 2>/dev/null || true
     rm -rf "$KUBELET_ROOT" "$NODE_VAR/pod-logs" "$CNI_DATA_DIR"
-    if [[ -f "$NODE_RUN/ip_forward.orig" ]]; then
-        sysctl -qw "net.ipv4.ip_forward=$(<"$NODE_RUN/ip_forward.orig")" || true
-    fi
+    local orig
+    for orig in "$NODE_RUN"/*.orig; do
+        [[ -f "$orig" ]] || continue
+        sysctl -qw "$(basename "$orig" .orig)=$(<"$orig")" || true
+    done
     rm -rf "$NODE_RUN" "$NODE_DIR"
     log "node stopped"
 }

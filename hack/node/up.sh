@@ -284,11 +284,15 @@ start_node() {
     local ip=$1
     write_config "$ip"
     mkdir -p "$NODE_VAR" "$NODE_RUN" "$KUBELET_ROOT" "$NODE_VAR/pod-logs" "$CNI_DATA_DIR"
-    # Routing for Pods (kept as found: node-down restores the value).
-    if [[ "$(cat /proc/sys/net/ipv4/ip_forward)" != 1 ]]; then
-        echo 0 >"$NODE_RUN/ip_forward.orig"
-        sysctl -qw net.ipv4.ip_forward=1
-    fi
+    # Routing for Pods, and Service rules for traffic between Pods on the bridge (node-down
+    # puts back what it changed).
+    local key
+    for key in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; do
+        if [[ "$(sysctl -n "$key")" != 1 ]]; then
+            sysctl -n "$key" >"$NODE_RUN/$key.orig"
+            sysctl -qw "$key=1"
+        fi
+    done
     start containerd env PATH=/usr/sbin:/usr/bin:/sbin:/bin containerd --config "$NODE_DIR/containerd.toml"
     wait_for "containerd" containerd containerd_ready
     import_pause

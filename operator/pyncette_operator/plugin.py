@@ -298,7 +298,14 @@ class Cluster:
 
     async def patch_task(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._json(
-            self.custom.patch_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name, patch
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            patch,
+            _content_type="application/merge-patch+json",
         )
         return result
 

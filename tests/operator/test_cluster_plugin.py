@@ -40,7 +40,12 @@ def test_next_agrees_with_the_pods_that_then_run(k: Kubectl, start_operator: Any
     start_operator("--namespace", k.namespace, "--status-interval", "1")
     # Every 20 s from the task's own offset (H), two schedules: a realistic spread, fast enough for a test.
     k.apply(
-        ptask("spread", schedules=["* * * * * H/20", "* * * * * H(50-59)"], podTemplate=pod_template(duration="100ms"))
+        ptask(
+            "spread",
+            schedules=["* * * * * H/20", "* * * * * H(50-59)"],
+            successfulRunsHistoryLimit=100,
+            podTemplate=pod_template(duration="100ms"),
+        )
     )
     wait_until(lambda: (k.task("spread").get("status") or {}).get("nextRunTime"), what="the task to be scheduled")
 

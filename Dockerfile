@@ -1,8 +1,8 @@
 # The pyncette-operator image: `pyncette-operator run` on a slim Python, as a non-root user.
 #
 # Two stages: "build" installs the distribution with every backend and the operator ([all], not
-# [dev]) into a virtualenv; "runtime" copies only that virtualenv onto the same pinned base, so no
-# build tools or sources ship. CI replays the build stage's RUN lines in a fresh virtualenv
+# [dev]) into a virtualenv; "runtime" copies only that virtualenv and the Python sources it
+# imports onto the same pinned base, so no build tools (pip, setuptools, compilers) ship. CI replays the build stage's RUN lines in a fresh virtualenv
 # (tests/chart/test_dockerfile.py), so keep them free of absolute paths: use ${VIRTUAL_ENV}.
 #
 # Base: python:3.12.14-slim-bookworm, pinned by the multi-platform index digest listed for that
@@ -29,22 +29,20 @@ ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_TRUSTED_HOST
 ARG PIP_DEFAULT_TIMEOUT
-WORKDIR /src
+WORKDIR /opt/pyncette-src
 RUN python -m venv "${VIRTUAL_ENV}"
 COPY pyproject.toml constraints.txt README.md ./
-# The dependencies first, in a layer of their own that a change to the sources does not touch:
-# the distribution is installed from an empty source root, then only the distribution is removed.
+# The virtualenv is complete before the sources arrive, so a change to them rebuilds nothing but
+# the small layer that holds them: the dependencies and the distribution itself, installed in
+# editable mode from a still empty source root (its path entry points at ./operator), pip removed.
 # constraints.txt pins the versions CI tests with (and spares pip's resolver its backtracking).
-# The build backend (pyproject.toml's build-system) is installed there too, so that the step after
-# the sources builds offline, without an isolated build environment.
 RUN --mount=type=secret,id=pip-cert \
     mkdir -p operator \
-    && "${VIRTUAL_ENV}/bin/pip" install --no-cache-dir --constraint constraints.txt ".[all]" "setuptools>=69" wheel \
-    && "${VIRTUAL_ENV}/bin/pip" uninstall --yes pyncette \
+    && "${VIRTUAL_ENV}/bin/pip" install --no-cache-dir --constraint constraints.txt --editable ".[all]" \
+    && "${VIRTUAL_ENV}/bin/pip" uninstall --yes pip \
     && rm -rf build operator
 COPY operator ./operator
-RUN "${VIRTUAL_ENV}/bin/pip" install --no-cache-dir --no-deps --no-build-isolation --no-index . \
-    && "${VIRTUAL_ENV}/bin/pip" uninstall --yes setuptools wheel pip \
+RUN python -m compileall -q operator \
     && "${VIRTUAL_ENV}/bin/pyncette-operator" --help >/dev/null
 
 FROM ${BASE_IMAGE} AS runtime
@@ -55,7 +53,9 @@ LABEL org.opencontainers.image.title="pyncette-operator" \
 RUN groupadd --system --gid 10001 pyncette \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin pyncette
+# Two layers: the virtualenv (changes with the dependencies) and the sources it points at.
 COPY --from=build /opt/pyncette /opt/pyncette
+COPY --from=build /opt/pyncette-src/operator /opt/pyncette-src/operator
 ENV VIRTUAL_ENV=/opt/pyncette \
     PATH=/opt/pyncette/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \

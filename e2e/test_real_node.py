@@ -183,8 +183,12 @@ def _now() -> datetime.datetime:
 
 
 def test_deployment_is_ready_through_its_probes_on_the_real_node(sqlite_release: Release, image: str) -> None:
-    deployment = sqlite_release.get("deployment", sqlite_release.deployment)
-    assert deployment["status"].get("readyReplicas") == 1
+    wait_until(
+        lambda: sqlite_release.get("deployment", sqlite_release.deployment)["status"].get("readyReplicas") == 1,
+        timeout=60,
+        what="the Deployment's status.readyReplicas == 1",
+        period=1,
+    )
     (pod,) = sqlite_release.ready_operator_pods()
     assert pod["spec"]["nodeName"] == REAL_NODE
     (container,) = pod["spec"]["containers"]

@@ -58,4 +58,4 @@ def test_short_chaos_run_loses_and_duplicates_nothing(
     summary = {k: run[k] for k in ("duplicate_slots", "lost_slots", "pods_left_running", "tasks_stuck_running")}
     assert summary == dict.fromkeys(summary, 0), (summary, run["details"])
     assert run["slots"] > 0
-    assert set(run["sigterm_exit_codes"]) <= {0}, run["sigterm_exit_codes"]
+    assert {int(code) for code in run["sigterm_exit_codes"]} <= {0}, run["sigterm_exit_codes"]

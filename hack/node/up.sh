@@ -286,10 +286,12 @@ start_node() {
     mkdir -p "$NODE_VAR" "$NODE_RUN" "$KUBELET_ROOT" "$NODE_VAR/pod-logs" "$CNI_DATA_DIR"
     # Routing for Pods, and Service rules for traffic between Pods on the bridge (node-down
     # puts back what it changed).
-    local key
+    local key value
     for key in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; do
-        if [[ "$(sysctl -n "$key")" != 1 ]]; then
-            sysctl -n "$key" >"$NODE_RUN/$key.orig"
+        if ! value=$(sysctl -n "$key" 2>/dev/null); then
+            log "warning: no sysctl $key (br_netfilter not loaded?): traffic between Pods through Services may fail"
+        elif [[ "$value" != 1 ]]; then
+            echo "$value" >"$NODE_RUN/$key.orig"
             sysctl -qw "$key=1"
         fi
     done

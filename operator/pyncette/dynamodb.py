@@ -56,6 +56,7 @@ from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
+from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import UNKNOWN_TIME
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
@@ -98,6 +99,12 @@ def _parse_required(text: str | None) -> datetime.datetime:
     if not text:
         raise ValueError("no time stored")
     return datetime.datetime.fromisoformat(text)
+
+
+def _quarantined(item: _Item | None) -> bool:
+    """Parked by a worker that could not load it, or holding a time that cannot be read: nobody's
+    lease, so registering it again replaces it as ``force`` would."""
+    return item is not None and (item.locked_by == PARKED or item.problem is not None)
 
 
 def _error_code(error: BaseException) -> str | None:
@@ -436,12 +443,12 @@ class DynamoDBRepository(BatchRepository):
         for owner_task, item in unreadable:
             # A time that cannot be read: reported once and parked like an unloadable spec.
             self.entries.report(item.task_id, item.problem, item.problem or "")
-            claims.append(self._park(utc_now, item, owner_task.lease_duration, token))
+            claims.append(self._park(utc_now, item, owner_task.lease_duration, PARKED))
         for _, owner, static, item in candidates[:limit]:
             concrete = static if owner is None else self.entries.load(owner, item.task_id, item.task_spec)
             if concrete is None:
                 # Quarantined: leased ("parked") so it is not read again before the lease ends.
-                claims.append(self._park(utc_now, item, static.lease_duration, token))
+                claims.append(self._park(utc_now, item, static.lease_duration, PARKED))
             else:
                 claims.append(self._claim(utc_now, concrete, item, token))
         for result in await asyncio.gather(*claims):
@@ -577,6 +584,9 @@ class DynamoDBRepository(BatchRepository):
                     if _error_code(error) != _CONDITION_FAILED:
                         raise
                     continue
+            if _quarantined(item):
+                await self._register_one(utc_now, task, item, force=True, read=False)
+                return
             if item.locked_until is not None and item.locked_until > utc_now:
                 raise TaskLockedException(task, item.locked_until)
             execute_after = min(first, item.execute_after) if item.execute_after is not None else first
@@ -607,11 +617,17 @@ class DynamoDBRepository(BatchRepository):
         existing = await self._batch_get(list(unique.values()))
         if not force:
             for name, item in existing.items():
-                if item.locked_until is not None and item.locked_until > utc_now:
+                if item.locked_until is not None and item.locked_until > utc_now and not _quarantined(item):
                     raise TaskLockedException(unique[name], item.locked_until)
         await asyncio.gather(
             *(
-                self._register_one(utc_now, task, existing.get(name), force=force, read=False)
+                self._register_one(
+                    utc_now,
+                    task,
+                    existing.get(name),
+                    force=force or _quarantined(existing.get(name)),
+                    read=False,
+                )
                 for name, task in unique.items()
             )
         )

@@ -41,6 +41,7 @@ from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
+from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
@@ -250,8 +251,8 @@ class MemoryRepository(BatchRepository):
         token = uuid.uuid4().hex
         for entry, template in taken.entries:
             concrete = template if entry.spec is None else self._instance(entry, template)
-            if concrete is None:  # quarantined: parked under this lease, not run
-                self._lease(entry, token, utc_now + template.lease_duration)
+            if concrete is None:  # quarantined: parked for one lease duration, not run
+                self._lease(entry, PARKED, utc_now + template.lease_duration)
                 continue
             scheduled_at = entry.execute_after
             if concrete.execution_mode == ExecutionMode.AT_MOST_ONCE:
@@ -317,7 +318,8 @@ class MemoryRepository(BatchRepository):
             if force:
                 continue
             entry = self._entries.get(task.canonical_name)
-            if entry is not None and entry.locked_until is not None and entry.locked_until > utc_now:
+            leased = entry is not None and entry.locked_until is not None and entry.locked_until > utc_now
+            if leased and entry is not None and entry.locked_by != PARKED:
                 raise TaskLockedException(task, entry.locked_until)
 
     def _register(self, utc_now: datetime.datetime, task: Task, *, force: bool) -> None:
@@ -330,7 +332,7 @@ class MemoryRepository(BatchRepository):
         spec = json.dumps(task.as_spec())
         if entry is None:
             entry = _Entry(name=task.canonical_name, group=task.parent_task.canonical_name, execute_after=new_time)
-        elif force:
+        elif force or entry.locked_by == PARKED:
             entry.execute_after = new_time
             entry.locked_by = None
             entry.locked_until = None

@@ -53,6 +53,7 @@ from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
 from pyncette.model import TaskState
+from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
@@ -338,7 +339,7 @@ class MySQLRepository(BatchRepository):
                     # Quarantined (or its next time cannot be computed): leased ("parked") so it is not
                     # read again before the lease ends, and not returned.
                     until = _to_micros(utc_now + (task or template or statics[row["name"]]).lease_duration)
-                    writes.append((row["name"], row["execute_after"], until, token))
+                    writes.append((row["name"], row["execute_after"], until, token if task is not None else PARKED))
                     continue
                 if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
                     if following is None:
@@ -481,14 +482,15 @@ class MySQLRepository(BatchRepository):
             existing: dict[str, dict[str, Any]] = {}
             for chunk in _chunks(names):
                 await cursor.execute(
-                    f"SELECT name, execute_after, locked_until FROM {self._table} "
+                    f"SELECT name, execute_after, locked_until, locked_by FROM {self._table} "
                     f"WHERE name IN ({_placeholders(len(chunk))}) FOR UPDATE",
                     list(chunk),
                 )
                 existing.update((row["name"], row) for row in await _fetchall(cursor))
             if not force:
                 for name, row in existing.items():
-                    if row["locked_until"] is not None and row["locked_until"] > now:
+                    leased = row["locked_until"] is not None and row["locked_until"] > now
+                    if leased and row["locked_by"] != PARKED:  # a parked row is nobody's lease
                         raise TaskLockedException(entries[name][0], _from_micros(row["locked_until"]))
             upserts: list[tuple[Any, ...]] = []
             gone: list[str] = []
@@ -498,17 +500,23 @@ class MySQLRepository(BatchRepository):
                     continue
                 assert task.parent_task is not None
                 upserts.append((name, _name(task.parent_task), first, json.dumps(task.as_spec())))
+            # Without force the sooner time and the lease are kept, unless the row was parked
+            # (quarantined): that one is replaced. Assignments run left to right, so locked_by last.
             keep = (
                 "execute_after = VALUES(execute_after), locked_until = NULL, locked_by = NULL"
                 if force
-                else "execute_after = LEAST(execute_after, VALUES(execute_after))"
+                else "execute_after = IF(locked_by <=> %s, VALUES(execute_after), "
+                "LEAST(execute_after, VALUES(execute_after))), "
+                "locked_until = IF(locked_by <=> %s, NULL, locked_until), "
+                "locked_by = IF(locked_by <=> %s, NULL, locked_by)"
             )
+            keep_params = [] if force else [PARKED, PARKED, PARKED]
             for chunk in _chunks(upserts):
                 await cursor.execute(
                     f"INSERT INTO {self._table} (name, parent_name, execute_after, task_spec) "
                     f"VALUES {', '.join(['(%s, %s, %s, %s)'] * len(chunk))} "
                     f"ON DUPLICATE KEY UPDATE parent_name = VALUES(parent_name), task_spec = VALUES(task_spec), {keep}",
-                    [value for row in chunk for value in row],
+                    [value for row in chunk for value in row] + keep_params,
                 )
             await self._delete_rows(cursor, gone)
 

@@ -48,6 +48,7 @@ from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
 from pyncette.model import TaskState
+from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
@@ -201,10 +202,11 @@ class _Statements:
                 AS d(name, parent, spec, execute_after)
             ),
             existing AS (
-                SELECT t.name, t.locked_until FROM {t} t WHERE t.name = ANY($1::text[]) FOR UPDATE
+                SELECT t.name, t.locked_until, t.locked_by FROM {t} t WHERE t.name = ANY($1::text[]) FOR UPDATE
             ),
             blocked AS (
-                SELECT name, locked_until FROM existing WHERE NOT $5 AND locked_until > $6
+                SELECT name, locked_until FROM existing
+                WHERE NOT $5 AND locked_until > $6 AND locked_by IS DISTINCT FROM '{PARKED}'::uuid
             ),
             removed AS (
                 DELETE FROM {t} t USING d
@@ -217,13 +219,16 @@ class _Statements:
                 ON CONFLICT (name) DO UPDATE SET
                     parent_name = EXCLUDED.parent_name,
                     task_spec = EXCLUDED.task_spec,
-                    execute_after = CASE WHEN $5 OR t.execute_after IS NULL THEN EXCLUDED.execute_after
+                    execute_after = CASE WHEN $5 OR t.execute_after IS NULL OR t.locked_by = '{PARKED}'::uuid
+                                         THEN EXCLUDED.execute_after
                                          ELSE LEAST(t.execute_after, EXCLUDED.execute_after) END,
-                    locked_until = CASE WHEN $5 THEN NULL ELSE t.locked_until END,
-                    locked_by = CASE WHEN $5 THEN NULL ELSE t.locked_by END
+                    locked_until = CASE WHEN $5 OR t.locked_by = '{PARKED}'::uuid THEN NULL ELSE t.locked_until END,
+                    locked_by = CASE WHEN $5 OR t.locked_by = '{PARKED}'::uuid THEN NULL ELSE t.locked_by END
             )
             SELECT name, locked_until FROM blocked
         """
+        # Quarantined rows leased by ``lease`` are handed over to the PARKED marker (nobody's lease).
+        self.park = f"UPDATE {t} SET locked_by = '{PARKED}'::uuid WHERE name = ANY($1::text[]) AND locked_by = $2"
         self.select_for_update = f"SELECT * FROM {t} WHERE name = $1 FOR UPDATE"
         self.upsert = f"""
             INSERT INTO {t} (name, parent_name, execute_after, locked_until, locked_by) VALUES ($1, NULL, $2, $3, $4)
@@ -289,11 +294,13 @@ class PostgresRepository(BatchRepository):
         meta = rows[-1]
         batch = LeaseBatch(has_more=meta["candidates"] > limit, next_due_at=meta["execute_after"])
         at_most_once: list[LeasedExecution] = []
+        parked: list[str] = []
         for row in rows[:-1]:
             owner = by_name[row["parent_name"] if row["parent_name"] is not None else row["name"]]
             task = self.entries.load(owner, row["name"], row["task_spec"]) if owner.dynamic else owner
             if task is None:
-                continue  # quarantined: leased by the statement above ("parked"), not run
+                parked.append(row["name"])  # quarantined: leased by the statement above, not run
+                continue
             scheduled_at = row["execute_after"]
             execution = LeasedExecution(task, scheduled_at, Lease(TokenLease(token, scheduled_at)))
             if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
@@ -301,6 +308,8 @@ class PostgresRepository(BatchRepository):
             else:
                 batch.executions.append(execution)
         batch.executions.sort(key=lambda e: e.scheduled_at)
+        if parked:  # one more statement, only when a batch met a quarantined row
+            await self._pool.execute(self._sql.park, parked, token)
 
         if at_most_once:
             for execution, done, next_at in await self._commit(utc_now, at_most_once):

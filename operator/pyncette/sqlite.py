@@ -56,6 +56,7 @@ from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
+from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
@@ -324,7 +325,7 @@ class SqliteRepository(BatchRepository):
                     # A quarantined row (task None) is leased too ("parked"), so it is not read again
                     # before its lease ends; it is not returned.
                     until = now + (task or owner).lease_duration.total_seconds()
-                    leases.append((lease, until, _ready_at(execute_after, until), name))
+                    leases.append((lease if task is not None else PARKED, until, _ready_at(execute_after, until), name))
                     if task is not None:
                         batch.executions.append(
                             LeasedExecution(task, scheduled_at, Lease(TokenLease(lease, scheduled_at)))
@@ -503,14 +504,15 @@ class SqliteRepository(BatchRepository):
             for task, first, spec in prepared:
                 assert task.parent_task is not None
                 row = rows.get(task.canonical_name)
-                if not force and row is not None and row[3] is not None and row[3] > now:
+                replace = force or (row is not None and row[4] == PARKED)  # a parked row is nobody's lease
+                if not replace and row is not None and row[3] is not None and row[3] > now:
                     # All-or-nothing: the transaction is rolled back, nothing of the batch is written.
                     raise TaskLockedException(task, _dt(row[3]))
                 if first is None:
                     deletes.append((task.canonical_name,))
                     continue
                 execute_after, locked_until, locked_by = _ts(first), None, None
-                if row is not None and not force:
+                if row is not None and not replace:
                     # Keep the sooner time so that rescheduling never starves an instance.
                     execute_after = min(execute_after, row[2])
                     locked_until, locked_by = row[3], row[4]

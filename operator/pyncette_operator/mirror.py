@@ -386,7 +386,8 @@ class Mirror:
             return stored.scheduled_at
         force = False
         if stored is not None:
-            if stored.locked_until is not None and stored.locked_until > ctx.clock.now():
+            # A stored entry that cannot be loaded (``problem``) is only parked, not running: replace it.
+            if stored.problem is None and stored.locked_until is not None and stored.locked_until > ctx.clock.now():
                 raise TaskLockedException(stored.task, stored.locked_until)
             force = True  # a changed spec replaces the stored schedule instead of keeping the sooner time
         now = ctx.clock.now()

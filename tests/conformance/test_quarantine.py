@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pyncette.errors import TaskLockedException
 from pyncette.model import Context
 from pyncette.repository import Repository
 from pyncette.task import Task
@@ -202,3 +203,24 @@ async def test_a_spec_that_is_not_json_at_all_is_quarantined(
     assert [e.task.canonical_name for e in batch.executions] == ["quarantine:good"]
     [report] = _reports(caplog, "quarantine:garbled")
     assert "JSONDecodeError" in report
+
+
+async def test_a_quarantined_row_is_fixed_by_scheduling_it_again_without_force(
+    repository: Repository, store_raw_spec: StoreRawSpec
+) -> None:
+    """The parking lease of a quarantined row is not a run in progress: a plain ``schedule_task``
+    replaces the row (as ``force`` would) instead of raising TaskLockedException."""
+    tmpl = Task(name="quarantine", func=_noop, dynamic=True, lease_duration=LEASE)
+    instances = await _register(repository, tmpl, ["broken", "running"])
+    await store_raw_spec("quarantine:broken", _corrupt(instances["broken"], execution_mode="SOMETIMES"))
+    [running] = (await repository.lease_due(T0, [tmpl], limit=10)).executions  # "broken" is parked
+    assert running.task.canonical_name == "quarantine:running"
+
+    await repository.register_task(at(1), tmpl.instantiate("broken", execute_at=at(2), fixed=True))
+    batch = await repository.lease_due(at(2), [tmpl], limit=10)
+    assert [(e.task.canonical_name, e.task.extra_args) for e in batch.executions] == [
+        ("quarantine:broken", {"fixed": True})
+    ]
+    # A row leased by a real run still refuses a plain re-registration.
+    with pytest.raises(TaskLockedException):
+        await repository.register_task(at(3), tmpl.instantiate("running", interval=datetime.timedelta(seconds=5)))

@@ -359,3 +359,27 @@ async def test_a_schedule_no_date_matches_is_invalid_not_a_backend_problem_and_i
     assert world.pods_of("feb30") == []
     warnings = [e for e in world.kube.events if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings] == ["InvalidSpec"]
+
+
+async def test_a_stored_entry_no_worker_can_load_is_replaced_by_the_next_spec_change(world: World) -> None:
+    """A mirrored entry whose stored spec went bad (another version wrote it) is quarantined by the
+    workers; the next change of its PyncetteTask replaces it at once instead of waiting for the lease."""
+    template = world.parts.mirror._template
+    await world.apply("fixme", {"interval": "10s", "podTemplate": POD})
+    repository: Any = world.ctx.repository
+    [name] = [n for n in repository._entries if n.endswith("ns/fixme")]
+    entry = repository._entries[name]
+    entry.spec = entry.spec.replace('"execution_mode": "AT_LEAST_ONCE"', '"execution_mode": "SOMETIMES"')
+    entry.instance = entry.template = None
+
+    await world.clock.advance(seconds=10)
+    await until(lambda: repository._entries[name].locked_until is not None, "the bad entry parked")
+    stored = await world.ctx.get_task(template, "ns/fixme")
+    assert stored is not None and stored.problem is not None
+    assert world.pods_of("fixme") == []
+
+    await world.apply("fixme", {"interval": "20s", "podTemplate": POD})
+    stored = await world.ctx.get_task(template, "ns/fixme")
+    assert stored is not None and stored.problem is None
+    assert stored.task.interval == datetime.timedelta(seconds=20)
+    assert "ns/fixme" not in world.parts.mirror._dirty

@@ -55,6 +55,7 @@ from pyncette.model import ListTasksResponse
 from pyncette.model import PollResponse
 from pyncette.model import ResultType
 from pyncette.model import TaskState
+from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import UNKNOWN_TIME
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
@@ -111,10 +112,12 @@ class _Scripts:
         self.register = load("register")
         self.poll = load("poll")
         self.list = load("list")
+        self.park = load("park")
 
     async def preload(self, client: aioredis.Redis) -> None:
         """Loads every script once up front, so the first call of each is a plain EVALSHA."""
-        for script in (self.lease, self.commit, self.unlock, self.extend, self.register, self.poll, self.list):
+        scripts = (self.lease, self.commit, self.unlock, self.extend, self.register, self.poll, self.list, self.park)
+        for script in scripts:
             await client.script_load(script.script)
 
 
@@ -172,21 +175,26 @@ class RedisRepository(BatchRepository):
 
         batch = LeaseBatch(has_more=bool(int(has_more)), next_due_at=_from_us(next_due) if next_due else None)
         at_most_once: list[LeasedExecution] = []
+        parked: list[str] = []
         for index, name, execute_after, spec in rows:
             owner = tasks[int(index) - 1]
             scheduled_at, why = stored_time(_from_us, execute_after)
             if scheduled_at is None:
                 self.entries.report(name, execute_after, why or "")
-                continue  # quarantined: leased by the script ("parked"), not run
+                parked.append(name)  # quarantined: leased by the script, not run
+                continue
             concrete = self.entries.load(owner, name, spec) if owner.dynamic else owner
             if concrete is None:
-                continue  # quarantined likewise
+                parked.append(name)  # quarantined likewise
+                continue
             execution = LeasedExecution(concrete, scheduled_at, Lease(TokenLease(token, scheduled_at)))
             if concrete.execution_mode == ExecutionMode.AT_MOST_ONCE:
                 at_most_once.append(execution)
             else:
                 batch.executions.append(execution)
 
+        if parked:  # one more call, only when a batch met a quarantined entry
+            await self._scripts.park(args=[self._prefix, token, PARKED, *parked])
         if at_most_once:
             committed = await self._commit(utc_now, at_most_once)
             for execution, done, next_at in committed:
@@ -277,7 +285,7 @@ class RedisRepository(BatchRepository):
                 spec,
                 task.lease_duration // _MICROSECOND,
             ]
-        locked = await self._scripts.register(keys=keys, args=args)
+        locked = await self._scripts.register(keys=keys, args=[*args, PARKED])
         if locked:
             index, locked_until = locked
             raise TaskLockedException(pending[int(index) - 1], _from_us(locked_until))

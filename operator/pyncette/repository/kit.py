@@ -9,7 +9,8 @@ so that it behaves the same everywhere and is fixed in one place:
   as it is, and skipped. The backend leases it like any other due row ("parks" it), so it is not
   read again before its lease ends and can never fill a batch or make the loop spin; the rest of
   the batch runs at once. It stays listable (``TaskState.problem`` says why it cannot run) and
-  fixable: ``schedule_task(..., force=True)`` rewrites it, ``unschedule_task`` removes it.
+  fixable: scheduling it again (``schedule_task``; the parking lease is nobody's, marked
+  ``PARKED``, so no ``force`` is needed) rewrites it, ``unschedule_task`` removes it.
 * ``StaticEntries``: creating the entries of static tasks once per repository lifetime, where a
   task whose first time cannot be computed is reported once and skipped, never failing the poll.
 * ``next_time``: a task's next time after a run, where a failure affects that entry only.
@@ -101,6 +102,11 @@ class TokenLease:
 
     def __str__(self) -> str:
         return self.token or ""
+
+
+#: ``locked_by`` of a quarantined entry the backend parked (a valid UUID text, so PostgreSQL's uuid
+#: column takes it). It is nobody's lease: registering the entry again replaces it, as ``force`` would.
+PARKED = "00000000-0000-0000-0000-000000000000"
 
 
 def token_of(lease: Lease | None) -> str | None:
@@ -296,7 +302,7 @@ class EntryLoader:
     def report(self, name: str, spec: Any, why: str) -> None:
         if _remember(self._reported, (name, _fingerprint(spec))):
             logger.error(
-                "%s: task %r: %s; skipped and left stored (fix it with schedule_task(..., force=True) "
+                "%s: task %r: %s; skipped and left stored (fix it by scheduling it again with schedule_task "
                 "or remove it with unschedule_task)",
                 self._backend,
                 name,

@@ -9,7 +9,8 @@ Round trips: ``lease_due`` is one statement: per polled task a LATERAL index sca
 earliest due rows with ``FOR UPDATE SKIP LOCKED`` (so concurrent workers get disjoint rows), the
 earliest ``limit`` of them are leased by an UPDATE, and the same statement reports whether more were
 due and when the next row falls due. AT_MOST_ONCE rows then take one more statement for the whole
-batch, moving them to their next time (computed in Python) before they run. Commits, unlocks and
+batch, moving them to their next time (computed in Python) before they run; rows this worker cannot
+load (quarantine, see ``pyncette.repository.kit``) take one more, marking them PARKED. Commits, unlocks and
 lease extensions are one ``UPDATE ... FROM unnest(...)`` per batch; registering instances is one
 ``INSERT ... ON CONFLICT``. After a server restart the pool's dead connections are replaced on the
 next acquire; the failing call raises and the app loop retries it.

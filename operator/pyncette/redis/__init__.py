@@ -14,6 +14,8 @@ different ``redis_namespace`` values never share a key):
 Round trips: ``lease_due`` is one EVALSHA over the index keys of all the given tasks; it leases
 every returned entry. AT_MOST_ONCE entries then take a second EVALSHA for the whole batch, moving
 them to their next time (computed here in Python, which owns the schedule logic) before they run.
+A batch that met entries this worker cannot load (quarantine, see ``pyncette.repository.kit``)
+takes one more EVALSHA (park.lua) handing them over to the PARKED marker.
 ``commit_executions``, ``unlock_executions``, ``extend_leases`` and ``register_tasks`` are one
 EVALSHA per batch. Scripts are cached server-side (EVALSHA, reloaded on NOSCRIPT, e.g. after a
 server restart). Connection errors are retried by redis-py and then surface to the app loop, which

@@ -76,7 +76,7 @@ for arg in "$@"; do [[ "$arg" == tests/* ]] && paths=() && break; done
 (cd "$suite" && exec setsid timeout --kill-after=30 "$RUN_TIMEOUT" "$VENV/bin/python" -m pytest "${paths[@]}" \
     -p pyncette_1x_plugin -p no:cacheprovider --timeout=60 -q -rfE "$@") &
 group=$!
-trap 'kill -KILL -- "-$group" 2>/dev/null; rm -rf "$scratch"' EXIT
+trap 'kill -KILL -- "-$group" 2>/dev/null || true; rm -rf "$scratch"' EXIT
 wait "$group" || rc=$?
 log "done in $(($(date +%s) - start)) s (exit $rc)"
 exit "$rc"

@@ -44,6 +44,7 @@ from pyncette_operator.metrics import serve
 from pyncette_operator.mirror import Mirror
 from pyncette_operator.ratelimit import AsyncLimiter
 from pyncette_operator.runs.execute import RunExecutor
+from pyncette_operator.runs.groups import ConcurrencyGroups
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.runs.pod_runner import PodRunHooks
 from pyncette_operator.runs.pod_runner import PodRunner
@@ -60,6 +61,7 @@ from pyncette_operator.status import StatusWriter
 logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "pyncettetask"
+GROUP_TEMPLATE_NAME = "pyncette-concurrency-group"
 DIRTY_RETRY_SECONDS = 2.0
 STALE_CHECK_SECONDS = 5.0
 """How often every replica re-evaluates the ``Stale`` condition of tasks with ``maxSuccessAge``."""
@@ -162,6 +164,11 @@ def build_parts(
         await executor(context)
 
     template = app.dynamic_task(name=TEMPLATE_NAME)(execute)
+
+    async def never_runs(context: Any) -> None:
+        raise AssertionError("concurrency group entries are never executed")
+
+    group_template = app.dynamic_task(name=GROUP_TEMPLATE_NAME, enabled=False)(never_runs)
     mirror = Mirror(
         template=template,
         status=status,
@@ -187,6 +194,7 @@ def build_parts(
         events=events,
         metrics=metrics,
         stopping=stopping,
+        groups=ConcurrencyGroups(template=group_template, ctx=lambda: mirror.ctx),
         pod_create_limiter=AsyncLimiter(
             rate=s.pod_creates_per_second, burst=s.pod_create_burst, on_waiting=metrics.pod_creates_waiting.set
         ),

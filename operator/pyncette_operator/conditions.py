@@ -30,6 +30,14 @@ class ReadyReason:
     BACKEND_UNAVAILABLE = "BackendUnavailable"
 
 
+WAITING = "Waiting"
+
+
+class WaitingReason:
+    GROUP_FULL = "ConcurrencyGroupFull"
+    NOT_WAITING = "NotWaiting"
+
+
 class RunningReason:
     RUN_IN_FLIGHT = "RunInFlight"
     IDLE = "Idle"

@@ -41,6 +41,7 @@ RUN_NOW_ANNOTATION = "pyncette.dev/run-now"
 RESUME_ANNOTATION = "pyncette.dev/resume"
 BACKFILL_ANNOTATION = "pyncette.dev/backfill"
 
+_GROUP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _EXECUTION_MODES = {"AtLeastOnce": ExecutionMode.AT_LEAST_ONCE, "AtMostOnce": ExecutionMode.AT_MOST_ONCE}
@@ -244,6 +245,9 @@ class TaskSpec:
     suspend_after_failures: int | None = None
     """``spec.suspendAfterFailures``: the circuit breaker stops scheduling after this many
     consecutive failed scheduled runs (see ``pyncette_operator.breaker``). None: never."""
+    concurrency_group: tuple[str, int] | None = None
+    """``spec.concurrencyGroup`` as (name, maxActive): at most maxActive runs of the group's tasks
+    in this namespace at once, across replicas (see ``runs.groups``)."""
     backfill: str | None = None
     """The ``pyncette.dev/backfill`` annotation's value (``<start>/<end>``), not yet validated."""
     max_success_age: datetime.timedelta | None = None
@@ -497,6 +501,7 @@ def _parse(
         run_now=str(run_now) if run_now is not None else None,
         suspend_after_failures=_optional_count(spec, "suspendAfterFailures", bad),
         max_success_age=max_success_age,
+        concurrency_group=_concurrency_group(spec, bad),
         resume=str(annotations.get(RESUME_ANNOTATION) or ""),
         backfill=str(annotations[BACKFILL_ANNOTATION]) if annotations.get(BACKFILL_ANNOTATION) else None,
         starting_deadline=_seconds(spec, "startingDeadlineSeconds", 0, bad),
@@ -549,6 +554,19 @@ def _enum(spec: Mapping[str, Any], name: str, values: Mapping[str, Any], default
     if raw not in values:
         raise bad(name, f"expected one of {', '.join(values)}, got {raw!r}")
     return values[raw]
+
+
+def _concurrency_group(spec: Mapping[str, Any], bad: Any) -> tuple[str, int] | None:
+    raw = spec.get("concurrencyGroup")
+    if raw is None:
+        return None
+    name = raw.get("name") if isinstance(raw, Mapping) else None
+    if not isinstance(name, str) or not _GROUP_NAME.fullmatch(name):
+        raise bad("concurrencyGroup.name", f"expected a DNS label (a-z, 0-9, -), got {name!r}")
+    limit = raw.get("maxActive")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+        raise bad("concurrencyGroup.maxActive", f"expected an integer from 1 to 1000, got {limit!r}")
+    return name, limit
 
 
 def _optional_count(spec: Mapping[str, Any], name: str, bad: Any) -> int | None:

@@ -32,6 +32,7 @@ from typing import Any
 from pyncette_operator import freshness
 from pyncette_operator.conditions import READY
 from pyncette_operator.conditions import RUNNING
+from pyncette_operator.conditions import WAITING
 from pyncette_operator.conditions import Condition
 from pyncette_operator.conditions import RunningReason
 from pyncette_operator.conditions import find
@@ -106,6 +107,8 @@ class TaskStatus:
     """``spec.maxSuccessAge`` (set by the mirror): the status then carries a ``Stale`` condition."""
     created_at: datetime.datetime | None = None
     """The task's ``creationTimestamp``: staleness counts from it until a first success."""
+    waiting: Condition | None = None
+    """``Waiting`` while a run of this task is queued for its concurrency group (None: not shown)."""
     backfill: dict[str, Any] | None = None
     """This replica's latest ``backfill`` progress record (see ``pyncette_operator.backfill``), or None."""
     breaker: dict[str, Any] | None = None
@@ -192,6 +195,8 @@ class TaskStatus:
         else:
             running = Condition(RUNNING, False, RunningReason.IDLE, "no run in flight")
         conditions.append(render_condition(running, previous=find(previous, RUNNING), now=now))
+        if self.waiting is not None:
+            conditions.append(render_condition(self.waiting, previous=find(previous, WAITING), now=now))
         stale = self.stale_condition(now)
         if stale is not None:
             conditions.append(render_condition(stale, previous=find(previous, freshness.STALE), now=now))

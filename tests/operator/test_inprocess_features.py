@@ -202,7 +202,7 @@ async def test_stale_turns_true_when_the_last_success_is_too_old_even_while_noth
     # Suspended: nothing runs any more, yet the condition must turn when the success gets too old.
     await world.apply("fresh", {**spec, "suspend": True})
     await world.clock.set(T0 + datetime.timedelta(minutes=25, seconds=31))
-    world.parts.status.refresh_stale()  # what every replica does every few seconds
+    assert [stale for _, _, stale, _ in world.parts.status.refresh_stale()] == [True]  # every replica, every 5 s
     stale = await until(
         lambda: condition(world, "fresh", "Stale").get("status") == "True" and condition(world, "fresh", "Stale"),
         "Stale=True",
@@ -220,6 +220,7 @@ async def test_stale_turns_true_when_the_last_success_is_too_old_even_while_noth
     pod = await until(lambda: [p for p in world.pods_of("fresh") if p["status"]["phase"] == "Pending"], "a run")
     world.finish_pod(pod[0]["metadata"]["name"])
     await until(lambda: condition(world, "fresh", "Stale").get("status") == "False", "fresh again")
+    assert [(ns, name, stale) for ns, name, stale, _ in world.parts.status.refresh_stale()] == [("ns", "fresh", False)]
 
 
 def slot_pods(world: World, name: str) -> dict[str, dict[str, Any]]:
@@ -301,3 +302,37 @@ async def test_an_invalid_backfill_gives_a_warning_and_runs_nothing(world: World
         assert warning["type"] == "Warning" and fragment in warning["message"]
     await world.clock.advance(seconds=1)
     assert world.pods_of("bad") == []
+
+
+async def test_a_concurrency_group_runs_at_most_max_active_and_queues_the_rest_in_order(world: World) -> None:
+    group = {"name": "etl", "maxActive": 2}
+    for name, interval in (("a", "10s"), ("b", "11s"), ("c", "12s")):
+        await world.apply(name, {"interval": interval, "concurrencyGroup": group, "podTemplate": POD})
+
+    def running() -> list[dict[str, Any]]:
+        return [p for t in "abc" for p in world.pods_of(t) if p["status"]["phase"] == "Pending"]
+
+    await world.clock.advance(seconds=12)
+    await until(lambda: len(running()) == 2, "two runs of the group")
+    for _ in range(5):
+        await world.clock.advance(seconds=1)
+        assert len(running()) == 2  # the third waits, however long
+    assert {p["metadata"]["labels"]["pyncette.dev/task"] for p in running()} == {"a", "b"}  # earliest first
+    waiting = await until(
+        lambda: condition(world, "c", "Waiting").get("status") == "True" and condition(world, "c", "Waiting"),
+        "Waiting=True on c",
+    )
+    assert waiting["reason"] == "ConcurrencyGroupFull" and "maxActive 2" in waiting["message"]
+
+    world.finish_pod(
+        next(p for p in running() if p["metadata"]["labels"]["pyncette.dev/task"] == "a")["metadata"]["name"]
+    )
+    for _ in range(3):
+        await world.clock.advance(seconds=1)
+    await until(
+        lambda: [p for p in running() if p["metadata"]["labels"]["pyncette.dev/task"] == "c"], "c gets the free slot"
+    )
+    assert len(running()) == 2
+    await until(lambda: condition(world, "c", "Waiting").get("status") == "False", "c no longer waiting")
+    for pod in running():
+        world.finish_pod(pod["metadata"]["name"])

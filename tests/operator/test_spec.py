@@ -343,3 +343,14 @@ def test_max_success_age() -> None:
     assert isinstance(task, TaskSpec) and task.max_success_age == datetime.timedelta(hours=2)
     bad = parse(interval="1m", podTemplate=POD, maxSuccessAge="0s")
     assert isinstance(bad, InvalidTask) and bad.message == "spec.maxSuccessAge: must be positive, got '0s'"
+
+
+def test_concurrency_group() -> None:
+    task = parse(interval="1m", podTemplate=POD, concurrencyGroup={"name": "etl", "maxActive": 2})
+    assert isinstance(task, TaskSpec) and task.concurrency_group == ("etl", 2)
+    for group, fragment in [
+        ({"name": "ETL", "maxActive": 2}, "spec.concurrencyGroup.name: expected a DNS label"),
+        ({"name": "etl", "maxActive": 0}, "spec.concurrencyGroup.maxActive: expected an integer from 1 to 1000"),
+    ]:
+        bad = parse(interval="1m", podTemplate=POD, concurrencyGroup=group)
+        assert isinstance(bad, InvalidTask) and bad.message.startswith(fragment)

@@ -39,7 +39,9 @@ from pyncette.model import LeasedExecution
 from pyncette_operator import backfill
 from pyncette_operator import breaker
 from pyncette_operator.conditions import READY
+from pyncette_operator.conditions import WAITING
 from pyncette_operator.conditions import Condition
+from pyncette_operator.conditions import WaitingReason
 from pyncette_operator.events import EventReason
 from pyncette_operator.events import EventRecorder
 from pyncette_operator.events import ObjectRef
@@ -49,6 +51,7 @@ from pyncette_operator.ratelimit import AsyncLimiter
 from pyncette_operator.runs.catchup import backoff_delay
 from pyncette_operator.runs.catchup import count_between
 from pyncette_operator.runs.catchup import stale_slot
+from pyncette_operator.runs.groups import ConcurrencyGroups
 from pyncette_operator.runs.handlers import HandlerError
 from pyncette_operator.runs.handlers import HandlerRegistry
 from pyncette_operator.runs.jitter import jitter_delay
@@ -94,8 +97,11 @@ class RunExecutor:
         metrics: Metrics,
         stopping: asyncio.Event,
         pod_create_limiter: AsyncLimiter | None = None,
+        groups: ConcurrencyGroups | None = None,
     ) -> None:
         self._pod_create_limiter = pod_create_limiter
+        self._groups = groups
+        """``spec.concurrencyGroup`` slots in the shared backend (None: groups are not enforced)."""
         """``--pod-create-qps``/``--pod-create-burst``: a run waits its turn (renewing its lease) to create a Pod."""
         self._mirror = mirror
         self._pods = pods
@@ -151,10 +157,48 @@ class RunExecutor:
             latest = self._mirror.cached(namespace, name)
             if latest is not None and isinstance(latest.parsed, TaskSpec) and latest.parsed.suspend:
                 return  # suspended during the delay: the run does not start
-        if task.is_pod:
-            await self._run_pod(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
-        else:
-            await self._run_handler(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
+        await self._in_group(context, task, scheduled_at, run_now or "", run_now, next_time=next_time, one_off=one_off)
+
+    async def _in_group(
+        self,
+        context: Context,
+        task: TaskSpec,
+        scheduled_at: datetime.datetime,
+        trigger: str,
+        run_now: str | None,
+        *,
+        next_time: datetime.datetime | None,
+        one_off: bool,
+    ) -> None:
+        """Runs the Pod or handler, first taking a slot of the task's concurrency group if it has one."""
+        held = None
+        if task.concurrency_group is not None and self._groups is not None:
+            state = self._status.state(task.namespace, task.name)
+
+            def waiting(now_waiting: bool, message: str) -> None:
+                reason = WaitingReason.GROUP_FULL if now_waiting else WaitingReason.NOT_WAITING
+                state.waiting = Condition(WAITING, now_waiting, reason, message, task.generation)
+                self._status.changed(task.namespace, task.name, urgent=True)
+
+            held = await self._groups.acquire(
+                task,
+                scheduled_at,
+                trigger=trigger,
+                heartbeat=context.heartbeat,
+                stopping=self._stopping,
+                waiting=waiting,
+            )
+            if held is None:
+                await self._release(context)  # shutting down while queued: another replica takes it
+                return
+        try:
+            if task.is_pod:
+                await self._run_pod(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
+            else:
+                await self._run_handler(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
+        finally:
+            if held is not None and self._groups is not None:
+                await self._groups.release(held)
 
     async def _backfill_slot(self, context: Context, task: TaskSpec, value: str) -> None:
         """One slot of a backfill (see ``pyncette_operator.backfill``): run it unless it has a run."""
@@ -176,10 +220,9 @@ class RunExecutor:
         try:
             sequential = task.concurrency_policy != "Allow"
             next_time = None if sequential else context.task.get_next_execution(now, scheduled_at)
-            if task.is_pod:
-                await self._run_pod(context, task, scheduled_at, None, next_time=next_time, one_off=sequential)
-            else:
-                await self._run_handler(context, task, scheduled_at, None, next_time=next_time, one_off=sequential)
+            await self._in_group(
+                context, task, scheduled_at, f"backfill:{value}", None, next_time=next_time, one_off=sequential
+            )
         finally:
             _BACKFILL.reset(token)
 
@@ -411,7 +454,9 @@ class RunExecutor:
         clock = self._mirror.ctx.clock
         trigger = run_now or ""
         retries = self._retries_allowed(context, task)
-        deadline = None if task.concurrency_policy == "Forbid" or one_off else next_time
+        # A run holding a concurrency group slot is followed to its end, never handed over.
+        in_group = task.concurrency_group is not None
+        deadline = None if task.concurrency_policy == "Forbid" or one_off or in_group else next_time
         stamp = format_time(scheduled_at)
         slot_key = (task.namespace, task.uid)
         retrying = self._retrying.setdefault(slot_key, set())

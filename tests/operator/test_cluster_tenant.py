@@ -168,3 +168,16 @@ def _metrics_answer(port: int) -> bool:
             return sock.recv(16).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
+
+
+def test_endpoints_listen_on_their_bind_addresses(k: Kubectl, start_operator: Any) -> None:
+    """--metrics-bind-address 127.0.0.2: metrics answer there and nowhere else on the machine."""
+    op = start_operator(
+        "--namespace", k.namespace, "--metrics-bind-address", "127.0.0.2", "--health-bind-address", "127.0.0.1"
+    )
+    with socket.create_connection(("127.0.0.2", op.metrics_port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(16).startswith(b"HTTP/1.1 200")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", op.metrics_port), timeout=10).close()
+    assert op.healthy()  # the harness probes 127.0.0.1, where --health-bind-address put it

@@ -48,6 +48,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -186,6 +187,12 @@ class Replica:
         ]
         out = (self.workdir / f"{self.name}.log").open("ab")
         self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.started_at = time.monotonic()
+
+    started_at: float = 0.0
+
+    def up_for(self) -> float:
+        return time.monotonic() - self.started_at
 
     @property
     def alive(self) -> bool:
@@ -277,6 +284,7 @@ class Figures:
     duplicate: int = 0
     lost: int = 0
     during_outage: int = 0
+    nobody_up: int = 0
     left_running: int = 0
     stuck_running: int = 0
     details: list[str] = field(default_factory=list)
@@ -288,6 +296,7 @@ def count(
     names: list[str],
     until: datetime.datetime,
     outages: list[tuple[datetime.datetime, datetime.datetime]],
+    nobody_up: list[tuple[datetime.datetime, datetime.datetime]],
 ) -> Figures:
     """Counts per scheduled slot. A Pod task's slot during an apiserver outage (no Pod can be created
     until the next slot) is not lost but ``during_outage``: it is skipped by design, as for a CronJob."""
@@ -343,6 +352,9 @@ def count(
             if name.startswith("pods-") and in_outage(slot):
                 figures.during_outage += 1
                 continue
+            if any(began - period <= slot <= ended for began, ended in nobody_up):
+                figures.nobody_up += 1  # no replica could start (an outage): missed, as by a CronJob
+                continue
             figures.lost += 1
             figures.details.append(f"lost: {name} {slot:%H:%M:%S}")
     for task in get_json("pyncettetasks", "-n", namespace)["items"]:
@@ -372,9 +384,33 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
     stats: collections.Counter[str] = collections.Counter()
     restart_times: list[float] = []
     outages: list[tuple[datetime.datetime, datetime.datetime]] = []
+    lock = threading.Lock()
+    stop_reviving = threading.Event()
+    nobody_up: list[tuple[datetime.datetime, datetime.datetime]] = []
+
+    def revive() -> None:
+        """The Deployment: a replica that exited (killed, or it could not start during an outage)
+        is started again within a second; and the windows with no replica serving are recorded."""
+        down_since: datetime.datetime | None = None
+        while not stop_reviving.wait(0.5):
+            with lock:
+                serving = sum(1 for r in replicas if r.alive and r.up_for() > 5)
+                for r in replicas:
+                    if not r.alive:
+                        r.start()
+                        stats["revive"] += 1
+            now = datetime.datetime.now(datetime.UTC)
+            if serving == 0 and down_since is None:
+                down_since = now
+            elif serving > 0 and down_since is not None:
+                nobody_up.append((down_since, now))
+                down_since = None
+
+    reviver = threading.Thread(target=revive, daemon=True)
     try:
         for replica in replicas:
             replica.start()
+        reviver.start()
         specs = tasks(calls, pod_tasks=args.pod_tasks, handler_tasks=args.handler_tasks)
         for item in specs:
             manifest = {"apiVersion": "pyncette.dev/v1", "kind": "PyncetteTask", "metadata": {"name": item["name"]}}
@@ -386,22 +422,19 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
         cuts_at = set(rng.sample(range(args.cycles), min(args.watch_cuts, args.cycles)))
         outages_at = set(rng.sample(range(args.cycles), min(args.outages, args.cycles)))
         for cycle in range(args.cycles):
-            for replica in replicas:  # a Deployment brings dead replicas back
-                if not replica.alive:
-                    replica.start()
-                    stats["revive"] += 1
             replica = rng.choice(replicas)
             alive = [r for r in replicas if r.alive]
             action = rng.choice(["kill", "term", "restart"])
-            if len(alive) < 2:
-                pass  # keep one replica up: this cycle only brings the others back
-            elif action in ("kill", "term"):
-                replica.kill() if action == "kill" else replica.term()
-                stats[action] += 1
-            else:
-                replica.term()
-                replica.start()
-                stats["restart"] += 1
+            with lock:
+                if len(alive) < 2:
+                    pass  # keep one replica up
+                elif action in ("kill", "term"):
+                    replica.kill() if action == "kill" else replica.term()
+                    stats[action] += 1
+                else:
+                    replica.term()
+                    replica.start()
+                    stats["restart"] += 1
             if cycle in cuts_at:
                 began = datetime.datetime.now(datetime.UTC)
                 proxy.set_enabled(False)
@@ -421,16 +454,9 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
                 restart_times.append(apiserver.restart())
                 outages.append((began, datetime.datetime.now(datetime.UTC)))
                 stats["apiserver_restart"] += 1
-                for replica in replicas:  # those that could not start meanwhile (no apiserver) come back
-                    if not replica.alive:
-                        replica.start()
-                        stats["revive"] += 1
             time.sleep(rng.uniform(1, 4))
             if cycle % 20 == 19:
                 log(f"{kind}: cycle {cycle + 1}/{args.cycles} {dict(stats)}")
-        for replica in replicas:
-            if not replica.alive:
-                replica.start()
         end = datetime.datetime.now(datetime.UTC)
         log(f"{kind}: chaos over; letting the runs of the last slots finish")
         time.sleep(PERIOD * 1.5)
@@ -446,11 +472,16 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
                 '{"spec":{"suspend":true}}',
             )
         time.sleep(PERIOD * 2.5)  # Pods end (the longest: activeDeadlineSeconds 6), status settles
-        figures = count(namespace, calls, [item["name"] for item in specs], until=end, outages=outages)
+        figures = count(
+            namespace, calls, [item["name"] for item in specs], until=end, outages=outages, nobody_up=nobody_up
+        )
+        stop_reviving.set()
+        reviver.join()
         for replica in replicas:
             replica.term()
         term_exits = collections.Counter(e for r in replicas for e in r.exits)
     finally:
+        stop_reviving.set()
         for replica in replicas:
             replica.kill()
         proxy.delete()
@@ -467,9 +498,11 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
         "duplicate_slots": figures.duplicate,
         "lost_slots": figures.lost,
         "pod_slots_skipped_during_apiserver_outages": figures.during_outage,
+        "slots_skipped_with_no_replica_up": figures.nobody_up,
+        "seconds_with_no_replica_up": round(sum((b - a).total_seconds() for a, b in nobody_up), 1),
         "pods_left_running": figures.left_running,
         "tasks_stuck_running": figures.stuck_running,
-        "details": figures.details[:50],
+        "details": sorted(figures.details, key=lambda line: line.startswith("lost"))[:60],
         "logs": str(workdir),
     }
 
@@ -511,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['backend']} | {r['cycles']} | {faults} | {r['slots']} | {r['duplicate_slots']} | {r['lost_slots']} |"
             f" {r['pod_slots_skipped_during_apiserver_outages']} | {r['pods_left_running']} |"
             f" {r['tasks_stuck_running']} |"
+        )
+        print(
+            f"    {r['backend']}: {r['slots_skipped_with_no_replica_up']} slots skipped while no replica was up"
+            f" ({r['seconds_with_no_replica_up']} s); SIGTERM exit codes {r['sigterm_exit_codes']}"
         )
         for line in r["details"]:
             print(f"    {line}")

@@ -195,6 +195,7 @@ def build_parts(
         metrics=metrics,
         stopping=stopping,
         groups=ConcurrencyGroups(template=group_template, ctx=lambda: mirror.ctx),
+        replica_id=s.replica_id,
         pod_create_limiter=AsyncLimiter(
             rate=s.pod_creates_per_second, burst=s.pod_create_burst, on_waiting=metrics.pod_creates_waiting.set
         ),

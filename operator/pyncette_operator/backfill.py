@@ -104,14 +104,8 @@ def registration(task: TaskSpec, start: datetime.datetime) -> dict[str, Any]:
 
 
 def record(state: TaskStatus) -> dict[str, Any] | None:
-    """The newer (by ``updatedAt``) of this replica's backfill record and the observed one."""
-    seen = state.observed.get("backfill")
-    seen = dict(seen) if isinstance(seen, dict) else None
-    if state.backfill is None:
-        return seen
-    if seen is None or str(seen.get("updatedAt") or "") <= str(state.backfill.get("updatedAt") or ""):
-        return dict(state.backfill)
-    return seen
+    """``status.backfill`` as this replica sees it (request, every replica's counts, totals)."""
+    return state.backfill_view()
 
 
 def begin(
@@ -128,10 +122,6 @@ def begin(
         "start": format_time(start),
         "end": format_time(end),
         "requested": count,
-        "started": 0,
-        "skipped": 0,
-        "succeeded": 0,
-        "failed": 0,
         "phase": "Running",
         "updatedAt": _stamp(now),
     }
@@ -141,16 +131,34 @@ def refuse(state: TaskStatus, value: str, message: str, *, now: datetime.datetim
     state.backfill = {"value": value, "phase": "Invalid", "message": message, "updatedAt": _stamp(now)}
 
 
-def count(state: TaskStatus, value: str, what: str, *, now: datetime.datetime) -> bool:
-    """Adds one to ``what`` (started, skipped, succeeded, failed) of backfill ``value``; True when
-    this settles the last slot (the backfill has just completed)."""
+def count(state: TaskStatus, value: str, what: str, *, replica: str, now: datetime.datetime) -> bool:
+    """Adds one to this replica's ``what`` (started, skipped, succeeded, failed) for backfill
+    ``value``; True when the backfill has just completed (see ``complete_if_done``)."""
     current = record(state)
     if not current or current.get("value") != value or current.get("phase") == "Invalid":
         return False
-    updated = {**current, what: int(current.get(what) or 0) + 1, "updatedAt": _stamp(now)}
-    settled = sum(int(updated.get(k) or 0) for k in ("skipped", "succeeded", "failed"))
-    completes = current.get("phase") == "Running" and settled >= int(updated.get("requested") or 0)
-    if completes:
-        updated.update(phase="Completed", completedAt=format_time(now))
-    state.backfill = updated
-    return completes
+    own = state.backfill_counts
+    if not own or own.get("value") != value:
+        seen = ((current.get("counts") or {}).get(replica)) or {}
+        own = {"replica": replica, "value": value, **{k: int(seen.get(k) or 0) for k in _TOTALS}}
+    own[what] = int(own.get(what) or 0) + 1
+    state.backfill_counts = own
+    return complete_if_done(state, now=now)
+
+
+def complete_if_done(state: TaskStatus, *, now: datetime.datetime) -> bool:
+    """Marks a running backfill Completed once every slot is settled (by any replica's counts);
+    True when this call did it."""
+    current = record(state)
+    if not current or current.get("phase") != "Running":
+        return False
+    settled = sum(int(current.get(k) or 0) for k in ("skipped", "succeeded", "failed"))
+    if settled < int(current.get("requested") or 0):
+        return False
+    top = {k: v for k, v in current.items() if k not in _TOTALS and k != "counts"}
+    top.update(phase="Completed", completedAt=format_time(now), updatedAt=_stamp(now))
+    state.backfill = top
+    return True
+
+
+_TOTALS = ("started", "skipped", "succeeded", "failed")

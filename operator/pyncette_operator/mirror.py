@@ -332,6 +332,16 @@ class Mirror:
             )
             await self._maybe_run_now(parsed, body)
             await self._maybe_backfill(parsed)
+            if backfill.complete_if_done(state, now=self.ctx.clock.now()):  # the last count came from another replica
+                done = backfill.record(state) or {}
+                counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("succeeded", "failed", "skipped"))
+                self._events.record(
+                    ref,
+                    reason=backfill.COMPLETED,
+                    message=f"backfill {done.get('value')} completed: {counts} of {done.get('requested')}",
+                    force=True,
+                )
+                self._status.changed(namespace, name, urgent=True)
         self._status.changed(namespace, name, urgent=previous_ready != state.ready)
 
     def _one_off_done(self, parsed: TaskSpec, body: Mapping[str, Any]) -> bool:

@@ -70,6 +70,8 @@ def _observed_time(status: Mapping[str, Any], name: str) -> datetime.datetime | 
         return None
 
 
+_BACKFILL_TOTALS = ("started", "skipped", "succeeded", "failed")
+
 MAX_ACTIVE_IN_STATUS = 20
 """``status.active`` lists at most this many runs, the most recently scheduled ones."""
 
@@ -110,7 +112,38 @@ class TaskStatus:
     waiting: Condition | None = None
     """``Waiting`` while a run of this task is queued for its concurrency group (None: not shown)."""
     backfill: dict[str, Any] | None = None
-    """This replica's latest ``backfill`` progress record (see ``pyncette_operator.backfill``), or None."""
+    """This replica's latest ``backfill`` request record (see ``pyncette_operator.backfill``), or None."""
+    backfill_counts: dict[str, Any] | None = None
+    """This replica's own counts of the backfill runs it settled: ``{"replica", "value", "started", ...}``.
+    Each replica writes only its own entry of ``status.backfill.counts``, and the totals are their
+    sums, so replicas counting at once never overwrite each other's counts."""
+
+    def backfill_view(self) -> dict[str, Any] | None:
+        """``status.backfill`` as this replica sees it: the newest request record, every replica's
+        counts for that request (its own from memory), and their totals."""
+        seen = self.observed.get("backfill")
+        seen = dict(seen) if isinstance(seen, Mapping) else None
+        record = self.backfill
+        if record is None or (
+            seen is not None and str(seen.get("updatedAt") or "") > str(record.get("updatedAt") or "")
+        ):
+            record = seen
+        if not record:
+            return None
+        record = {k: v for k, v in record.items() if k not in _BACKFILL_TOTALS and k != "counts"}
+        counts: dict[str, Any] = {}
+        for replica, entry in ((seen or {}).get("counts") or {}).items():
+            if isinstance(entry, Mapping) and entry.get("value") == record.get("value"):
+                counts[str(replica)] = dict(entry)
+        own = self.backfill_counts
+        if own and own.get("value") == record.get("value"):
+            counts[str(own["replica"])] = {k: v for k, v in own.items() if k != "replica"}
+        if record.get("phase") != "Invalid":
+            for total in _BACKFILL_TOTALS:
+                record[total] = sum(int(entry.get(total) or 0) for entry in counts.values())
+            record["counts"] = counts
+        return record
+
     breaker: dict[str, Any] | None = None
     """This replica's latest ``circuitBreaker`` record (see ``pyncette_operator.breaker``), or None."""
 
@@ -163,12 +196,7 @@ class TaskStatus:
         breaker = self.breaker_record()
         if breaker:
             out["circuitBreaker"] = breaker
-        backfill = self.backfill
-        seen_backfill = obs.get("backfill")
-        if isinstance(seen_backfill, Mapping) and (
-            backfill is None or str(seen_backfill.get("updatedAt") or "") > str(backfill.get("updatedAt") or "")
-        ):
-            backfill = dict(seen_backfill)
+        backfill = self.backfill_view()
         if backfill:
             out["backfill"] = backfill
         run_now = self.last_run_now or obs.get("lastRunNow")

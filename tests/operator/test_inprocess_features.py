@@ -336,3 +336,22 @@ async def test_a_concurrency_group_runs_at_most_max_active_and_queues_the_rest_i
     await until(lambda: condition(world, "c", "Waiting").get("status") == "False", "c no longer waiting")
     for pod in running():
         world.finish_pod(pod["metadata"]["name"])
+
+
+def test_backfill_counts_of_two_replicas_add_up_and_complete() -> None:
+    from pyncette_operator import backfill
+    from pyncette_operator.status import TaskStatus
+
+    now = T0
+    a, b = TaskStatus(), TaskStatus()
+    backfill.begin(a, "v", start=T0, end=T0, count=4, now=now)
+    b.observed = {"backfill": a.render(now)["backfill"]}
+    # Both replicas settle two runs each without seeing the other's writes in between.
+    assert not backfill.count(a, "v", "succeeded", replica="a", now=now)
+    assert not backfill.count(b, "v", "succeeded", replica="b", now=now)
+    assert not backfill.count(b, "v", "failed", replica="b", now=now)
+    assert not backfill.count(a, "v", "succeeded", replica="a", now=now)
+    b.observed = {"backfill": a.render(now)["backfill"]}  # b sees a's write: all four settled
+    assert backfill.complete_if_done(b, now=now)
+    view = b.render(now)["backfill"]
+    assert (view["succeeded"], view["failed"], view["phase"]) == (3, 1, "Completed")

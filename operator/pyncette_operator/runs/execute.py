@@ -98,7 +98,10 @@ class RunExecutor:
         stopping: asyncio.Event,
         pod_create_limiter: AsyncLimiter | None = None,
         groups: ConcurrencyGroups | None = None,
+        replica_id: str = "replica",
     ) -> None:
+        self._replica_id = replica_id
+        """This replica's name: its entry in ``status.backfill.counts``."""
         self._pod_create_limiter = pod_create_limiter
         self._groups = groups
         """``spec.concurrencyGroup`` slots in the shared backend (None: groups are not enforced)."""
@@ -213,6 +216,9 @@ class RunExecutor:
         if task.is_pod:
             slot = self._pods.slot(task, scheduled_at, "")
             if slot.succeeded is not None or slot.running is not None or slot.next_attempt > 0:
+                logger.info(
+                    "Backfill %s of %s: slot %s has a run already; skipped", value, task.key, format_time(scheduled_at)
+                )
                 self._backfill_count(task, value, "skipped")  # it has a run already (on schedule, or before)
                 return
         self._backfill_count(task, value, "started")
@@ -228,7 +234,7 @@ class RunExecutor:
 
     def _backfill_count(self, task: TaskSpec, value: str, what: str) -> None:
         state = self._status.state(task.namespace, task.name)
-        if backfill.count(state, value, what, now=self._mirror.ctx.clock.now()):
+        if backfill.count(state, value, what, replica=self._replica_id, now=self._mirror.ctx.clock.now()):
             done = backfill.record(state) or {}
             counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("succeeded", "failed", "skipped"))
             self._events.record(

@@ -1,5 +1,4 @@
-"""Three operator replicas: no leader, one Pod per scheduled slot, no run lost to kill -9 (slots that
-pass while a dead replica's lease holds collapse into the latest one, as for a CronJob)."""
+"""Three operator replicas on Redis: no leader, one Pod per scheduled slot, no slot lost to kill -9."""
 
 from __future__ import annotations
 
@@ -39,10 +38,14 @@ def shared_backend(request: pytest.FixtureRequest, k: Kubectl) -> str:
     return f"{base}?table=op_{abs(hash(k.namespace)) % 10**12}"
 
 
-def test_kill_a_replica_mid_run_loses_no_slot_and_duplicates_none(
+def test_kill_a_replica_mid_run_duplicates_none_and_misses_only_what_its_lease_held(
     k: Kubectl, start_operator: Any, shared_backend: str
 ) -> None:
+    """kill -9 of a replica with a run in flight: never a second Pod for a slot; the times its lease held
+    back are handled like any missed time (CronJob's rule: only the latest runs), counted and reported,
+    and nothing else is lost."""
     url = shared_backend
+    lease = datetime.timedelta(seconds=3)
     replicas = [start_operator("--namespace", k.namespace, backend=url, name=f"replica{i}") for i in range(3)]
     k.apply(
         ptask(
@@ -78,14 +81,18 @@ def test_kill_a_replica_mid_run_loses_no_slot_and_duplicates_none(
     duplicates = {slot: n for slot, n in counts.items() if n > 1}
     assert duplicates == {}, duplicates
     times = sorted(_t(s) for s in counts)
-    gaps = [(a, b) for a, b in itertools.pairwise(times) if b - a != datetime.timedelta(seconds=1)]
-    # The run in flight at the kill is not lost (adopted). Slots that pass while the dead replica's
-    # lease (3 s) still holds collapse into the latest one, as for a CronJob: a gap is only allowed
-    # there, and it is reported as missed.
-    window = (killed_at - datetime.timedelta(seconds=2), killed_at + datetime.timedelta(seconds=6))
-    assert all(window[0] <= a and b <= window[1] for a, b in gaps), (gaps, killed_at)
-    if gaps:
-        assert sum(op.metric("pyncette_operator_missed_schedules_total") for op in survivors) >= 1
+    second = datetime.timedelta(seconds=1)
+    missing = [a + second * i for a, b in itertools.pairwise(times) for i in range(1, (b - a) // second)]
+    # Only times the dead replica's lease held back may be missing (a little slack for clock edges).
+    window = (killed_at - 2 * second, killed_at + lease + 2 * second)
+    assert all(window[0] <= t <= window[1] for t in missing), (missing, window)
+    assert len(missing) < 5, missing
+
+    def reported() -> bool:
+        return sum(op.metrics().get("pyncette_operator_missed_schedules_total", 0) for op in survivors) >= len(missing)
+
+    wait_until(reported, timeout=30, what="the missed times counted")
+    assert sum(op.metrics().get("pyncette_operator_missed_schedules_total", 0) for op in survivors) == len(missing)
     assert all(op.alive() for op in survivors)
 
 

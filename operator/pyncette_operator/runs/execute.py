@@ -59,6 +59,7 @@ from pyncette_operator.runs.jitter import wait_for_start
 from pyncette_operator.runs.pod_runner import PodRunner
 from pyncette_operator.runs.pod_runner import RunAbandoned
 from pyncette_operator.runs.pod_runner import RunFailed
+from pyncette_operator.runs.pod_runner import SlotState
 from pyncette_operator.runs.pod_watch import PodTracker
 from pyncette_operator.runs.pods import PodView
 from pyncette_operator.spec import InvalidTask
@@ -140,11 +141,22 @@ class RunExecutor:
         now = clock.now()
         scheduled_at = context.scheduled_at.astimezone(datetime.UTC)
         skip = self._skip(context, task, scheduled_at, now) if run_now is None else None
-        # A skipped time whose Pod was created before the outage and still runs is followed instead
-        # (status, deadlines; never an orphan); committing it then moves the schedule to the latest time.
-        if skip is not None and not (task.is_pod and await self._started_already(task, scheduled_at)):
-            self._mirror.report_missed(task, *skip)
-            return
+        follow = False
+        if skip is not None and task.is_pod:
+            slot = await self._slot_after_sync(task, scheduled_at)
+            if slot.running is not None or slot.succeeded is not None or slot.next_attempt > 0:
+                # This time has a Pod (created before an outage, or by a replica that died): it was
+                # not missed, only the times after it that its lease held back.
+                missed, _, before = skip
+                skip = (missed - 1, scheduled_at, before)
+                # One still running is followed (status, deadlines; never an orphan); committing it
+                # then moves the schedule to the latest time.
+                follow = slot.running is not None
+        if skip is not None:
+            if skip[0] > 0:
+                self._mirror.report_missed(task, *skip)
+            if not follow:
+                return
         self._metrics.start_skew.observe(max(0.0, (now - scheduled_at).total_seconds()))
         next_time = None if run_now is not None else context.task.get_next_execution(now, scheduled_at)
         one_off = run_now is not None or task.execute_at is not None
@@ -269,13 +281,13 @@ class RunExecutor:
             return 1, just_before, now
         return None
 
-    async def _started_already(self, task: TaskSpec, scheduled_at: datetime.datetime) -> bool:
-        """Whether a Pod of this scheduled run is still running (after the first Pod LIST)."""
+    async def _slot_after_sync(self, task: TaskSpec, scheduled_at: datetime.datetime) -> SlotState:
+        """What the cluster says about this scheduled run's Pods (after the first Pod LIST)."""
         for _ in range(100):
             if self._tracker.synced or self._stopping.is_set():
                 break
             await asyncio.sleep(0.1)  # a replica that just started: its first LIST comes within seconds
-        return self._pods.slot(task, scheduled_at, "").running is not None
+        return self._pods.slot(task, scheduled_at, "")
 
     def _retries_allowed(self, context: Context, task: TaskSpec) -> int:
         """How many retries a failed scheduled run gets: backoffLimit, or none (Commit, AtMostOnce)."""

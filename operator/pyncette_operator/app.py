@@ -20,6 +20,7 @@ import datetime
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,6 +211,9 @@ class StartupError(Exception):
 class FatalError(Exception):
     """kopf or a core loop died while running (logged with its traceback; exit code 1)."""
 
+
+CREDENTIALS_GRACE_SECONDS = 30.0
+"""How long the API server may keep answering 401 before the operator gives up (exit 1)."""
 
 RESYNC_SETTLE_SECONDS = 1.0
 """After a watch restart, how long the re-list's events get to arrive before the LIST that repairs
@@ -523,7 +527,13 @@ class Operator:
         return check
 
     async def _resync_loop(self, kube: Kube, status: StatusWriter, namespaces: list[str] | None) -> None:
-        """LISTs run Pods after every watch restart (kopf re-lists) and every sweep interval."""
+        """LISTs run Pods after every watch restart (kopf re-lists) and every sweep interval.
+
+        Credentials the API server keeps rejecting (401 for ``CREDENTIALS_GRACE_SECONDS``: a revoked
+        or deleted ServiceAccount) end the operator with exit code 1, so that Kubernetes restarts it
+        with fresh ones; kopf's own watches would notice only when they reconnect, up to an hour later.
+        """
+        rejected_since: float | None = None
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.resync_requested.wait(), timeout=self.settings.sweep_interval)
@@ -536,7 +546,18 @@ class Operator:
                 )
                 if self.executor is not None:
                     await self.executor.enforce_deadlines()
+                rejected_since = None
             except Exception as e:
+                if getattr(e, "status", None) == 401:
+                    now = time.monotonic()
+                    rejected_since = now if rejected_since is None else rejected_since
+                    if now - rejected_since >= CREDENTIALS_GRACE_SECONDS:
+                        raise RuntimeError(
+                            f"the API server has rejected our credentials for {CREDENTIALS_GRACE_SECONDS:.0f} s "
+                            "(401 Unauthorized): restart with valid ones"
+                        ) from None
+                else:
+                    rejected_since = None
                 logger.warning("Listing run Pods failed (retrying): %s", api_error_message(e))
                 self.resync_requested.set()
                 await asyncio.sleep(DIRTY_RETRY_SECONDS)

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run run-stop run-library test test-unit test-all lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e compat-1x clean image registry-up registry-down skaffold e2e-node
+.PHONY: help venv run run-stop run-library test test-unit lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e compat-1x clean image registry-up registry-down skaffold e2e-node
 
 help:
 	@echo "make run            - local cluster + CRD + operator on embedded SQLite + a sample task, show its runs"

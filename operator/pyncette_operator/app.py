@@ -436,6 +436,7 @@ class Operator:
     @staticmethod
     def _take_signals(signalled: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        _quiet_kopf_stream_closing(loop)
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, Operator._on_signal, signalled, signum)
@@ -570,3 +571,22 @@ class Operator:
                 await action()
             except Exception as e:
                 logger.warning("The %s loop failed (retrying in %ss): %s", name, seconds, e)
+
+
+def _quiet_kopf_stream_closing(loop: asyncio.AbstractEventLoop) -> None:
+    """At shutdown asyncio closes kopf's still-open watch streams (async generators), and kopf's
+    ``streaming_block`` answers the close with "generator didn't stop after athrow()": a traceback
+    on every clean SIGTERM that means nothing. Only that one message goes to DEBUG."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        asyncgen = context.get("asyncgen")
+        if asyncgen is not None and getattr(asyncgen, "__qualname__", "") == "infinite_watch":
+            logger.debug("kopf's watch stream closed at shutdown: %r", context.get("exception"))
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

@@ -194,6 +194,8 @@ def test_sigterm_hands_running_pods_to_the_other_replica_at_once(
 
     victim = wait_until(owner, timeout=60, what="the replica waiting for the Pod")
     [other] = [op for op in replicas if op is not victim]
+    # A run counts as started just before its Pod is created: wait for the Pod itself.
+    wait_until(lambda: len(k.pods("handover")) >= 1, timeout=30, what="the run's Pod")
     pods_before = {p["metadata"]["name"] for p in k.pods("handover")}
     started = time.monotonic()
     victim.stop()

@@ -13,7 +13,6 @@ pyncette 1.x only allowed on the template.
 from __future__ import annotations
 
 import datetime
-import functools
 import hashlib
 import json
 from collections.abc import Awaitable
@@ -381,7 +380,7 @@ class Task:
         instance.interval = interval_td
         instance.execute_at = execute_at_dt
         instance.timezone = timezone
-        instance.cron_expressions = () if schedule is None else _trusted_cron(schedule, name, timezone)
+        instance.cron_expressions = () if schedule is None else instance._resolve_cron(schedule)
         return instance
 
     def __call__(self, context: Context) -> Awaitable[None]:
@@ -407,28 +406,6 @@ def _aware_datetime(value: Any, field: str, *, aware: bool = False) -> datetime.
     if aware and parsed.tzinfo is None:
         raise ValueError(f"{field}: expected a time with a UTC offset, got {value!r}")
     return parsed
-
-
-@functools.lru_cache(maxsize=4096)
-def _checked_cron(expression: str, timezone: str | None) -> None:
-    """``check_cron``, once per distinct expression and zone (stored specs repeat a few of them)."""
-    check_cron(expression, timezone)
-
-
-def _trusted_cron(schedule: Any, name: str, timezone: str | None) -> tuple[str, ...]:
-    """The cron expressions of a stored spec as they run (``H`` resolved from ``name``)."""
-    expressions = [schedule] if isinstance(schedule, str) else schedule
-    if not isinstance(expressions, list) or not expressions or not all(isinstance(e, str) for e in expressions):
-        raise ValueError(f"task {name!r}: schedule: expected a cron expression or a list of them, got {schedule!r}")
-    resolved: dict[str, None] = {}
-    for expression in expressions:
-        concrete = spread_cron(expression, name)
-        try:
-            _checked_cron(concrete, timezone)
-        except ValueError as e:
-            raise InvalidCronError(f"task {name!r}: schedule: {e}") from None
-        resolved[concrete] = None
-    return tuple(resolved)
 
 
 def _default_partition_selector(partition_count: int, task_id: str) -> int:

@@ -30,6 +30,7 @@ import datetime
 import logging
 from collections.abc import Awaitable
 from collections.abc import Callable
+from collections.abc import Coroutine
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import replace
@@ -43,6 +44,7 @@ from pyncette.clock import Clock
 from pyncette.deadline import bounded
 from pyncette.errors import LeaseLostException
 from pyncette.errors import PyncetteException
+from pyncette.executor import DefaultExecutor
 from pyncette.model import Context
 from pyncette.model import ContinuationToken
 from pyncette.model import ExecutionMode
@@ -372,8 +374,7 @@ class PyncetteContext:
                 self._last_tick = now
 
                 self._enter(_STARTING_TASKS)
-                for execution in batch.executions:
-                    await self._spawn(execution, now)
+                await self._start_all(batch.executions, now)
                 if batch.has_more:
                     await asyncio.sleep(0)  # let the spawned executions start before leasing more
                     continue
@@ -450,9 +451,26 @@ class PyncetteContext:
 
     # ---- executing one leased entry ----
 
-    async def _spawn(self, execution: LeasedExecution, now: datetime.datetime) -> None:
+    def _fast_start(self) -> Callable[[Coroutine[Any, Any, None]], None] | None:
+        """``DefaultExecutor.start`` when the executor is ours (or a subclass keeping our spawn_task)."""
+        executor = self._executor
+        if isinstance(executor, DefaultExecutor) and type(executor).spawn_task is DefaultExecutor.spawn_task:
+            return executor.start
+        return None
+
+    async def _start_all(self, executions: Sequence[LeasedExecution], now: datetime.datetime) -> None:
+        """Starts a leased batch: directly while the executor has a free slot, else through ``spawn_task``."""
+        start = self._fast_start()
+        for execution in executions:
+            if start is not None and self._executor.free_slots() > 0:
+                run = self._begin(execution, now)
+                start(self._execute(run))
+            else:
+                await self._spawn(execution, now)
+
+    def _begin(self, execution: LeasedExecution, now: datetime.datetime) -> _Run:
+        """What happens before an execution starts, on every path."""
         task = execution.task
-        run = _Run(execution, now)
         if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
             # Its schedule already moved forward when it was leased.
             try:
@@ -464,6 +482,10 @@ class PyncetteContext:
         logger.debug("Executing task %s scheduled at %s", task, execution.scheduled_at)
         self._running += 1
         self._idle.clear()
+        return _Run(execution, now)
+
+    async def _spawn(self, execution: LeasedExecution, now: datetime.datetime) -> None:
+        run = self._begin(execution, now)
         try:
             await self._executor.spawn_task(self._execute(run))
         except BaseException:
@@ -478,13 +500,15 @@ class PyncetteContext:
     def _populate_context(self, run: _Run) -> Context:
         assert self._root_context is not None
         execution = run.execution
+        task = execution.task
         context = Context.__new__(Context)
-        context.__dict__.update(self._root_context.__dict__)
-        context.task = execution.task
-        zone = resolve_timezone(execution.task.timezone)
-        context.scheduled_at = execution.scheduled_at.astimezone(zone)
-        context.args = dict(execution.task.extra_args)
-        context._lease = execution.lease
+        context.__dict__ = {
+            **self._root_context.__dict__,
+            "task": task,
+            "scheduled_at": execution.scheduled_at.astimezone(resolve_timezone(task.timezone)),
+            "args": dict(task.extra_args),
+            "_lease": execution.lease,
+        }
         context.heartbeat = partial(self._heartbeat, run, context)
         return context
 
@@ -508,11 +532,15 @@ class PyncetteContext:
         try:
             task = run.execution.task
             context = self._populate_context(run)
-            call: Callable[[], Awaitable[None]] = partial(task, context)
-            for middleware in reversed(self._app._middlewares):
-                call = partial(middleware, context, call)
+            middlewares = self._app._middlewares
             try:
-                await call()
+                if middlewares:
+                    call: Callable[[], Awaitable[None]] = partial(task, context)
+                    for middleware in reversed(middlewares):
+                        call = partial(middleware, context, call)
+                    await call()
+                else:
+                    await task(context)
             except Exception as e:
                 logger.warning("Task %s failed", task, exc_info=e)
                 succeeded = False

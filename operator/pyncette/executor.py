@@ -8,6 +8,15 @@ skipped). An executor without ``free_slots`` is assumed to take a whole batch at
 
 Leaving the context waits for the running executions, or cancels them if the block is being
 cancelled.
+
+``DefaultExecutor.start`` is the main loop's fast path (no coroutine per hand-over, no done
+callback per execution: the bookkeeping runs in the execution's own ``finally``). On Python 3.12+
+an execution is started eagerly: its body runs at once, as the current task of a Task created with
+``eager_start``, and never touches the event loop's queue unless it suspends. Python 3.11 has no
+eager start; there, driving the body's first step by hand would run it while ``current_task()`` is
+the main loop's task, so ``asyncio.timeout``, ``TaskGroup`` and libraries that key state by the
+current task (anyio, hence httpx) would bind to the wrong task. So on 3.11 every execution gets its
+own Task, created directly, and the only thing saved is the rest.
 """
 
 from __future__ import annotations
@@ -15,13 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY_LIMIT = 100
+# Python 3.12+: asyncio.Task(..., eager_start=True) runs the first step at once (see the module docstring).
+_EAGER_START = sys.version_info >= (3, 12)
 
 
 class SynchronousExecutor(contextlib.AbstractAsyncContextManager["SynchronousExecutor"]):
@@ -105,6 +118,36 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
         running = asyncio.ensure_future(task)
         self._tasks.add(running)
         running.add_done_callback(self._finished)
+
+    def start(self, execution: Coroutine[Any, Any, None]) -> None:
+        """Starts ``execution`` now, without waiting: the caller has seen ``free_slots() > 0``.
+
+        Like ``spawn_task`` but with no coroutine of its own and no done callback; on Python 3.12+
+        the execution runs eagerly up to its first suspension (a body that never suspends is done
+        when this returns and takes no slot at all).
+        """
+        loop = asyncio.get_running_loop()
+        if _EAGER_START:
+            running: asyncio.Task[None] = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
+                self._guarded(execution), loop=loop, eager_start=True
+            )
+            if running.done():
+                return
+        else:
+            running = loop.create_task(self._guarded(execution))
+        self._tasks.add(running)
+
+    async def _guarded(self, execution: Coroutine[Any, Any, None]) -> None:
+        """Runs one execution started by ``start``; frees its slot when it ends, however it ends."""
+        try:
+            await execution
+        except Exception as e:
+            logger.error("Execution crashed outside of the task body", exc_info=e)
+        finally:
+            current = asyncio.current_task()
+            if current is not None:
+                self._tasks.discard(current)
+            self._slot_freed.set()
 
     def _finished(self, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)

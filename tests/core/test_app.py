@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime
 import itertools
 import logging
@@ -271,6 +272,46 @@ async def test_cancelling_run_cancels_running_tasks(make_app: Callable[..., Pync
             loop.cancel()
             await loop
     assert cancelled == [True]
+
+
+_VISITS: contextvars.ContextVar[int] = contextvars.ContextVar("visits", default=0)
+
+
+async def test_each_execution_is_its_own_task_with_its_own_context(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    """Bodies may rely on asyncio's task semantics: ``current_task()`` is theirs (so ``asyncio.timeout``
+    cancels the body, never the main loop), and context variables they set stay theirs."""
+    app = make_app()
+    seen: list[tuple[str, int, bool]] = []
+    timed_out: list[str] = []
+    loop_task: asyncio.Task[None] | None = None
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        visits = _VISITS.get() + 1
+        _VISITS.set(visits)  # a body that leaked its context would make the next one count 2
+        seen.append((context.task.name, visits, asyncio.current_task() is not loop_task))
+        if context.args.get("stuck"):
+            try:
+                async with asyncio.timeout(0.01):  # real time: the body waits on nothing else
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                timed_out.append(context.task.name)
+
+    async with app.create() as ctx:
+        loop_task = asyncio.create_task(ctx.run())
+        await FakeClock._settle()
+        for name in ("a", "b", "c"):
+            await ctx.schedule_task(job, name, execute_at=at(1), stuck=name == "b")
+        await clock.advance(seconds=1)
+        await eventually(lambda: timed_out == ["b"] and not ctx._running)
+        assert not loop_task.done()  # the timeout hit the body, not the loop
+        assert _VISITS.get() == 0
+        ctx.shutdown()
+        await asyncio.wait_for(loop_task, 10)
+
+    assert sorted(seen) == [("a", 1, True), ("b", 1, True), ("c", 1, True)]
 
 
 async def test_synchronous_executor_runs_one_at_a_time(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:

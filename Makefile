@@ -52,8 +52,10 @@ test-unit: venv
 	$(VENV)/bin/pytest -m "not cluster and not services" $(PYTEST_ARGS)
 
 # The real-node tests (marker node) run in test-node, on a node make test does not bring up.
-test: venv lint services-up cluster-up
-	$(VENV)/bin/pytest -m "not node" $(PYTEST_ARGS)
+# Library tests first while a fresh machine builds the control plane, then the cluster tests, both in
+# parallel workers, then the exclusive ones alone (hack/test.sh; PYNCETTE_TEST_WORKERS=0: one process).
+test: venv lint services-up
+	bash hack/test.sh $(PYTEST_ARGS)
 
 e2e: venv cluster-up
 	$(VENV)/bin/pytest e2e -m "not node" $(PYTEST_ARGS)

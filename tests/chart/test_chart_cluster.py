@@ -352,6 +352,7 @@ def _foreign_tasks(cluster: Any, own: set[str]) -> int:
     return sum(1 for t in tasks if t["metadata"]["namespace"] in active - own)
 
 
+@pytest.mark.exclusive  # its operator would take on the tasks of tests running beside it
 def test_cluster_wide_operator_runs_tasks_in_every_namespace(
     kube_cluster: Any,
     kube_namespace: str,

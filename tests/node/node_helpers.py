@@ -40,11 +40,25 @@ def node_log_tails(lines: int = 30) -> str:
 
 def bring_up() -> None:
     """``hack/node/up.sh`` (idempotent; it also starts the registry and pushes the images); fails the
-    test with the output and the node's log tails if the node does not come up."""
-    proc = run_script("hack/node/up.sh")
-    if proc.returncode != 0:
+    test with the script's output and the node's log tails if the node does not come up in time.
+
+    The script's own output goes to .cluster/logs/node-up-test.log as it runs, so a run that hangs
+    still shows how far it got (pytest-timeout would otherwise end it without a word)."""
+    log = LOG_DIR / "node-up-test.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # Inside the test's own timeout (pytest's `timeout`, 300 s), so the failure below is reported.
+    timeout = min(NODE_UP_TIMEOUT, 270.0)
+    with log.open("w") as out:
+        try:
+            returncode = subprocess.run(
+                ["bash", "hack/node/up.sh"], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            returncode = None
+    if returncode != 0:
+        what = f"did not finish in {timeout:.0f}s" if returncode is None else f"failed ({returncode})"
         pytest.fail(
-            f"bash hack/node/up.sh failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}\n{node_log_tails()}",
+            f"bash hack/node/up.sh {what}:\n{log.read_text(errors='replace')[-4000:]}\n{node_log_tails()}",
             pytrace=False,
         )
 

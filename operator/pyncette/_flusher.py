@@ -17,12 +17,11 @@ shutdown the remaining results get one last attempt; nothing waits for a backend
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
+from typing import NamedTuple
 
 from pyncette.clock import Clock
 from pyncette.deadline import DEFAULT_BACKEND_TIMEOUT
@@ -38,8 +37,9 @@ _FIRST_BACKOFF = datetime.timedelta(milliseconds=50)
 _MAX_BACKOFF = datetime.timedelta(seconds=2)
 
 
-@dataclass(frozen=True)
-class _Result:
+class _Result(NamedTuple):
+    """A queued result (a tuple: one is made per execution, so it is kept cheap)."""
+
     execution: LeasedExecution
     expires_at: datetime.datetime | None  # when its lease runs out; None: unknown (not retried)
 
@@ -179,12 +179,17 @@ class ResultFlusher:
             return problem
         if not commit:
             return None
+        # Only a hint for the main loop's sleep (the backend holds the truth): the earliest next time.
+        earliest: datetime.datetime | None = None
         for execution in executions:
-            # Only a hint for the main loop's sleep; the backend holds the truth.
-            with contextlib.suppress(Exception):
+            try:
                 due = execution.task.get_next_execution(now, execution.scheduled_at)
-                if due is not None:
-                    self._on_next_due(due)
+            except Exception:
+                due = None  # the backend reported it when it could not move the entry
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+        if earliest is not None:
+            self._on_next_due(earliest)
         return None
 
     @staticmethod

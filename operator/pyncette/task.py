@@ -41,6 +41,9 @@ _OVERRIDE_FIELDS = ("fast_forward", "execution_mode", "failure_mode", "lease_dur
 _RESOLUTION = datetime.timedelta(microseconds=1)
 # How many rebuilt instances a template remembers (see ``instantiate_from_spec``).
 _SPEC_CACHE_SIZE = 10_000
+# Stored mode names (``ExecutionMode[name]`` is a Python-level call; a KeyError reads the same).
+_EXECUTION_MODES = ExecutionMode.__members__
+_FAILURE_MODES = FailureMode.__members__
 
 
 class Task:
@@ -354,11 +357,14 @@ class Task:
         fast_forward = spec.get("fast_forward")
         instance.fast_forward = self.fast_forward if fast_forward is None else bool(fast_forward)
         mode = spec.get("execution_mode")
-        instance.execution_mode = ExecutionMode[mode] if mode else self.execution_mode
+        instance.execution_mode = _EXECUTION_MODES[mode] if mode else self.execution_mode
         failure = spec.get("failure_mode")
-        instance.failure_mode = FailureMode[failure] if failure else self.failure_mode
+        instance.failure_mode = _FAILURE_MODES[failure] if failure else self.failure_mode
         lease = spec.get("lease_duration")
-        instance.lease_duration = self.lease_duration if lease is None else _positive_seconds(lease, "lease_duration")
+        if lease is None or (lease.__class__ is float and lease == self.lease_duration.total_seconds()):
+            instance.lease_duration = self.lease_duration  # the usual case: no timedelta per instance
+        else:
+            instance.lease_duration = _positive_seconds(lease, "lease_duration")
         instance.catch_up_latest = bool(spec.get("catch_up_latest")) or self.catch_up_latest
         anchor = spec.get("anchor")
         instance.anchor = self.anchor if not anchor else _aware_datetime(anchor, "anchor", aware=True)

@@ -198,7 +198,7 @@ class RedisRepository(BatchRepository):
         if parked:  # one more call, only when a batch met a quarantined entry
             await self._scripts.park(args=[self._prefix, token, PARKED, *parked])
         if at_most_once:
-            committed = await self._commit(utc_now, at_most_once)
+            committed = await self._commit(utc_now, held(at_most_once))
             for execution, done, next_at in committed:
                 if done:
                     batch.executions.append(LeasedExecution(execution.task, execution.scheduled_at, None))
@@ -207,33 +207,38 @@ class RedisRepository(BatchRepository):
         return batch
 
     async def _commit(
-        self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
+        self, utc_now: datetime.datetime, leases: Sequence[tuple[LeasedExecution, str]]
     ) -> list[tuple[LeasedExecution, bool, datetime.datetime | None]]:
-        """Moves leased entries to their next time in one call; reports which leases were still held.
+        """Moves leased entries (with their lease tokens) to their next time in one call; reports
+        which leases were still held.
 
         An entry whose next time cannot be computed is left leased (``kit.next_time``): not done."""
         keys: dict[str, int] = {}
+        key_of: dict[int, int] = {}  # id(owner) -> its key number, so each key is built once per call
         items: list[list[Any]] = []
         movable: list[tuple[LeasedExecution, datetime.datetime | None]] = []
-        for execution, token in held(executions):
+        for execution, token in leases:
             ok, next_at = next_time(execution.task, utc_now, execution.scheduled_at)
             if not ok:
                 continue
             movable.append((execution, next_at))
-            key = keys.setdefault(self._index_key(self._owner(execution.task)), len(keys) + 1)
+            owner = self._owner(execution.task)
+            key = key_of.get(id(owner))
+            if key is None:
+                key = key_of[id(owner)] = keys.setdefault(self._index_key(owner), len(keys) + 1)
             next_text = str(_to_us(next_at)) if next_at is not None else ""
             items.append([key, execution.task.canonical_name, token, next_text])
         if not items:
-            return [(e, False, None) for e in executions]
+            return [(e, False, None) for e, _ in leases]
         flags = await self._scripts.commit(keys=list(keys), args=[self._prefix, json.dumps(items)])
         done = {id(e): (f == "1", n) for (e, n), f in zip(movable, _text(flags), strict=True)}
-        return [(e, *done.get(id(e), (False, None))) for e in executions]
+        return [(e, *done.get(id(e), (False, None))) for e, _ in leases]
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        leased = [e for e, _ in to_commit(executions)]
-        if not leased:
+        leases = to_commit(executions)
+        if not leases:
             return
-        for execution, done, _ in await self._commit(utc_now, leased):
+        for execution, done, _ in await self._commit(utc_now, leases):
             if not done:
                 logger.info("Not committing %s: the lease was lost", execution.task)
 
@@ -330,7 +335,7 @@ class RedisRepository(BatchRepository):
             return PollResponse(outcome, scheduled_at, None)
         execution = LeasedExecution(task, scheduled_at, Lease(TokenLease(_text(token), scheduled_at)))
         if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
-            [(_, done, _)] = await self._commit(utc_now, [execution])
+            [(_, done, _)] = await self._commit(utc_now, [(execution, _text(token))])
             return PollResponse(ResultType.READY if done else ResultType.LOCKED, scheduled_at, None)
         return PollResponse(outcome, scheduled_at, execution.lease)
 

@@ -110,9 +110,17 @@ def run_worker(argv: list[str], *, callgrind: pathlib.Path | None) -> dict[str, 
     return parsed
 
 
-def measure(backend: str, n: int, batch_size: int, *, callgrind: pathlib.Path | None, workdir: pathlib.Path) -> Any:
+def measure(
+    backend: str,
+    n: int,
+    batch_size: int,
+    *,
+    callgrind: pathlib.Path | None,
+    workdir: pathlib.Path,
+    extra: dict[str, Any],
+) -> Any:
     run_id = "".join(random.choices(string.ascii_lowercase, k=10))
-    config = backend_config(backend, workdir, run_id)
+    config = {**backend_config(backend, workdir, run_id), **extra}
     populate(backend, config, n, batch_size)
     argv = ["--child", "--backend", backend, "-n", str(n), "--batch-size", str(batch_size), "--config"]
     return run_worker([*argv, json.dumps(config)], callgrind=callgrind)
@@ -123,6 +131,7 @@ def main() -> None:
     parser.add_argument("--backend", default="redis", help="a backend of throughput.py, not memory (default redis)")
     parser.add_argument("-n", "--instances", type=int, default=4000, help="N: due one-offs drained per run")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--concurrency-limit", type=int, help="the app's concurrency_limit (default: the app's, 100)")
     parser.add_argument("--callgrind", action="store_true", help="also count instructions per execution (valgrind)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -136,9 +145,10 @@ def main() -> None:
         return
 
     n = options.instances
+    extra = {"concurrency_limit": options.concurrency_limit} if options.concurrency_limit else {}
     with tempfile.TemporaryDirectory(prefix="pyncette-cost-") as tmp:
         workdir = pathlib.Path(tmp)
-        plain = measure(options.backend, n, options.batch_size, callgrind=None, workdir=workdir)
+        plain = measure(options.backend, n, options.batch_size, callgrind=None, workdir=workdir, extra=extra)
         report = {
             "backend": options.backend,
             "n": n,
@@ -146,9 +156,16 @@ def main() -> None:
             "wall_exec_per_s": round(n / plain["wall_s"]),
         }
         if options.callgrind:
-            small = measure(options.backend, n, options.batch_size, callgrind=workdir / "small.out", workdir=workdir)
+            small = measure(
+                options.backend, n, options.batch_size, callgrind=workdir / "small.out", workdir=workdir, extra=extra
+            )
             large = measure(
-                options.backend, 5 * n, options.batch_size, callgrind=workdir / "large.out", workdir=workdir
+                options.backend,
+                5 * n,
+                options.batch_size,
+                callgrind=workdir / "large.out",
+                workdir=workdir,
+                extra=extra,
             )
             if small["instructions"] and large["instructions"]:
                 report["instructions_per_execution"] = round((large["instructions"] - small["instructions"]) / (4 * n))

@@ -345,16 +345,25 @@ class PyncetteContext:
         outage: str | None = None
         backoff = datetime.timedelta()
 
+        # The next lease, already sent while the current batch runs (see _lease_ahead), and its "now".
+        ahead: asyncio.Task[LeaseBatch] | None = None
+        ahead_now = self._clock.now()
         try:
-            while not self._shutting_down.is_set():
-                if not await self._wait_for_capacity():
-                    break
-                limit = min(self._app._batch_size, self._free_slots())
-                self._hint = None  # everything learned so far is covered by this poll
-                self._enter(_POLLING)
-                now = self._clock.now()
+            while True:
+                if ahead is None:
+                    if self._shutting_down.is_set() or not await self._wait_for_capacity():
+                        break
+                    limit = min(self._app._batch_size, self._free_slots())
+                    self._hint = None  # everything learned so far is covered by this poll
+                    self._enter(_POLLING)
+                    now = self._clock.now()
+                    lease: Awaitable[LeaseBatch] = self._tick(now, tasks, limit)
+                else:
+                    # Sent before shutdown or not, what it leased is started: nothing leased is left idle.
+                    self._enter(_POLLING)
+                    now, lease, ahead = ahead_now, ahead, None
                 try:
-                    batch = await self._tick(now, tasks, limit)
+                    batch = await lease
                 except Exception as e:
                     problem = f"{type(e).__name__}: {e}"
                     if outage is None:
@@ -373,15 +382,41 @@ class PyncetteContext:
                 self._outage = None
                 self._last_tick = now
 
+                if batch.has_more:
+                    ahead_now = self._clock.now()
+                    ahead = self._lease_ahead(ahead_now, tasks, starting=len(batch.executions))
                 self._enter(_STARTING_TASKS)
                 await self._start_all(batch.executions, now)
                 if batch.has_more:
-                    await asyncio.sleep(0)  # let the spawned executions start before leasing more
+                    if ahead is None:
+                        await asyncio.sleep(0)  # let the started executions run before leasing more
                     continue
                 self._enter(_SLEEPING)
                 await self._sleep_until_due(now, batch.next_due_at)
         finally:
+            if ahead is not None:  # only if run() itself is cancelled between sending and awaiting it
+                ahead.cancel()
             self._enter(_STOPPED)
+
+    def _lease_ahead(
+        self, now: datetime.datetime, tasks: Sequence[Task], *, starting: int
+    ) -> asyncio.Task[LeaseBatch] | None:
+        """While draining (the last lease hit its limit), sends the next lease before the batch it
+        returned starts, so that the backend works on it while this process runs that batch and
+        commits the one before: the round trip overlaps the work instead of following it.
+
+        It leases at most the slots that stay free once the ``starting`` executions of the current
+        batch have started, so whatever it returns can start at once even if none of the current
+        batch has finished by then. None (lease after the batch, as usual) when no slot would be
+        free or the app is stopping.
+        """
+        if self._shutting_down.is_set() or getattr(self._executor, "free_slots", None) is None:
+            return None
+        limit = min(self._app._batch_size, self._free_slots() - starting)
+        if limit <= 0:
+            return None
+        self._hint = None  # everything learned so far is covered by this poll
+        return asyncio.ensure_future(self._tick(now, tasks, limit))
 
     async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
         """One poll: leases up to ``limit`` due entries in one round trip."""

@@ -197,6 +197,52 @@ async def test_concurrency_limit_is_respected_and_nothing_extra_is_leased(
     assert peak == 2
 
 
+async def test_next_lease_goes_out_before_the_batch_runs_when_slots_allow(
+    make_app: Callable[..., Pyncette], clock: FakeClock
+) -> None:
+    """While draining, the next lease is sent before the leased batch starts (its round trip overlaps
+    the batch), for no more than the slots left free by that batch: all of it starts at once."""
+    started: list[str] = []
+    release = asyncio.Event()
+
+    class Probe(RecordingRepository):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started_at_lease: list[int] = []
+
+        async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
+            self.started_at_lease.append(len(started))
+            return await super().lease_due(utc_now, tasks, limit=limit)
+
+    repository = Probe()
+    app = make_app(repository_factory=recording(repository), concurrency_limit=5, batch_size=2)
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        started.append(context.task.name)
+        await release.wait()
+
+    async with running(app) as ctx:
+        for i in range(7):
+            await ctx.schedule_task(job, f"j{i}", execute_at=at(1))
+        repository.lease_limits.clear()
+        repository.started_at_lease.clear()
+        try:
+            await clock.advance(seconds=1)
+            await eventually(lambda: len(started) == 5)
+            locked = [state for state in (await ctx.list_tasks(job)).tasks if state.locked_until is not None]
+        finally:
+            release.set()  # a failed assertion must not leave the app waiting for the bodies
+        # 2 leased with 5 slots free; the next 2 went out before those started (3 slots left), then
+        # 1 (the last free slot) before the second pair started; then nothing until a slot frees.
+        assert repository.lease_limits[:3] == [2, 2, 1]
+        assert repository.started_at_lease[:3] == [0, 0, 2]
+        assert len(locked) == 5
+        await eventually(lambda: len(started) == 7 and not ctx._running)
+
+    assert sorted(started) == [f"j{i}" for i in range(7)]
+
+
 async def test_shutdown_lets_running_tasks_finish_and_flushes_their_commits(
     make_app: Callable[..., Pyncette], clock: FakeClock
 ) -> None:

@@ -68,7 +68,7 @@ class SynchronousExecutor(contextlib.AbstractAsyncContextManager["SynchronousExe
 class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"]):
     """Runs executions as asyncio tasks, at most ``concurrency_limit`` (default 100) at a time."""
 
-    _tasks: set[asyncio.Future[None]]
+    _tasks: dict[object, asyncio.Future[None]]  # running executions, by their coroutine (or future)
     _limit: int
     _slot_freed: asyncio.Event
 
@@ -77,7 +77,7 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"concurrency_limit: must be an integer >= 1, got {limit!r}")
         self._limit = limit
-        self._tasks = set()
+        self._tasks = {}
         self._slot_freed = asyncio.Event()
 
     async def __aenter__(self) -> DefaultExecutor:
@@ -93,10 +93,10 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
             return
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             logger.warning("Cancelling %d running task(s).", len(self._tasks))
-            for task in self._tasks:
+            for task in self._tasks.values():
                 task.cancel()
         logger.info("Waiting for %d running task(s) to finish.", len(self._tasks))
-        await asyncio.wait(list(self._tasks))
+        await asyncio.wait(list(self._tasks.values()))
 
     @property
     def concurrency_limit(self) -> int:
@@ -116,7 +116,7 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
         """Starts ``task`` in the background (waiting for a free slot first, like 1.x)."""
         await self.wait_for_free_slot()
         running = asyncio.ensure_future(task)
-        self._tasks.add(running)
+        self._tasks[running] = running
         running.add_done_callback(self._finished)
 
     def start(self, execution: Coroutine[Any, Any, None]) -> None:
@@ -135,7 +135,7 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
                 return
         else:
             running = loop.create_task(self._guarded(execution))
-        self._tasks.add(running)
+        self._tasks[execution] = running
 
     async def _guarded(self, execution: Coroutine[Any, Any, None]) -> None:
         """Runs one execution started by ``start``; frees its slot when it ends, however it ends."""
@@ -144,13 +144,11 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
         except Exception as e:
             logger.error("Execution crashed outside of the task body", exc_info=e)
         finally:
-            current = asyncio.current_task()
-            if current is not None:
-                self._tasks.discard(current)
+            self._tasks.pop(execution, None)
             self._slot_freed.set()
 
     def _finished(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error("Execution crashed outside of the task body", exc_info=task.exception())

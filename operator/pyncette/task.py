@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 from collections.abc import Awaitable
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
@@ -321,7 +322,7 @@ class Task:
         (``execute_at``) run once and are not remembered. Instances are never mutated in use,
         which makes sharing them safe.
         """
-        spec: dict[str, Any] = json.loads(task_spec) if isinstance(task_spec, str) else task_spec
+        spec: dict[str, Any] = _parse_spec(task_spec) if isinstance(task_spec, str) else task_spec
         if spec.get("execute_at") is not None:
             return self._rebuild(spec)
         cache = self._spec_cache
@@ -397,6 +398,22 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.canonical_name}>"
+
+
+# The JSON decoder's scanner: one C call for a spec as we write it, without json.loads' wrappers.
+_SCAN_JSON: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _parse_spec(text: str) -> Any:
+    """A stored spec's JSON text, parsed; anything unusual (whitespace, errors) goes through
+    ``json.loads``, so a broken spec fails with json's own message."""
+    try:
+        value, end = _SCAN_JSON(text, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 def _positive_seconds(value: Any, field: str) -> datetime.timedelta:

@@ -184,12 +184,17 @@ def _exists(wall: datetime.datetime, zone: datetime.tzinfo) -> bool:
     return there_and_back == wall
 
 
+@functools.lru_cache(maxsize=4096)
 def next_cron_time(expression: str, after: datetime.datetime, timezone: str | None) -> datetime.datetime | None:
     """The first time strictly after ``after`` that matches ``expression`` in ``timezone`` (UTC result).
 
     The expression is matched against naive wall-clock times of the zone; a wall-clock time that
     does not exist (clocks went forward) is skipped, and one that exists twice (clocks went back)
     is taken at its first occurrence only.
+
+    Remembered (a pure function of its arguments): one execution asks for the same next time
+    where its entry is moved forward and again for the main loop's wake-up hint, and croniter takes
+    a few hundred microseconds to answer.
     """
     zone = resolve_timezone(timezone)
     after_utc = after.astimezone(UTC)

@@ -281,3 +281,25 @@ async def test_a_recurring_instance_is_leased_with_its_current_spec(repo: RedisR
     await repo.register_task(NOW + 2 * every, tpl.instantiate("job", interval=every, colour="blue"), force=True)
     third = await repo.lease_due(NOW + 4 * every, [tpl], limit=10)
     assert [e.task.extra_args for e in third.executions] == [{"colour": "blue"}]
+
+
+async def test_specs_that_are_not_text_or_not_ascii_spoil_only_their_row(
+    repo: RedisRepository, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Specs come back as stored, cut apart by byte length: multi-byte text stays intact around a
+    spec that is not UTF-8 at all, which is quarantined alone."""
+    tpl = template()
+    names = ["ascii", "grüße", "bytes", "日本"]
+    await repo.register_tasks(NOW, [tpl.instantiate(n, execute_at=NOW, note=f"{n} ✓") for n in names])
+    await repo._client.hset(f"pyncette:{namespace}:e:tpl:bytes", "spec", b'{"name": "bytes", \xff\xfe}')
+
+    batch = await repo.lease_due(NOW, [tpl], limit=10)
+
+    assert sorted((e.task.name, e.task.extra_args["note"]) for e in batch.executions) == [
+        ("ascii", "ascii ✓"),
+        ("grüße", "grüße ✓"),
+        ("日本", "日本 ✓"),
+    ]
+    assert "task 'tpl:bytes': its stored spec is not UTF-8 text" in caplog.text
+    [state] = [s for s in (await repo.list_task_states(NOW, tpl)).tasks if s.task.name == "bytes"]
+    assert state.problem is not None

@@ -168,9 +168,10 @@ class RedisRepository(BatchRepository):
             initial = str(_to_us(first)) if first is not None else ""
             args += [static_name, initial, task.lease_duration // _MICROSECOND]
 
-        response = await self._scripts.lease(keys=[self._index_key(t) for t in tasks], args=args)
+        header, specs = await self._scripts.lease(keys=[self._index_key(t) for t in tasks], args=args)
         self.statics.created(task for task, _ in fresh)
-        has_more, next_due, missing, rows = json.loads(response)
+        has_more, next_due, missing, rows = json.loads(header)
+        specs = specs if isinstance(specs, bytes) else specs.encode()  # lengths are in bytes
         for index in missing:
             # The entry of a static task vanished (e.g. flushed): create it again on the next poll.
             self.statics.forget(tasks[int(index) - 1].canonical_name)
@@ -178,12 +179,23 @@ class RedisRepository(BatchRepository):
         batch = LeaseBatch(has_more=bool(int(has_more)), next_due_at=_from_us(next_due) if next_due else None)
         at_most_once: list[LeasedExecution] = []
         parked: list[str] = []
-        for index, name, execute_after, spec in rows:
+        offset = 0
+        for index, name, execute_after, length in rows:
             owner = tasks[int(index) - 1]
+            spec: str | None = None
+            if length >= 0:
+                raw = specs[offset : offset + length]
+                offset += length
+                try:
+                    spec = raw.decode()
+                except UnicodeDecodeError:
+                    self.entries.report(name, raw, "its stored spec is not UTF-8 text")
+                    parked.append(name)  # quarantined: leased by the script, not run
+                    continue
             scheduled_at, why = stored_time(_from_us, execute_after)
             if scheduled_at is None:
                 self.entries.report(name, execute_after, why or "")
-                parked.append(name)  # quarantined: leased by the script, not run
+                parked.append(name)  # quarantined likewise
                 continue
             concrete = self.entries.load(owner, name, spec) if owner.dynamic else owner
             if concrete is None:
@@ -363,10 +375,14 @@ class RedisRepository(BatchRepository):
         until, until_why = stored_time(_from_us, locked_until) if locked_until else (None, None)
         why = why or until_why
         if template is not None:
+            try:
+                text = _text(spec) if spec else None
+            except UnicodeDecodeError:
+                text, why = None, why or "its stored spec is not UTF-8 text"
             return self.entries.state(
                 template,
                 name,
-                _text(spec) if spec else None,
+                text,
                 scheduled_at=scheduled_at or UNKNOWN_TIME,
                 locked_until=until,
                 locked_by=_text(locked_by) if locked_by else None,

@@ -10,9 +10,12 @@
 --
 -- Every returned entry is locked by the token until now + its lease duration; the caller moves
 -- AT_MOST_ONCE entries forward with commit.lua before running them.
--- Returns one JSON document (a single bulk reply decodes much faster than nested arrays):
---   [has_more (0/1), next_due ('' if none), [indexes of static tasks whose entry is missing],
---    [[task index, entry name, execute_after, spec text or null], ...]]
+-- Returns two bulk strings (two bulk replies decode much faster than nested arrays):
+--   1. JSON: [has_more (0/1), next_due ('' if none), [indexes of static tasks whose entry is missing],
+--      [[task index, entry name, execute_after, byte length of its spec or -1 if none], ...]]
+--   2. the specs of those rows, as stored, one after the other (the lengths above cut them apart).
+-- Specs are passed through untouched (no cjson escaping here, no second JSON decoding in the
+-- caller), and a spec edited by hand can only spoil its own row, never the reply.
 -- Times stay strings: cjson would print large numbers with 14 significant digits.
 
 local prefix, now, limit, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -51,6 +54,7 @@ if #KEYS > 1 then
 end
 
 local rows = {}
+local specs = {}
 local rescored = {}  -- per task index: flat {score, name, ...} for one ZADD per index
 for c = 1, math.min(limit, #candidates) do
     local i, name = candidates[c][2], candidates[c][3]
@@ -70,10 +74,14 @@ for c = 1, math.min(limit, #candidates) do
         end
         pairs_[#pairs_ + 1] = locked_until
         pairs_[#pairs_ + 1] = name
-        -- The spec and the time go back as JSON strings (parsed by the caller), so a stored value
-        -- edited by hand spoils that row only, never the whole reply.
-        local spec = fields[3] and cjson.encode(fields[3]) or 'null'
-        rows[#rows + 1] = '[' .. i .. ',' .. cjson.encode(name) .. ',' .. cjson.encode(fields[1]) .. ',' .. spec .. ']'
+        -- The time goes back as a JSON string (parsed by the caller), so a stored value edited by
+        -- hand spoils that row only, never the whole reply.
+        local length = -1
+        if fields[3] then
+            length = #fields[3]
+            specs[#specs + 1] = fields[3]
+        end
+        rows[#rows + 1] = '[' .. i .. ',' .. cjson.encode(name) .. ',' .. cjson.encode(fields[1]) .. ',' .. length .. ']'
     end
 end
 for i, pairs_ in pairs(rescored) do
@@ -99,4 +107,5 @@ local next_text = next_due ~= nil and string.format('%d', next_due) or ''
 local function array(t)
     return #t == 0 and '[]' or cjson.encode(t)
 end
-return '[' .. has_more .. ',"' .. next_text .. '",' .. array(missing) .. ',[' .. table.concat(rows, ',') .. ']]'
+local header = '[' .. has_more .. ',"' .. next_text .. '",' .. array(missing) .. ',[' .. table.concat(rows, ',') .. ']]'
+return {header, table.concat(specs)}

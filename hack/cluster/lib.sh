@@ -5,6 +5,8 @@
 CLUSTER_HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$CLUSTER_HACK_DIR/../.." && pwd)
 MODULES_DIR="$CLUSTER_HACK_DIR/modules"
+# shellcheck source=../lib/detach.sh
+source "$CLUSTER_HACK_DIR/../lib/detach.sh"
 
 # Everything a running cluster owns lives here (gitignored).
 STATE_DIR="$REPO_ROOT/.cluster"

@@ -193,13 +193,13 @@ make_pki() {
 
 # ------------------------------------------------------------------------------- processes
 
-# start <name> <command...>: run detached (own session, no terminal, no inherited lock),
+# start <name> <command...>: run detached (own session, no terminal, no inherited descriptor),
 # output to logs/<name>.log, pid to <name>.pid.
 start() {
     local name=$1
     shift
     log "starting $name"
-    setsid "$@" </dev/null >"$LOG_DIR/$name.log" 2>&1 {lock_fd}>&- &
+    (detach "$@") </dev/null >"$LOG_DIR/$name.log" 2>&1 &
     echo $! >"$(pidfile "$name")"
 }
 

@@ -4,6 +4,8 @@
 
 IMAGES_HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$IMAGES_HACK_DIR/../.." && pwd)
+# shellcheck source=../lib/detach.sh
+source "$IMAGES_HACK_DIR/../lib/detach.sh"
 
 # Machine-wide caches shared by every checkout: the registry's blobs, image recipes.
 CACHE_ROOT="${PYNCETTE_CACHE_DIR:-$HOME/.cache/pyncette}/images"

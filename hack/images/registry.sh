@@ -51,7 +51,7 @@ http:
   addr: $REGISTRY
 YAML
     log "registry: starting on $REGISTRY (blobs in $REGISTRY_DIR)"
-    setsid docker-registry serve "$CONFIG" </dev/null >"$LOGFILE" 2>&1 {lock_fd}>&- &
+    (detach docker-registry serve "$CONFIG") </dev/null >"$LOGFILE" 2>&1 &
     echo $! >"$PIDFILE"
     local deadline=$((SECONDS + 30))
     until answers; do

@@ -212,7 +212,7 @@ start() {
     local name=$1
     shift
     log "starting $name"
-    setsid "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 {lock_fd}>&- &
+    (detach "$@") </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
     echo $! >"$(pidfile "$name")"
 }
 

@@ -18,6 +18,8 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../lib/detach.sh
+source "$REPO_ROOT/hack/lib/detach.sh"
 SERVICES_DIR="${PYNCETTE_SERVICES_DIR:-$REPO_ROOT/.services}"
 REDIS_PORT="${PYNCETTE_REDIS_PORT:-16379}"
 POSTGRES_PORT="${PYNCETTE_POSTGRES_PORT:-15432}"
@@ -171,11 +173,11 @@ ensure_packages() {
 # Process helpers
 
 # Start a long-running command detached from the caller: its own session, stdin from /dev/null,
-# stdout/stderr appended to a log, and no inherited lock descriptor. Writes its pid to a file.
+# stdout/stderr appended to a log, and no inherited descriptor (hack/lib/detach.sh). Writes its pid to a file.
 spawn() {
     local pidfile="$1" logfile="$2"
     shift 2
-    setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
+    (detach "$@") </dev/null >>"$logfile" 2>&1 &
     echo "$!" >"$pidfile"
 }
 

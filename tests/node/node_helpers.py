@@ -78,6 +78,28 @@ def _processes() -> list[str]:
     return found
 
 
+#: The lock files the hack scripts serialise on (hack/*/lib.sh), by name.
+SCRIPT_LOCKS = re.compile(r"/\.(?:node-)?lock(?:-[\w.-]+)?$|/\.lock$")
+
+
+def daemons_holding_script_locks() -> list[str]:
+    """``pid exe -> lock path`` for every process but the scripts themselves (bash, flock) that has
+    one of the scripts' lock files open: a daemon that does keeps that lock taken for its lifetime."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            exe = os.path.basename(os.readlink(proc / "exe"))
+            targets = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if exe in ("bash", "flock"):
+            continue
+        found += [f"{proc.name} {exe} -> {t}" for t in targets if SCRIPT_LOCKS.search(t)]
+    return found
+
+
 def _names_the_node(cmdline: str) -> bool:
     """The command line names the node's paths (any checkout's path to the shared .cluster/)."""
     if NODE_RUN in cmdline or NODE_VAR in cmdline:

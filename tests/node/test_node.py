@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from node_helpers import NODE_NAME
 from node_helpers import bring_up
+from node_helpers import daemons_holding_script_locks
 from node_helpers import leftovers
 from node_helpers import run_script
 
@@ -185,6 +186,22 @@ def test_simulated_pods_still_land_on_kwok(kube_cluster: KubeCluster, kube_names
     assert done["spec"]["nodeName"] == KWOK_NODE
     taints = kube_cluster.get_json(f"node/{KWOK_NODE}")["spec"].get("taints") or []
     assert [(t["key"], t["effect"]) for t in taints] == [("pyncette.dev/simulated", "NoSchedule")]
+
+
+def test_no_daemon_holds_a_lock_of_the_scripts(real_node: str) -> None:
+    """The daemons the scripts started (the node's, the registry the node's images need, the control
+    plane's, the database servers) hold none of the scripts' lock files open: a lock held by a daemon
+    made the next ``make node-up`` wait forever (CI's test-node did, once the registry had been
+    started from inside node-up)."""
+    # The registry started from inside node-up's lock, as on a fresh machine.
+    down = run_script("hack/images/registry.sh", "down", timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    up = run_script("hack/node/up.sh", timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    holders = daemons_holding_script_locks()
+    assert holders == [], holders
+    again = run_script("hack/node/up.sh", timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 # Last in this file: it takes the node down (and brings it back for whatever runs next).

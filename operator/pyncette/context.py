@@ -514,9 +514,11 @@ class PyncetteContext:
                 due = None
             if due is not None:
                 self._note_due(due)
-        logger.debug("Executing task %s scheduled at %s", task, execution.scheduled_at)
+        if logger.isEnabledFor(logging.DEBUG):  # one call instead of two per execution when off
+            logger.debug("Executing task %s scheduled at %s", task, execution.scheduled_at)
+        if not self._running:
+            self._idle.clear()
         self._running += 1
-        self._idle.clear()
         return _Run(execution, now)
 
     async def _spawn(self, execution: LeasedExecution, now: datetime.datetime) -> None:

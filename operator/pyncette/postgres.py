@@ -313,7 +313,7 @@ class PostgresRepository(BatchRepository):
             await self._pool.execute(self._sql.park, parked, token)
 
         if at_most_once:
-            for execution, done, next_at in await self._commit(utc_now, at_most_once):
+            for execution, done, next_at in await self._commit(utc_now, held(at_most_once)):
                 if done:
                     batch.executions.append(LeasedExecution(execution.task, execution.scheduled_at, None))
                     if next_at is not None and (batch.next_due_at is None or next_at < batch.next_due_at):
@@ -321,16 +321,17 @@ class PostgresRepository(BatchRepository):
         return batch
 
     async def _commit(
-        self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]
+        self, utc_now: datetime.datetime, leases: Sequence[tuple[LeasedExecution, str]]
     ) -> list[tuple[LeasedExecution, bool, datetime.datetime | None]]:
-        """Moves leased rows to their next time in one statement; reports which leases were held.
+        """Moves leased rows (with their lease tokens) to their next time in one statement; reports
+        which leases were held.
 
         A row whose next time cannot be computed is left leased (``kit.next_time``): not done."""
         names: list[str] = []
         tokens: list[str] = []
         next_times: list[datetime.datetime | None] = []
         movable: list[LeasedExecution] = []
-        for execution, token in held(executions):
+        for execution, token in leases:
             ok, following = next_time(execution.task, utc_now, execution.scheduled_at)
             if not ok:
                 continue
@@ -338,19 +339,17 @@ class PostgresRepository(BatchRepository):
             names.append(execution.task.canonical_name)
             tokens.append(token)
             next_times.append(following)
-        done = (
-            {row["name"] for row in await self._pool.fetch(self._sql.commit, names, tokens, next_times)}
-            if names
-            else set()
-        )
-        by_name = {e.task.canonical_name: n for e, n in zip(movable, next_times, strict=True)}
-        return [(e, e.task.canonical_name in done, by_name.get(e.task.canonical_name)) for e in executions]
+        if not names:
+            return [(e, False, None) for e, _ in leases]
+        done = {row["name"] for row in await self._pool.fetch(self._sql.commit, names, tokens, next_times)}
+        moved = {id(e): (name in done, n) for e, name, n in zip(movable, names, next_times, strict=True)}
+        return [(e, *moved.get(id(e), (False, None))) for e, _ in leases]
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
-        leased = [e for e, _ in to_commit(executions)]
-        if not leased:
+        leases = to_commit(executions)
+        if not leases:
             return
-        for execution, done, _ in await self._commit(utc_now, leased):
+        for execution, done, _ in await self._commit(utc_now, leases):
             if not done:
                 logger.info("Not committing %s: the lease was lost", execution.task)
 

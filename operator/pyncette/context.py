@@ -45,6 +45,7 @@ from pyncette.deadline import bounded
 from pyncette.errors import LeaseLostException
 from pyncette.errors import PyncetteException
 from pyncette.executor import DefaultExecutor
+from pyncette.executor import start_task
 from pyncette.model import Context
 from pyncette.model import ContinuationToken
 from pyncette.model import ExecutionMode
@@ -416,7 +417,7 @@ class PyncetteContext:
         if limit <= 0:
             return None
         self._hint = None  # everything learned so far is covered by this poll
-        return asyncio.ensure_future(self._tick(now, tasks, limit))
+        return start_task(self._tick(now, tasks, limit))  # its request goes out before the batch runs
 
     async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
         """One poll: leases up to ``limit`` due entries in one round trip."""

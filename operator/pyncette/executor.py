@@ -29,12 +29,23 @@ from collections.abc import Awaitable
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
+from typing import TypeVar
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_CONCURRENCY_LIMIT = 100
 # Python 3.12+: asyncio.Task(..., eager_start=True) runs the first step at once (see the module docstring).
 _EAGER_START = sys.version_info >= (3, 12)
+
+
+def start_task(coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+    """A Task for ``coro`` that runs up to its first suspension right away on Python 3.12+ (eager
+    start), or first among what is scheduled from now on 3.11."""
+    loop = asyncio.get_running_loop()
+    if _EAGER_START:
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return loop.create_task(coro)
 
 
 class SynchronousExecutor(contextlib.AbstractAsyncContextManager["SynchronousExecutor"]):
@@ -126,16 +137,9 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
         the execution runs eagerly up to its first suspension (a body that never suspends is done
         when this returns and takes no slot at all).
         """
-        loop = asyncio.get_running_loop()
-        if _EAGER_START:
-            running: asyncio.Task[None] = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
-                self._guarded(execution), loop=loop, eager_start=True
-            )
-            if running.done():
-                return
-        else:
-            running = loop.create_task(self._guarded(execution))
-        self._tasks[execution] = running
+        running = start_task(self._guarded(execution))
+        if not running.done():  # done already: it finished eagerly (3.12+) and took no slot
+            self._tasks[execution] = running
 
     async def _guarded(self, execution: Coroutine[Any, Any, None]) -> None:
         """Runs one execution started by ``start``; frees its slot when it ends, however it ends."""

@@ -130,3 +130,22 @@ with_lock() {
     fi
     "$@"
 }
+
+# sign_cert <dir> <name> <subject> <extendedKeyUsage> [subjectAltName]: a P-256 key and a
+# certificate signed by the cluster CA ($PKI_DIR), as <dir>/<name>.{key,crt} (the CA's serial file
+# in <dir> too). The control plane's certificates and the real node's are made the same way.
+sign_cert() {
+    local dir=$1 name=$2 subject=$3 usage=$4 san=${5:-}
+    local ext="$dir/$name.ext"
+    {
+        echo "basicConstraints = critical, CA:FALSE"
+        echo "keyUsage = critical, digitalSignature, keyEncipherment"
+        echo "extendedKeyUsage = $usage"
+        [[ -z "$san" ]] || echo "subjectAltName = $san"
+    } >"$ext"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$dir/$name.key" -out "$dir/$name.csr" -subj "$subject" 2>/dev/null
+    openssl x509 -req -in "$dir/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
+        -CAcreateserial -CAserial "$dir/ca.srl" -days 3650 -extfile "$ext" -out "$dir/$name.crt" 2>/dev/null
+    rm -f "$dir/$name.csr" "$ext"
+}

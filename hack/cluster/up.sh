@@ -121,24 +121,6 @@ advertise_address() {
 
 # ---------------------------------------------------------------------------- certificates
 
-# cert <name> <subject> <extendedKeyUsage> [subjectAltName]: a P-256 key and a certificate
-# signed by the cluster CA.
-cert() {
-    local name=$1 subject=$2 usage=$3 san=${4:-}
-    local ext="$PKI_DIR/$name.ext"
-    {
-        echo "basicConstraints = critical, CA:FALSE"
-        echo "keyUsage = critical, digitalSignature, keyEncipherment"
-        echo "extendedKeyUsage = $usage"
-        [[ -z "$san" ]] || echo "subjectAltName = $san"
-    } >"$ext"
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout "$PKI_DIR/$name.key" -out "$PKI_DIR/$name.csr" -subj "$subject" 2>/dev/null
-    openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
-        -CAcreateserial -days 3650 -extfile "$ext" -out "$PKI_DIR/$name.crt" 2>/dev/null
-    rm -f "$PKI_DIR/$name.csr" "$ext"
-}
-
 # kubeconfig <file> <client cert name> <port>
 kubeconfig() {
     local file=$1 name=$2 port=$3
@@ -174,14 +156,14 @@ make_pki() {
     openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
         -keyout "$PKI_DIR/ca.key" -out "$PKI_DIR/ca.crt" -subj "/CN=pyncette-local-ca" \
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    cert apiserver "/CN=kube-apiserver" serverAuth \
+    sign_cert "$PKI_DIR" apiserver "/CN=kube-apiserver" serverAuth \
         "IP:127.0.0.1, IP:$advertise, IP:10.96.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local"
-    cert admin "/O=system:masters/CN=pyncette-admin" clientAuth
+    sign_cert "$PKI_DIR" admin "/O=system:masters/CN=pyncette-admin" clientAuth
     # The API server's client certificate towards kubelets (kubectl logs/exec on the real node).
-    cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
-    cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
-    cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
-    cert kwok "/O=system:masters/CN=kwok-controller" clientAuth
+    sign_cert "$PKI_DIR" apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+    sign_cert "$PKI_DIR" kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+    sign_cert "$PKI_DIR" kube-scheduler "/CN=system:kube-scheduler" clientAuth
+    sign_cert "$PKI_DIR" kwok "/O=system:masters/CN=kwok-controller" clientAuth
     # ServiceAccount token signing key.
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI_DIR/sa.key" 2>/dev/null
     openssl pkey -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null

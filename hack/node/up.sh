@@ -27,24 +27,6 @@ api_server() { sed -n 's#^ *server: \(https://.*\)$#\1#p' "$ADMIN_KUBECONFIG" | 
 
 # ---------------------------------------------------------------------------- certificates
 
-# node_cert <name> <subject> <extendedKeyUsage> [subjectAltName]: a key and certificate signed
-# by the cluster CA, in .cluster/node/pki/.
-node_cert() {
-    local name=$1 subject=$2 usage=$3 san=${4:-}
-    local ext="$PKI/$name.ext"
-    {
-        echo "basicConstraints = critical, CA:FALSE"
-        echo "keyUsage = critical, digitalSignature, keyEncipherment"
-        echo "extendedKeyUsage = $usage"
-        [[ -z "$san" ]] || echo "subjectAltName = $san"
-    } >"$ext"
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout "$PKI/$name.key" -out "$PKI/$name.csr" -subj "$subject" 2>/dev/null
-    openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
-        -CAcreateserial -CAserial "$PKI/ca.srl" -days 3650 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
-    rm -f "$PKI/$name.csr" "$ext"
-}
-
 node_kubeconfig() {
     local file=$1 name=$2
     cat >"$file" <<EOF
@@ -77,10 +59,10 @@ write_config() {
     chmod 700 "$PKI"
     # Remember which CA the node's certificates belong to: a fresh cluster-up makes a new one.
     sha256sum "$PKI_DIR/ca.crt" | cut -d' ' -f1 >"$NODE_DIR/ca.sha256"
-    node_cert kubelet "/O=system:nodes/CN=system:node:$REAL_NODE_NAME" clientAuth
-    node_cert kubelet-serving "/CN=$REAL_NODE_NAME" serverAuth \
+    sign_cert "$PKI" kubelet "/O=system:nodes/CN=system:node:$REAL_NODE_NAME" clientAuth
+    sign_cert "$PKI" kubelet-serving "/CN=$REAL_NODE_NAME" serverAuth \
         "IP:$ip, DNS:$REAL_NODE_NAME, DNS:$(hostname)"
-    node_cert kube-proxy "/CN=system:kube-proxy" clientAuth
+    sign_cert "$PKI" kube-proxy "/CN=system:kube-proxy" clientAuth
     node_kubeconfig "$NODE_DIR/kubelet.kubeconfig" kubelet
     node_kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" kube-proxy
 

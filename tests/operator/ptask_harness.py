@@ -8,6 +8,7 @@ Waiting is always "poll a condition until a deadline", never a fixed sleep.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -69,6 +70,11 @@ class OperatorProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def has_run_in_flight(self) -> bool:
+        """A run started and not finished: its lease is held, its Pod may be running."""
+        m = self.metrics()
+        return m.get("pyncette_operator_runs_started_total", 0) > m.get("pyncette_operator_runs_finished_total", 0)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -196,3 +202,13 @@ def pod_template(
         "metadata": {"annotations": {SIM_DURATION: duration, SIM_OUTCOME: outcome}},
         "spec": on_kwok(spec),
     }
+
+
+def replica_with_run_in_flight(replicas: list[OperatorProcess]) -> OperatorProcess | None:
+    """The first replica with a run in flight, if any (for ``wait_until``)."""
+    return next((op for op in replicas if op.has_run_in_flight()), None)
+
+
+def rfc3339(value: str) -> datetime.datetime:
+    """An RFC 3339 time as the operator writes it (``...Z``) to an aware datetime."""
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -22,6 +22,8 @@ import pytest
 from ptask_harness import Kubectl
 from ptask_harness import pod_template
 from ptask_harness import ptask
+from ptask_harness import replica_with_run_in_flight
+from ptask_harness import rfc3339
 from ptask_harness import wait_until
 
 from faultkit import Proxy
@@ -31,12 +33,8 @@ from faultkit import create_proxy
 pytestmark = [pytest.mark.cluster, pytest.mark.services, pytest.mark.slow]
 
 
-def _t(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def scheduled(pod: dict[str, Any]) -> datetime.datetime:
-    return _t(pod["metadata"]["annotations"]["pyncette.dev/scheduled-at"])
+    return rfc3339(pod["metadata"]["annotations"]["pyncette.dev/scheduled-at"])
 
 
 def attempt(pod: dict[str, Any]) -> int:
@@ -185,14 +183,9 @@ def test_sigterm_hands_running_pods_to_the_other_replica_at_once(
         )
     )
 
-    def owner() -> Any:
-        for op in replicas:
-            m = op.metrics()
-            if m.get("pyncette_operator_runs_started_total", 0) > m.get("pyncette_operator_runs_finished_total", 0):
-                return op
-        return None
-
-    victim = wait_until(owner, timeout=60, what="the replica waiting for the Pod")
+    victim = wait_until(
+        lambda: replica_with_run_in_flight(replicas), timeout=60, what="the replica waiting for the Pod"
+    )
     [other] = [op for op in replicas if op is not victim]
     # A run counts as started just before its Pod is created: wait for the Pod itself.
     wait_until(lambda: len(k.pods("handover")) >= 1, timeout=30, what="the run's Pod")

@@ -11,6 +11,8 @@ import pytest
 from ptask_harness import Kubectl
 from ptask_harness import pod_template
 from ptask_harness import ptask
+from ptask_harness import replica_with_run_in_flight
+from ptask_harness import rfc3339
 from ptask_harness import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.services, pytest.mark.slow]
@@ -18,10 +20,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.services, pytest.mark.slow]
 
 def slots(pods: list[dict[str, Any]]) -> collections.Counter[str]:
     return collections.Counter(p["metadata"]["annotations"]["pyncette.dev/scheduled-at"] for p in pods)
-
-
-def _t(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def backend(redis_url: str, namespace: str) -> str:
@@ -59,28 +57,21 @@ def test_kill_a_replica_mid_run_duplicates_none_and_misses_only_what_its_lease_h
     wait_until(lambda: len(k.pods("every-second")) >= 4, timeout=90, what="four runs")
 
     # Kill -9 a replica while it has a run in flight (its lease is held, its Pod may be running).
-    def busy_replica() -> Any:
-        for op in replicas:
-            m = op.metrics()
-            if m.get("pyncette_operator_runs_started_total", 0) > m.get("pyncette_operator_runs_finished_total", 0):
-                return op
-        return None
-
-    victim = wait_until(busy_replica, timeout=60, what="a replica with a run in flight")
+    victim = wait_until(lambda: replica_with_run_in_flight(replicas), timeout=60, what="a replica with a run in flight")
     victim.kill()
     killed_at = datetime.datetime.now(datetime.UTC)
     survivors = [op for op in replicas if op is not victim]
 
     # The survivors take over once the lease expires and keep going well past the kill.
     def progressed() -> bool:
-        times = [_t(s) for s in slots(k.pods("every-second"))]
+        times = [rfc3339(s) for s in slots(k.pods("every-second"))]
         return bool(times) and max(times) > killed_at + datetime.timedelta(seconds=8)
 
     wait_until(progressed, timeout=120, what="runs scheduled well after the kill")
     counts = slots(k.pods("every-second"))
     duplicates = {slot: n for slot, n in counts.items() if n > 1}
     assert duplicates == {}, duplicates
-    times = sorted(_t(s) for s in counts)
+    times = sorted(rfc3339(s) for s in counts)
     second = datetime.timedelta(seconds=1)
     missing = [a + second * i for a, b in itertools.pairwise(times) for i in range(1, (b - a) // second)]
     # Only times the dead replica's lease held back may be missing (a little slack for clock edges).
@@ -110,14 +101,9 @@ def test_forbid_run_is_adopted_after_the_lease(k: Kubectl, start_operator: Any, 
         )
     )
 
-    def owner() -> Any:
-        for op in replicas:
-            m = op.metrics()
-            if m.get("pyncette_operator_runs_started_total", 0) > m.get("pyncette_operator_runs_finished_total", 0):
-                return op
-        return None
-
-    victim = wait_until(owner, timeout=60, what="the replica waiting for the first Pod")
+    victim = wait_until(
+        lambda: replica_with_run_in_flight(replicas), timeout=60, what="the replica waiting for the first Pod"
+    )
     first = {p["metadata"]["name"] for p in k.pods("long")}
     victim.kill()
     survivors = [op for op in replicas if op is not victim]

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run run-stop run-library test test-unit lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e compat-1x clean image registry-up registry-down skaffold e2e-node
+.PHONY: help venv run run-stop run-library test test-unit lint bench services-up services-down cluster-up cluster-down node-up node-down node-images test-node e2e compat-1x clean image registry-up registry-down skaffold e2e-node test-py312
 
 help:
 	@echo "make run            - local cluster + CRD + operator on embedded SQLite + a sample task, show its runs"
@@ -13,6 +13,7 @@ help:
 	@echo "make run-library    - the scheduler library alone: an example app on SQLite printing its runs"
 	@echo "make venv           - the virtualenv .venv with the package and its dev tools"
 	@echo "make test           - set up everything and run lint + the whole test suite (but tests/node)"
+	@echo "make test-py312     - the scheduler core and conformance tests on Python 3.12 too (.venv-3.12; the image's Python)"
 	@echo "make test-unit      - the tests that need neither servers nor the cluster"
 	@echo "make e2e            - the end-to-end suite (e2e/) against the local cluster or \$$KUBECONFIG"
 	@echo "make lint           - ruff, mypy --strict, import-linter"
@@ -47,6 +48,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator tests benchmarks e2e hack/compat
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The image's Python (3.12: executions start eagerly) for the core and conformance suites.
+test-py312: services-up
+	bash hack/test-python.sh 3.12 $(PYTEST_ARGS)
 
 test-unit: venv
 	$(VENV)/bin/pytest -m "not cluster and not services" $(PYTEST_ARGS)
@@ -117,4 +122,4 @@ run-library: venv
 	bash hack/run.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache

@@ -186,7 +186,7 @@ class SqliteRepository(BatchRepository):
     async def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         return [tuple(row) for row in await self._connection.execute_fetchall(sql, params)]
 
-    async def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    async def _many(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> None:
         batch = list(rows)
         if batch:
             await self._connection.executemany(sql, batch)
@@ -392,8 +392,10 @@ class SqliteRepository(BatchRepository):
 
         Returns the entries moved, with their next time; one whose next time cannot be computed
         is left as it is (see ``kit.next_time``)."""
-        updates: list[tuple[float, str, str | None]] = []
-        deletes: list[tuple[str, str | None]] = []
+        # Named parameters with dicts: numbered ones (?1) with tuples are deprecated since Python 3.12
+        # and refused from 3.14.
+        updates: list[dict[str, Any]] = []
+        deletes: list[dict[str, Any]] = []
         results: list[tuple[Task, float, datetime.datetime | None]] = []
         for task, execute_after, guard in entries:
             scheduled_at = _dt(execute_after)
@@ -403,15 +405,17 @@ class SqliteRepository(BatchRepository):
                 continue
             results.append((task, execute_after, nxt))
             if nxt is None:
-                deletes.append((task.canonical_name, guard))
+                deletes.append({"name": task.canonical_name, "guard": guard})
             else:
-                updates.append((_ts(nxt), task.canonical_name, guard))
+                updates.append({"at": _ts(nxt), "name": task.canonical_name, "guard": guard})
         await self._many(
-            f"""UPDATE {self._table} SET execute_after = ?1, ready_at = ?1, locked_by = NULL, locked_until = NULL
-            WHERE name = ?2 AND (?3 IS NULL OR locked_by = ?3)""",
+            f"""UPDATE {self._table} SET execute_after = :at, ready_at = :at, locked_by = NULL, locked_until = NULL
+            WHERE name = :name AND (:guard IS NULL OR locked_by = :guard)""",
             updates,
         )
-        await self._many(f"DELETE FROM {self._table} WHERE name = ?1 AND (?2 IS NULL OR locked_by = ?2)", deletes)
+        await self._many(
+            f"DELETE FROM {self._table} WHERE name = :name AND (:guard IS NULL OR locked_by = :guard)", deletes
+        )
         return results
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
@@ -472,9 +476,16 @@ class SqliteRepository(BatchRepository):
 
         async def body() -> list[Lease | None]:
             await self._many(
-                f"""UPDATE {self._table} SET locked_until = ?1, ready_at = MAX(execute_after, ?1)
-                WHERE name = ?2 AND locked_by = ?3""",
-                [(now + task.lease_duration.total_seconds(), task.canonical_name, str(lease)) for task, lease in held],
+                f"""UPDATE {self._table} SET locked_until = :until, ready_at = MAX(execute_after, :until)
+                WHERE name = :name AND locked_by = :lease""",
+                [
+                    {
+                        "until": now + task.lease_duration.total_seconds(),
+                        "name": task.canonical_name,
+                        "lease": str(lease),
+                    }
+                    for task, lease in held
+                ],
             )
             rows = await self._rows_by_name(task.canonical_name for task, _ in held)
             results: list[Lease | None] = []

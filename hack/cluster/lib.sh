@@ -7,6 +7,8 @@ REPO_ROOT=$(cd "$CLUSTER_HACK_DIR/../.." && pwd)
 MODULES_DIR="$CLUSTER_HACK_DIR/modules"
 # shellcheck source=../lib/detach.sh
 source "$CLUSTER_HACK_DIR/../lib/detach.sh"
+# shellcheck source=../lib/lock.sh
+source "$CLUSTER_HACK_DIR/../lib/lock.sh"
 
 # Everything a running cluster owns lives here (gitignored).
 STATE_DIR="$REPO_ROOT/.cluster"
@@ -118,18 +120,6 @@ port_busy() {
     ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .
 }
 
-# with_lock <file> <command...>: serialise scripts that share the state or cache dirs.
-with_lock() {
-    local file=$1
-    shift
-    mkdir -p "$(dirname "$file")"
-    exec {lock_fd}>"$file"
-    if ! flock -n "$lock_fd"; then
-        log "waiting for $file (another cluster script is running)"
-        flock "$lock_fd"
-    fi
-    "$@"
-}
 
 # sign_cert <dir> <name> <subject> <extendedKeyUsage> [subjectAltName]: a P-256 key and a
 # certificate signed by the cluster CA ($PKI_DIR), as <dir>/<name>.{key,crt} (the CA's serial file

@@ -6,6 +6,8 @@ IMAGES_HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$IMAGES_HACK_DIR/../.." && pwd)
 # shellcheck source=../lib/detach.sh
 source "$IMAGES_HACK_DIR/../lib/detach.sh"
+# shellcheck source=../lib/lock.sh
+source "$IMAGES_HACK_DIR/../lib/lock.sh"
 
 # Machine-wide caches shared by every checkout: the registry's blobs, image recipes.
 CACHE_ROOT="${PYNCETTE_CACHE_DIR:-$HOME/.cache/pyncette}/images"
@@ -70,15 +72,3 @@ debian_mirror() {
     echo "$uri"
 }
 
-# with_lock <file> <command...>: serialise scripts that share a cache.
-with_lock() {
-    local file=$1
-    shift
-    mkdir -p "$(dirname "$file")"
-    exec {lock_fd}>"$file"
-    if ! flock -n "$lock_fd"; then
-        log "waiting for $file (another image script is running)"
-        flock "$lock_fd"
-    fi
-    "$@"
-}

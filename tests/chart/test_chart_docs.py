@@ -88,7 +88,10 @@ def test_local_walkthrough_works_as_written(kube_cluster: Any, tmp_path: Path) -
     tenant = f"{namespace}-tenant"
     script = walkthrough_script().replace("pyncette-system", namespace).replace("team-a", tenant)
     script = script.replace("18080", str(free_port()))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYNCETTE_")}
+    # A user's shell: none of the suite's PYNCETTE_ settings, but the same machine: where the caches
+    # are and which ports the local servers use (without them `make cluster-up` would find the running
+    # cluster built from other binaries and restart it under the tests running beside this one).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYNCETTE_") or k.endswith(("_DIR", "_PORT"))}
     env["TMPDIR"] = str(tmp_path)
     proc = subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", script],

@@ -362,8 +362,8 @@ def print_table(rows: list[dict[str, Any]], compare: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="repeatable; default: memory and sqlite")
-    parser.add_argument("--instances", type=int, default=1000, help="N: due one-off instances to drain")
-    parser.add_argument("--workers", type=int, default=2, help="W: worker processes draining (memory: always 1)")
+    parser.add_argument("-n", "--instances", type=int, default=1000, help="N: due one-off instances to drain")
+    parser.add_argument("-w", "--workers", type=int, default=2, help="W: worker processes draining (memory: always 1)")
     parser.add_argument("--lag-tasks", type=int, default=1000, help="K: recurring instances for the lag workload")
     parser.add_argument("--lag-seconds", type=float, default=15.0, help="how long the lag workload runs")
     parser.add_argument("--batch-size", type=int, default=100, help="batch_size given to both versions")

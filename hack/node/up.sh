@@ -262,6 +262,43 @@ taint_kwok() {
     kubectl_admin taint node "$NODE_NAME" "$KWOK_TAINT" --overwrite >/dev/null
 }
 
+start_kubelet() {
+    local ip=$1
+    start kubelet "$BIN_DIR/kubelet" \
+        --config="$NODE_DIR/kubelet.yaml" \
+        --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
+        --hostname-override="$REAL_NODE_NAME" \
+        --node-ip="$ip" \
+        --node-labels="$REAL_NODE_LABEL" \
+        --root-dir="$KUBELET_ROOT" \
+        --v=1
+}
+
+# wait_for_node_ready <ip>: like wait_for, but a kubelet that exited because containerd's CRI service
+# was still initialising ("server is not initialized yet": containerd answers `ctr version` before
+# its CRI plugin is ready, and the kubelet checks CRI once at start) is started again.
+wait_for_node_ready() {
+    local ip=$1 deadline=$((SECONDS + READY_TIMEOUT)) restarts=0
+    until node_ready >/dev/null 2>&1; do
+        if ! pid_alive "$(pidfile kubelet)"; then
+            if ((restarts < 20)) && tail -n 5 "$LOG_DIR/kubelet.log" | grep -q "server is not initialized yet"; then
+                restarts=$((restarts + 1))
+                log "kubelet: containerd's CRI service is not ready yet; starting the kubelet again"
+                sleep 0.5
+                start_kubelet "$ip"
+                continue
+            fi
+            tail -n 40 "$LOG_DIR/kubelet.log" >&2 || true
+            die "kubelet exited while waiting for node $REAL_NODE_NAME Ready (log: $LOG_DIR/kubelet.log)"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 40 "$LOG_DIR/kubelet.log" >&2 || true
+            die "timed out after ${READY_TIMEOUT}s waiting for node $REAL_NODE_NAME Ready"
+        fi
+        sleep 0.2
+    done
+}
+
 start_node() {
     local ip=$1
     write_config "$ip"
@@ -284,16 +321,9 @@ start_node() {
     # A Node object left from an earlier run (its Ready condition is stale): the kubelet
     # registers afresh, and Ready below is its own.
     kubectl_admin delete node "$REAL_NODE_NAME" --ignore-not-found --wait=true >/dev/null
-    start kubelet "$BIN_DIR/kubelet" \
-        --config="$NODE_DIR/kubelet.yaml" \
-        --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
-        --hostname-override="$REAL_NODE_NAME" \
-        --node-ip="$ip" \
-        --node-labels="$REAL_NODE_LABEL" \
-        --root-dir="$KUBELET_ROOT" \
-        --v=1
+    start_kubelet "$ip"
     start kube-proxy "$BIN_DIR/kube-proxy" --config="$NODE_DIR/kube-proxy.yaml" --v=1
-    wait_for "node $REAL_NODE_NAME Ready" kubelet node_ready
+    wait_for_node_ready "$ip"
     wait_for "kube-proxy /healthz" kube-proxy proxy_healthy
     wait_for "the kubernetes Service routed to the API server" kube-proxy kubernetes_service_routed
 }

@@ -274,29 +274,19 @@ start_kubelet() {
         --v=1
 }
 
-# wait_for_node_ready <ip>: like wait_for, but a kubelet that exited because containerd's CRI service
-# was still initialising ("server is not initialized yet": containerd answers `ctr version` before
-# its CRI plugin is ready, and the kubelet checks CRI once at start) is started again.
-wait_for_node_ready() {
-    local ip=$1 deadline=$((SECONDS + READY_TIMEOUT)) restarts=0
-    until node_ready >/dev/null 2>&1; do
-        if ! pid_alive "$(pidfile kubelet)"; then
-            if ((restarts < 20)) && tail -n 5 "$LOG_DIR/kubelet.log" | grep -q "server is not initialized yet"; then
-                restarts=$((restarts + 1))
-                log "kubelet: containerd's CRI service is not ready yet; starting the kubelet again"
-                sleep 0.5
-                start_kubelet "$ip"
-                continue
-            fi
-            tail -n 40 "$LOG_DIR/kubelet.log" >&2 || true
-            die "kubelet exited while waiting for node $REAL_NODE_NAME Ready (log: $LOG_DIR/kubelet.log)"
-        fi
-        if ((SECONDS >= deadline)); then
-            tail -n 40 "$LOG_DIR/kubelet.log" >&2 || true
-            die "timed out after ${READY_TIMEOUT}s waiting for node $REAL_NODE_NAME Ready"
-        fi
-        sleep 0.2
-    done
+# kubelet_ready <ip>: node Ready (for wait_for). A kubelet that exited because containerd's CRI
+# service was still initialising ("server is not initialized yet": containerd answers `ctr version`
+# before its CRI plugin is ready, and the kubelet checks CRI once at start) is started again first,
+# up to 20 times; any other exit is left to wait_for to report.
+KUBELET_RESTARTS=0
+kubelet_ready() {
+    if ! pid_alive "$(pidfile kubelet)" && ((KUBELET_RESTARTS < 20)) &&
+        tail -n 5 "$LOG_DIR/kubelet.log" | grep -q "server is not initialized yet"; then
+        KUBELET_RESTARTS=$((KUBELET_RESTARTS + 1))
+        echo "up.sh: containerd's CRI service was not ready; starting the kubelet again" >>"$LOG_DIR/kubelet.log"
+        start_kubelet "$1" 2>/dev/null
+    fi
+    node_ready
 }
 
 start_node() {
@@ -323,7 +313,7 @@ start_node() {
     kubectl_admin delete node "$REAL_NODE_NAME" --ignore-not-found --wait=true >/dev/null
     start_kubelet "$ip"
     start kube-proxy "$BIN_DIR/kube-proxy" --config="$NODE_DIR/kube-proxy.yaml" --v=1
-    wait_for_node_ready "$ip"
+    wait_for "node $REAL_NODE_NAME Ready" kubelet kubelet_ready "$ip"
     wait_for "kube-proxy /healthz" kube-proxy proxy_healthy
     wait_for "the kubernetes Service routed to the API server" kube-proxy kubernetes_service_routed
 }

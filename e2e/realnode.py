@@ -1,9 +1,11 @@
 """Helpers of the real-node end-to-end tests: the operator image, Helm releases, run Pods.
 
 The image is the one `make image` builds (``PYNCETTE_E2E_IMAGE`` names it, else the tests run
-hack/images/image.sh themselves: cached layers make that a few seconds). Releases are installed
-with `helm install --wait`, so they count as up only once the Deployment is Ready through its own
-probes on the real node.
+hack/images/image.sh themselves: cached layers make that a few seconds). A release counts as up
+only once its Deployment has rolled out, Ready through its own probes on the real node. That wait is
+`kubectl rollout status`, not `helm --wait`: Helm 3's waiter gives up at the first failed API call
+while it polls (helm/helm#9502), which a busy 2-core CI machine turned into a failed upgrade once;
+the rollout watch retries such errors, as a user's pipeline would.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ REDIS = "redis:7"
 TASK_LABEL = "pyncette.dev/task"
 SCHEDULED_AT = "pyncette.dev/scheduled-at"
 ATTEMPT = "pyncette.dev/attempt"
-#: Bound on one `helm install/upgrade --wait` (image pull, start-up and the readiness probe).
-HELM_WAIT = "300s"
+#: Bound on one rollout after `helm install/upgrade` (image pull, start-up and the readiness probe).
+ROLLOUT_WAIT = "300s"
 
 
 def real_node_ready(cluster: KubeCluster) -> bool:
@@ -89,13 +91,18 @@ class Release:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     def helm(self, verb: str, values: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
-        values_file = self.workdir / f"{self.name}-{verb}.json"
+        """``helm install`` or ``helm upgrade`` with ``values``, then waits for the Deployment's rollout."""
+        values_file = self.workdir / f"{self.name}-{verb}-{os.urandom(3).hex()}.json"
         values_file.write_text(json.dumps(values))
         chart = str(REPO_ROOT / "charts" / "pyncette-operator")
-        return self.cluster.helm(
-            verb, self.name, chart, "-n", self.namespace, "-f", str(values_file), "--wait", f"--timeout={HELM_WAIT}",
-            *extra, timeout=360,
+        proc = self.cluster.helm(
+            verb, self.name, chart, "-n", self.namespace, "-f", str(values_file), *extra, timeout=120
         )  # fmt: skip
+        self.cluster.kubectl(
+            "-n", self.namespace, "rollout", "status", f"deployment/{self.deployment}", f"--timeout={ROLLOUT_WAIT}",
+            timeout=360,
+        )  # fmt: skip
+        return proc
 
     def operator_pods(self) -> list[dict[str, Any]]:
         pods = self.get("pods", "-l", f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component=operator")

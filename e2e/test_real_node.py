@@ -13,7 +13,6 @@ import itertools
 import json
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -332,12 +331,7 @@ def test_killing_a_replica_and_a_helm_upgrade_rollout_lose_and_double_nothing(re
     # A change to the Pod template: a rolling update, each old Pod stopped with SIGTERM.
     before = {p["metadata"]["name"] for p in redis_release.ready_operator_pods()}
     upgraded_at = _now()
-    redis_release.cluster.helm(
-        "upgrade", redis_release.name, str(Path(__file__).resolve().parents[1] / "charts" / "pyncette-operator"),
-        "-n", redis_release.namespace, "--reuse-values", "--set", f"podAnnotations.rollout={secrets.token_hex(3)}",
-        "--wait", "--timeout=300s", timeout=360,
-    )  # fmt: skip
-    redis_release.kubectl("rollout", "status", f"deployment/{redis_release.deployment}", "--timeout=300s")
+    redis_release.helm("upgrade", {"podAnnotations": {"rollout": secrets.token_hex(3)}}, "--reuse-values")
     after = {p["metadata"]["name"] for p in wait_ready_replicas(redis_release, 2)}
     assert not before & after, "helm upgrade did not replace the operator Pods"
     _slots_after(redis_release, "rolled", upgraded_at, 4, every)

@@ -531,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
+    # The CRD as a user installs it (a freshly started local control plane has none).
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "pyncettetask.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/pyncettetasks.pyncette.dev", "--timeout=60s")
     results = [run_backend(kind, urls[kind], args, rng) for kind in (args.backend or ["postgres", "redis"])]
     print(f"\nseed {seed}")
     print(

@@ -73,6 +73,17 @@ Fingerprint = tuple[str, str]
 _KEPT_METADATA = ("name", "namespace", "uid", "generation", "annotations", "creationTimestamp")
 
 
+class _WriteNeeded(Exception):
+    """The backend entry must be created or replaced: first read the task back from the apiserver.
+
+    A replica's copy of a task can be older than what another replica already acted on (its watch
+    lags, or kopf's first listing is processed after a suspend another replica applied). Writing
+    from that copy would bring back an entry the other replica removed, anchored on a stale
+    ``lastScheduleTime``, and run a slot again. Entries are written rarely (new task, changed
+    schedule, wiped backend), so each write costs one GET and is made from the current object.
+    """
+
+
 @dataclass
 class Cached:
     body: dict[str, Any]
@@ -185,7 +196,7 @@ class Mirror:
                 if event_type == "DELETED":
                     await self._remove(meta.get("namespace", ""), meta.get("name", ""))
                 else:
-                    await self._reconcile(body)
+                    await self._reconcile(body, verified=False)
         except Exception:
             logger.exception("Mirroring %s failed; retrying later", key)
             self._dirty.add(key)
@@ -220,7 +231,8 @@ class Mirror:
         await self.ctx.unschedule_task(self._template, instance)
         self._metrics.count("registrations", action="unschedule")
 
-    async def _reconcile(self, body: Mapping[str, Any]) -> None:
+    async def _reconcile(self, body: Mapping[str, Any], *, verified: bool) -> None:
+        """Brings the backend and the status in line with ``body``; ``verified``: it was just read back."""
         cached = self._parse(body)
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
@@ -297,7 +309,10 @@ class Mirror:
             state.next_run_time, state.next_run_known = None, True
         else:
             try:
-                next_run = await self._ensure_registered(parsed, body)
+                next_run = await self._ensure_registered(parsed, body, verified=verified)
+            except _WriteNeeded:
+                await self._reconcile_current(key)
+                return
             except TaskLockedException:
                 logger.info("PyncetteTask %s changed while a run holds its lease; applying after the run", key)
                 self._dirty.add(key)
@@ -344,6 +359,21 @@ class Mirror:
                 self._status.changed(namespace, name, urgent=True)
         self._status.changed(namespace, name, urgent=previous_ready != state.ready)
 
+    async def _reconcile_current(self, key: str) -> None:
+        """Reconciles the task as the apiserver has it now (see ``_WriteNeeded``)."""
+        namespace, name = key.split("/", 1)
+        try:
+            current = await self._kube.get_task(namespace, name)
+        except Exception as e:
+            logger.warning("Cannot read PyncetteTask %s back before registering it: %s: %s", key, type(e).__name__, e)
+            self._dirty.add(key)
+            return
+        if current is None:
+            logger.info("PyncetteTask %s is gone from the apiserver: not registering it", key)
+            self._dirty.discard(key)
+            return
+        await self._reconcile(current, verified=True)
+
     def _one_off_done(self, parsed: TaskSpec, body: Mapping[str, Any]) -> bool:
         if parsed.execute_at is None:
             return False
@@ -379,11 +409,14 @@ class Mirror:
         known = [t for t in candidates if t is not None]
         return max(known) if known else None
 
-    async def _ensure_registered(self, parsed: TaskSpec, body: Mapping[str, Any]) -> datetime.datetime | None:
+    async def _ensure_registered(
+        self, parsed: TaskSpec, body: Mapping[str, Any], *, verified: bool
+    ) -> datetime.datetime | None:
         """Makes the stored instance match ``parsed``; returns its next run time when it was read or written.
 
         Only the schedule fields count (``schedule_hash``): a new image or new handler args change
-        nothing in the backend, so they never move the next run time.
+        nothing in the backend, so they never move the next run time. A write happens only from a
+        ``verified`` body, one just read back from the apiserver; otherwise ``_WriteNeeded``.
         """
         key = parsed.key
         fingerprint = self._fingerprint(parsed)
@@ -400,6 +433,8 @@ class Mirror:
             if stored.problem is None and stored.locked_until is not None and stored.locked_until > ctx.clock.now():
                 raise TaskLockedException(stored.task, stored.locked_until)
             force = True  # a changed spec replaces the stored schedule instead of keeping the sooner time
+        if not verified:
+            raise _WriteNeeded()
         now = ctx.clock.now()
         anchor = self._anchor(parsed, body) if parsed.execute_at is None else None
         if anchor is not None and anchor > now:

@@ -186,6 +186,28 @@ async def test_shutdown_releases_waiting_pod_runs_for_another_replica(tmp_path: 
         await until(lambda: kube.status("long").get("lastSuccessfulTime"), "its success recorded")
 
 
+async def test_a_replica_acting_on_a_stale_copy_does_not_bring_back_a_suspended_task(tmp_path: Path) -> None:
+    """Two replicas on one backend. One applies a suspend (the entry goes); the other, just started,
+    still processes its first listing, taken before the suspend: it must not register the task again
+    (anchored on a stale lastScheduleTime, that re-ran the latest slot in the chaos run)."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'stale.db'}"
+    spec = {"interval": "1m", "podTemplate": POD}
+    async with running_world(kube, clock, backend, poll_interval=30) as first:
+        before = copy.deepcopy(await first.apply("paused", spec))
+        await first.apply("paused", {**spec, "suspend": True})
+        template = first.parts.mirror._template
+        assert await first.ctx.get_task(template, "ns/paused") is None
+        async with running_world(kube, clock, backend, poll_interval=30) as second:
+            await second.parts.mirror.on_event(None, before)
+            assert await second.ctx.get_task(template, "ns/paused") is None
+            await clock.advance(datetime.timedelta(minutes=5))
+            assert first.pods_of("paused") == []
+            # The copy it read back is the suspended one: the status it reports says so.
+            ready = second.parts.mirror._status.state("ns", "paused").ready
+            assert ready is not None and ready.reason == "Suspended"
+
+
 async def test_failing_handler_is_retried_with_backoff(world: World) -> None:
     calls: list[datetime.datetime] = []
 

@@ -37,6 +37,7 @@ from pyncette_operator.events import EventRecorder
 from pyncette_operator.kube import Kube
 from pyncette_operator.kube import NotFound
 from pyncette_operator.kube import api_error_message
+from pyncette_operator.kube import is_transient
 from pyncette_operator.kube import make_api_client
 from pyncette_operator.metrics import Metrics
 from pyncette_operator.metrics import health_handler
@@ -64,6 +65,10 @@ logger = logging.getLogger(__name__)
 TEMPLATE_NAME = "pyncettetask"
 GROUP_TEMPLATE_NAME = "pyncette-concurrency-group"
 DIRTY_RETRY_SECONDS = 2.0
+#: How long start-up waits for an apiserver that does not answer (see ``Operator._preflight``);
+#: shorter than the chart's liveness window (10 s + 3 x 10 s) so that the probe never kills a
+#: replica that is only waiting.
+STARTUP_PATIENCE_SECONDS = 25.0
 STALE_CHECK_SECONDS = 5.0
 """How often every replica re-evaluates the ``Stale`` condition of tasks with ``maxSuccessAge``."""
 #: Readiness endpoint, served beside the liveness path of ``--liveness``.
@@ -285,19 +290,34 @@ class Operator:
             await kube.close()
 
     async def _preflight(self, kube: Kube) -> None:
-        """Fails fast, in one line, on what would otherwise be a silent operator: no CRD, no RBAC."""
+        """Fails fast, in one line, on what would otherwise be a silent operator: no CRD, no RBAC.
+
+        An apiserver that does not answer yet (restarting, overloaded) is waited for, up to
+        ``STARTUP_PATIENCE_SECONDS``: a replica started during an apiserver restart must not exit,
+        or the kubelet's crash back-off keeps it down for minutes after the apiserver is back.
+        """
         namespaces = self._namespaces()
-        try:
-            await kube.list_tasks(None if namespaces is None else namespaces[:1], limit=1)
-        except NotFound:
-            raise StartupError(
-                f"the PyncetteTask CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: "
-                "kubectl apply -f crds/pyncettetask.yaml"
-            ) from None
-        except Exception as e:
-            raise StartupError(
-                f"cannot list {PLURAL} ({api_error_message(e)}); check the API server and RBAC"
-            ) from None
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + STARTUP_PATIENCE_SECONDS
+        delay = 0.5
+        while True:
+            try:
+                await kube.list_tasks(None if namespaces is None else namespaces[:1], limit=1)
+            except NotFound:
+                raise StartupError(
+                    f"the PyncetteTask CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: "
+                    "kubectl apply -f crds/pyncettetask.yaml"
+                ) from None
+            except Exception as e:
+                if not is_transient(e) or loop.time() + delay > give_up_at:
+                    raise StartupError(
+                        f"cannot list {PLURAL} ({api_error_message(e)}); check the API server and RBAC"
+                    ) from None
+                logger.warning("Cannot list %s yet (%s); retrying in %.1fs", PLURAL, api_error_message(e), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                break
         if self.settings.operator_service_account is None:
             try:
                 own = await kube.service_account()

@@ -13,6 +13,7 @@ import collections
 import datetime
 import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,3 +223,35 @@ def test_a_fatal_error_exits_non_zero_with_its_traceback(
     assert op.proc.returncode == 1, op.log_text()[-3000:]
     log = op.log_text()
     assert "The operator stops" in log and "Traceback" in log, log[-3000:]
+
+
+def test_a_replica_started_while_the_apiserver_is_unreachable_waits_for_it(
+    k: Kubectl, start_operator: Any, apiserver_proxy: tuple[Proxy, Path], tmp_path: Path
+) -> None:
+    """A replica (re)started during an apiserver restart does not exit: under the kubelet each such
+    exit grows the crash back-off, and the replica stays down long after the apiserver is back."""
+    proxy, kubeconfig = apiserver_proxy
+    log = tmp_path / "patient-0.log"  # the start_operator fixture's log of the first "patient" replica
+    waited: list[str] = []
+
+    def heal_once_it_waits() -> None:
+        wait_until(
+            lambda: log.exists() and "Cannot list pyncettetasks yet" in log.read_text(errors="replace"),
+            timeout=60,
+            what="the replica waiting for the apiserver",
+        )
+        waited.append(log.read_text(errors="replace"))
+        proxy.set_enabled(True)
+
+    proxy.set_enabled(False)
+    healer = threading.Thread(target=heal_once_it_waits, daemon=True)
+    healer.start()
+    try:
+        op = start_operator("--namespace", k.namespace, env={"KUBECONFIG": str(kubeconfig)}, name="patient")
+    finally:
+        healer.join(timeout=90)
+        proxy.set_enabled(True)
+    assert waited, "the replica never said it was waiting for the apiserver"
+    assert op.alive()
+    k.apply(ptask("patient", interval="1s", podTemplate=pod_template()))
+    wait_until(lambda: k.pods("patient"), timeout=60, what="a run Pod once the apiserver answers")

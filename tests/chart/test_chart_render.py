@@ -147,7 +147,9 @@ def test_watched_namespaces_and_cluster_wide_on_request(chart: Chart) -> None:
 def test_bounds_and_the_operators_own_service_account_reach_the_operator(chart: Chart) -> None:
     args = container(chart.render())["args"]
     assert f"--operator-service-account={NAMESPACE}:{RELEASE}-pyncette-operator" in args
-    assert {"--min-interval=1s", "--pod-create-qps=10", "--pod-create-burst=20", "--backfill-max-slots=1000"} <= set(args)
+    assert {"--min-interval=1s", "--pod-create-qps=10", "--pod-create-burst=20", "--backfill-max-slots=1000"} <= set(
+        args
+    )
     assert {"--health-bind-address=0.0.0.0", "--metrics-bind-address=0.0.0.0"} <= set(args)
     values = {
         "minInterval": "30s",
@@ -160,7 +162,9 @@ def test_bounds_and_the_operators_own_service_account_reach_the_operator(chart: 
     }
     args = container(chart.render(values))["args"]
     assert f"--operator-service-account={NAMESPACE}:ops" in args
-    assert {"--min-interval=30s", "--pod-create-qps=2.5", "--pod-create-burst=5", "--backfill-max-slots=50"} <= set(args)
+    assert {"--min-interval=30s", "--pod-create-qps=2.5", "--pod-create-burst=5", "--backfill-max-slots=50"} <= set(
+        args
+    )
     assert {"--health-bind-address=10.0.0.1", "--metrics-bind-address=127.0.0.1"} <= set(args)
     assert {"--allowed-service-accounts=runner", "--allowed-service-accounts=team-a:reporter"} <= set(args)
 

@@ -43,6 +43,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -283,6 +284,8 @@ class Figures:
     slots: int = 0
     duplicate: int = 0
     lost: int = 0
+    reported_missed: int = 0
+    replaced: int = 0
     during_outage: int = 0
     nobody_up: int = 0
     left_running: int = 0
@@ -306,6 +309,7 @@ def count(
         return any(began - period <= slot <= ended for began, ended in outages)
 
     figures = Figures()
+    started, missed = operator_reports(namespace)
     pods = get_json("pods", "-n", namespace, "-l", "pyncette.dev/task")["items"]
     by_task: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for pod in pods:
@@ -349,6 +353,12 @@ def count(
         for slot in expected:
             if slot in present:
                 continue
+            if slot in started.get(name, set()):
+                figures.replaced += 1  # started, and its Pod deleted since (Replace, activeDeadlineSeconds)
+                continue
+            if any(after < slot < before for after, before in missed.get(name, [])):
+                figures.reported_missed += 1  # skipped by the catch-up rule and said so (Forbid, a dead lease)
+                continue
             if name.startswith("pods-") and in_outage(slot):
                 figures.during_outage += 1
                 continue
@@ -363,6 +373,47 @@ def count(
                 figures.stuck_running += 1
                 figures.details.append(f"stuck Running=True: {task['metadata']['name']}: {condition.get('message')}")
     return figures
+
+
+_STARTED = re.compile(r"^started .* for (\S+?)(?: \(|,|$)")
+_MISSED = re.compile(r"scheduled run\(s\) between (\S+) and (\S+) were missed")
+
+
+def operator_reports(
+    namespace: str,
+) -> tuple[dict[str, set[datetime.datetime]], dict[str, list[tuple[datetime.datetime, datetime.datetime]]]]:
+    """What the operator said in Events: the slots it started a run for (``RunStarted``), and the
+    ranges of slots it skipped by the catch-up rule (``MissedSchedules``: only the latest of the
+    times missed while no run could start, or while a Forbid run outlasted the period, runs)."""
+    started: dict[str, set[datetime.datetime]] = collections.defaultdict(set)
+    missed: dict[str, list[tuple[datetime.datetime, datetime.datetime]]] = collections.defaultdict(list)
+    for event in get_json("events", "-n", namespace)["items"]:
+        name = event["involvedObject"]["name"]
+        message = event.get("message") or ""
+        if event.get("reason") == "RunStarted" and (m := _STARTED.match(message)):
+            started[name].add(parse_time(m.group(1)))
+        elif event.get("reason") == "MissedSchedules" and (m := _MISSED.search(message)):
+            missed[name].append((parse_time(m.group(1)), parse_time(m.group(2))))
+    return started, missed
+
+
+def settle(namespace: str, timeout: float) -> float:
+    """Waits until no run Pod is Pending or Running and no task reports Running=True (the simulated
+    node can lag minutes behind an apiserver restart); returns the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        pods = get_json("pods", "-n", namespace, "-l", "pyncette.dev/task")["items"]
+        busy = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
+        running = [
+            t
+            for t in get_json("pyncettetasks", "-n", namespace)["items"]
+            for c in (t.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Running" and c.get("status") == "True"
+        ]
+        if not busy and not running:
+            break
+        time.sleep(2)
+    return time.monotonic() - began
 
 
 # ---------------------------------------------------------------------------------------- one run
@@ -472,6 +523,7 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
                 '{"spec":{"suspend":true}}',
             )
         time.sleep(PERIOD * 2.5)  # Pods end (the longest: activeDeadlineSeconds 6), status settles
+        settled_after = settle(namespace, timeout=args.settle_timeout)
         figures = count(
             namespace, calls, [item["name"] for item in specs], until=end, outages=outages, nobody_up=nobody_up
         )
@@ -497,6 +549,9 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
         "slots": figures.slots,
         "duplicate_slots": figures.duplicate,
         "lost_slots": figures.lost,
+        "slots_missed_and_reported": figures.reported_missed,
+        "slots_started_then_pod_deleted": figures.replaced,
+        "seconds_to_settle": round(settled_after, 1),
         "pod_slots_skipped_during_apiserver_outages": figures.during_outage,
         "slots_skipped_with_no_replica_up": figures.nobody_up,
         "seconds_with_no_replica_up": round(sum((b - a).total_seconds() for a, b in nobody_up), 1),
@@ -524,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the namespaces for inspection")
     parser.add_argument("--json", type=pathlib.Path, default=None)
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=180.0,
+        help="at the end, wait at most this long for run Pods to end and Running=True to clear",
+    )
     args = parser.parse_args(argv)
     urls = {
         "redis": os.environ.get("PYNCETTE_REDIS_URL", "redis://127.0.0.1:16379/0"),
@@ -537,20 +598,22 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_backend(kind, urls[kind], args, rng) for kind in (args.backend or ["postgres", "redis"])]
     print(f"\nseed {seed}")
     print(
-        "| backend | cycles | faults | slots | duplicate | lost | skipped in apiserver outages |"
-        " Pods left Running | stuck Running=True |"
+        "| backend | cycles | faults | slots | duplicate | lost | missed, reported | started, Pod deleted |"
+        " skipped in apiserver outages | Pods left Running | stuck Running=True |"
     )
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(r["faults"].items()))
         print(
             f"| {r['backend']} | {r['cycles']} | {faults} | {r['slots']} | {r['duplicate_slots']} | {r['lost_slots']} |"
+            f" {r['slots_missed_and_reported']} | {r['slots_started_then_pod_deleted']} |"
             f" {r['pod_slots_skipped_during_apiserver_outages']} | {r['pods_left_running']} |"
             f" {r['tasks_stuck_running']} |"
         )
         print(
             f"    {r['backend']}: {r['slots_skipped_with_no_replica_up']} slots skipped while no replica was up"
-            f" ({r['seconds_with_no_replica_up']} s); SIGTERM exit codes {r['sigterm_exit_codes']}"
+            f" ({r['seconds_with_no_replica_up']} s); SIGTERM exit codes {r['sigterm_exit_codes']};"
+            f" apiserver restarts took {r['apiserver_restart_seconds']} s; settled {r['seconds_to_settle']} s after"
         )
         for line in r["details"]:
             print(f"    {line}")

@@ -186,6 +186,26 @@ async def test_shutdown_releases_waiting_pod_runs_for_another_replica(tmp_path: 
         await until(lambda: kube.status("long").get("lastSuccessfulTime"), "its success recorded")
 
 
+async def test_a_forbid_run_that_outlasts_later_slots_reports_them_missed(world: World) -> None:
+    """Forbid: the 00:01 Pod runs until 00:04:30, so 00:02 and 00:03 never run and 00:04 runs late
+    (CronJob's rule). The two skipped times are counted and reported, as after any downtime."""
+    # A lease longer than the overrun: renewals here follow real time, not the fake clock.
+    spec = {"schedule": "* * * * *", "concurrencyPolicy": "Forbid", "leaseDuration": "10m", "podTemplate": POD}
+    await world.apply("slow", spec)
+    await world.clock.set(T0 + MINUTE)
+    [pod] = await until(lambda: world.pods_of("slow"), "the 00:01 Pod")
+    await world.clock.set(T0 + datetime.timedelta(minutes=4, seconds=30))
+    assert world.metrics.missed_schedules._value.get() == 0
+    world.finish_pod(pod["metadata"]["name"])
+    await until(lambda: world.metrics.missed_schedules._value.get(), "the missed times counted")
+    await world.clock.advance(seconds=1)
+    await until(lambda: len(world.pods_of("slow")) == 2, "the catch-up Pod for 00:04")
+    assert sorted(stamp(p) for p in world.pods_of("slow")) == ["2030-01-01T00:01:00Z", "2030-01-01T00:04:00Z"]
+    assert world.metrics.missed_schedules._value.get() == 2
+    [missed] = [e for e in world.kube.events if e["reason"] == "MissedSchedules"]
+    assert missed["message"].startswith("2 scheduled run(s) between 2030-01-01T00:01:00Z and 2030-01-01T00:04:00Z")
+
+
 async def test_a_replica_acting_on_a_stale_copy_does_not_bring_back_a_suspended_task(tmp_path: Path) -> None:
     """Two replicas on one backend. One applies a suspend (the entry goes); the other, just started,
     still processes its first listing, taken before the suspend: it must not register the task again

@@ -173,6 +173,19 @@ class RunExecutor:
             if latest is not None and isinstance(latest.parsed, TaskSpec) and latest.parsed.suspend:
                 return  # suspended during the delay: the run does not start
         await self._in_group(context, task, scheduled_at, run_now or "", run_now, next_time=next_time, one_off=one_off)
+        if skip is None and not one_off and not self._stopping.is_set():
+            self._report_overrun(context, task, scheduled_at)
+
+    def _report_overrun(self, context: Context, task: TaskSpec, scheduled_at: datetime.datetime) -> None:
+        """A run that outlasted later scheduled times (a Forbid Pod, a slow handler, a Pod the node
+        started late): committing it moves the schedule to the most recent of them, so the ones in
+        between never run. They are counted and reported like any other missed time."""
+        later = stale_slot(context.task, scheduled_at, self._mirror.ctx.clock.now())
+        if later is None:
+            return
+        missed = count_between(context.task, scheduled_at, later)
+        if missed > 0:
+            self._mirror.report_missed(task, missed, scheduled_at, later)
 
     async def _in_group(
         self,

@@ -21,11 +21,14 @@ task and in total:
 
 * **duplicate slots**: scheduled times with two Pods of the same attempt, or two successful Pods
   (Pod tasks), or two handler calls (handler tasks);
-* **lost slots**: scheduled times between the first and the last run that have no run at all. A
-  replica dies or restarts faster than the 10 s period, so none may be skipped; the exception is a
-  Pod task's slot during an apiserver restart (no Pod can be created; on this machine a restart
-  takes longer than the period), reported separately as skipped by design, as a CronJob would;
-* **Pods left Running** at the end, and **tasks stuck Running=True** once idle.
+* **lost slots**: scheduled times between the first and the last run that have no run and that
+  the operator never accounted for. Not lost, and counted apart: a slot whose run the operator
+  started (a ``RunStarted`` Event) and whose Pod was deleted since (Replace, activeDeadlineSeconds);
+  a slot inside a ``MissedSchedules`` Event's range (CronJob's catch-up rule: a dead replica's
+  lease, or a Forbid run that outlasted the period, skips to the latest time); and a Pod task's
+  slot during an apiserver restart (no Pod can be created);
+* **Pods left Running** and **tasks stuck Running=True** once the runs have settled (the run waits
+  up to ``--settle-timeout`` for the simulated node, which lags behind an apiserver restart).
 
 Target: 0 of each. Nothing asserts (the short CI version in tests/operator/test_cluster_chaos.py
 does); it prints a table and writes ``--json``.

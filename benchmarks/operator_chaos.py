@@ -313,6 +313,11 @@ def count(
 
     figures = Figures()
     started, missed = operator_reports(namespace)
+    logged_started, logged_missed = operator_log_reports(calls.parent)
+    for name, times in logged_started.items():
+        started[name] |= times
+    for name, ranges in logged_missed.items():
+        missed[name].extend(ranges)
     pods = get_json("pods", "-n", namespace, "-l", "pyncette.dev/task")["items"]
     by_task: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for pod in pods:
@@ -397,6 +402,31 @@ def operator_reports(
             started[name].add(parse_time(m.group(1)))
         elif event.get("reason") == "MissedSchedules" and (m := _MISSED.search(message)):
             missed[name].append((parse_time(m.group(1)), parse_time(m.group(2))))
+    return started, missed
+
+
+_REPLACED = re.compile(r"Replacing run Pod \S+/(\S+)-(\d{10})-[0-9a-f]{5} of \S+$")
+_MISSED_LOG = re.compile(r"PyncetteTask \S+?/(\S+): (?:more than )?(\d+) scheduled run\(s\) missed before (\S+)$")
+
+
+def operator_log_reports(
+    workdir: pathlib.Path,
+) -> tuple[dict[str, set[datetime.datetime]], dict[str, list[tuple[datetime.datetime, datetime.datetime]]]]:
+    """The same from the replicas' logs, which nothing rate-limits (Events are best-effort: a task
+    posts one per reason per status interval, and none while the apiserver is down): the slots of
+    Pods that Replace deleted (their run started), and the N times before T each "N scheduled
+    run(s) missed before T" line names (every PERIOD seconds here)."""
+    started: dict[str, set[datetime.datetime]] = collections.defaultdict(set)
+    missed: dict[str, list[tuple[datetime.datetime, datetime.datetime]]] = collections.defaultdict(list)
+    for log_file in workdir.glob("*.log"):
+        for line in log_file.read_text(errors="replace").splitlines():
+            if (m := _REPLACED.search(line)) is not None:
+                task, epoch = m.group(1), int(m.group(2))
+                started[task].add(datetime.datetime.fromtimestamp(epoch, datetime.UTC))
+            elif (m := _MISSED_LOG.search(line)) is not None:
+                task, n, before = m.group(1), int(m.group(2)), parse_time(m.group(3))
+                after = before - datetime.timedelta(seconds=PERIOD * (n + 1))
+                missed[task].append((after, before))
     return started, missed
 
 
@@ -558,6 +588,7 @@ def run_backend(kind: str, url: str, args: argparse.Namespace, rng: random.Rando
         "pod_slots_skipped_during_apiserver_outages": figures.during_outage,
         "slots_skipped_with_no_replica_up": figures.nobody_up,
         "seconds_with_no_replica_up": round(sum((b - a).total_seconds() for a, b in nobody_up), 1),
+        "apiserver_outages": [[a.isoformat(), b.isoformat()] for a, b in outages],
         "pods_left_running": figures.left_running,
         "tasks_stuck_running": figures.stuck_running,
         "details": sorted(figures.details, key=lambda line: line.startswith("lost"))[:60],

@@ -206,6 +206,29 @@ async def test_a_forbid_run_that_outlasts_later_slots_reports_them_missed(world:
     assert missed["message"].startswith("2 scheduled run(s) between 2030-01-01T00:01:00Z and 2030-01-01T00:04:00Z")
 
 
+async def test_an_adopted_forbid_run_that_keeps_running_reports_every_time_it_outlasts(tmp_path: Path) -> None:
+    """A replica stops while its Forbid Pod runs; another takes the run over at 00:03:30 (00:02 is
+    reported missed, 00:03 is to run next) and follows the Pod, which runs on until 00:05:30: 00:03
+    and 00:04 are missed too, and 00:05 runs. Three missed times, all reported."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'adopted.db'}"
+    spec = {"schedule": "* * * * *", "concurrencyPolicy": "Forbid", "leaseDuration": "10m", "podTemplate": POD}
+    async with running_world(kube, clock, backend, poll_interval=30) as first:
+        await first.apply("slow", spec)
+        await clock.set(T0 + MINUTE)
+        [pod] = await until(lambda: first.pods_of("slow"), "the 00:01 Pod")
+    await clock.set(T0 + datetime.timedelta(minutes=3, seconds=30))
+    async with running_world(kube, clock, backend, poll_interval=30) as second:
+        await restart(second, "slow")
+        await until(lambda: second.metrics.missed_schedules._value.get() == 1, "00:02 reported at the takeover")
+        await clock.set(T0 + datetime.timedelta(minutes=5, seconds=30))
+        second.finish_pod(pod["metadata"]["name"])
+        await until(lambda: second.metrics.missed_schedules._value.get() == 3, "00:03 and 00:04 reported")
+        await clock.advance(seconds=1)
+        await until(lambda: len(second.pods_of("slow")) == 2, "the 00:05 Pod")
+        assert sorted(stamp(p) for p in second.pods_of("slow")) == ["2030-01-01T00:01:00Z", "2030-01-01T00:05:00Z"]
+
+
 async def test_a_replica_acting_on_a_stale_copy_does_not_bring_back_a_suspended_task(tmp_path: Path) -> None:
     """Two replicas on one backend. One applies a suspend (the entry goes); the other, just started,
     still processes its first listing, taken before the suspend: it must not register the task again

@@ -173,19 +173,28 @@ class RunExecutor:
             if latest is not None and isinstance(latest.parsed, TaskSpec) and latest.parsed.suspend:
                 return  # suspended during the delay: the run does not start
         await self._in_group(context, task, scheduled_at, run_now or "", run_now, next_time=next_time, one_off=one_off)
-        if skip is None and not one_off and not self._stopping.is_set():
-            self._report_overrun(context, task, scheduled_at)
+        if not one_off and not self._stopping.is_set():
+            if skip is None:
+                self._report_overrun(context, task, scheduled_at, scheduled_at_ran=True)
+            elif follow:
+                # The times up to skip's ``before`` were reported when the run was taken over;
+                # ``before`` itself was to run next, unless the followed Pod outlasted it too.
+                self._report_overrun(context, task, skip[2], scheduled_at_ran=False)
 
-    def _report_overrun(self, context: Context, task: TaskSpec, scheduled_at: datetime.datetime) -> None:
+    def _report_overrun(
+        self, context: Context, task: TaskSpec, since: datetime.datetime, *, scheduled_at_ran: bool
+    ) -> None:
         """A run that outlasted later scheduled times (a Forbid Pod, a slow handler, a Pod the node
         started late): committing it moves the schedule to the most recent of them, so the ones in
-        between never run. They are counted and reported like any other missed time."""
-        later = stale_slot(context.task, scheduled_at, self._mirror.ctx.clock.now())
+        between never run. They are counted and reported like any other missed time. ``since`` is
+        the run's own time (``scheduled_at_ran``) or the first time not reported yet."""
+        later = stale_slot(context.task, since, self._mirror.ctx.clock.now())
         if later is None:
             return
-        missed = count_between(context.task, scheduled_at, later)
+        missed = count_between(context.task, since, later) + (0 if scheduled_at_ran else 1)
         if missed > 0:
-            self._mirror.report_missed(task, missed, scheduled_at, later)
+            after = since if scheduled_at_ran else since - datetime.timedelta(microseconds=1)
+            self._mirror.report_missed(task, missed, after, later)
 
     async def _in_group(
         self,

@@ -9,14 +9,12 @@ rest of the operator sees the same camelCase dicts that kopf hands to handlers.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -236,15 +234,11 @@ def _reason(e: ApiException) -> str:
         return str(e.reason)
 
 
-#: Answers of an apiserver that is restarting or overloaded: worth asking again shortly.
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
 def is_transient(e: BaseException) -> bool:
-    """Whether ``e`` says "not now" (no connection, a timeout, 5xx, 429) rather than "no" (401, 403, 404...)."""
-    if isinstance(e, ApiException):
-        return e.status in TRANSIENT_STATUSES or not e.status
-    return isinstance(e, (aiohttp.ClientError, OSError, asyncio.TimeoutError))
+    """Whether ``e`` says "not now" rather than "no": no HTTP answer at all (no connection, a
+    timeout), 429 or 5xx; 401, 403, 404 and the other 4xx are the apiserver refusing."""
+    status = getattr(e, "status", None)
+    return not isinstance(status, int) or status == 429 or status >= 500
 
 
 def api_error_message(e: BaseException) -> str:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pyncette_operator.kube import AlreadyExists
 from pyncette_operator.kube import Kube
 from pyncette_operator.kube import api_error_message
+from pyncette_operator.kube import is_transient
 from pyncette_operator.runs.naming import run_pod_name
 from pyncette_operator.runs.pod_watch import PodTracker
 from pyncette_operator.runs.pods import PodView
@@ -57,11 +58,6 @@ class RunFailed(Exception):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-def _transient(e: BaseException) -> bool:
-    status = getattr(e, "status", None)
-    return not isinstance(status, int) or status == 429 or status >= 500
 
 
 class RunAbandoned(Exception):
@@ -135,7 +131,7 @@ class PodRunner:
                 await self._replace_older(task, scheduled_at)
             except Exception as e:
                 raise RunFailed(
-                    f"replacing older Pods failed: {api_error_message(e)}", transient=_transient(e)
+                    f"replacing older Pods failed: {api_error_message(e)}", transient=is_transient(e)
                 ) from None
         name = run_pod_name(
             task_name=task.name, task_uid=task.uid, scheduled_at=scheduled_at, trigger=trigger, attempt=attempt
@@ -147,7 +143,9 @@ class PodRunner:
             try:
                 found = await self._kube.get_pod(task.namespace, name)
             except Exception as e:
-                raise RunFailed(f"reading Pod {name} failed: {api_error_message(e)}", transient=_transient(e)) from None
+                raise RunFailed(
+                    f"reading Pod {name} failed: {api_error_message(e)}", transient=is_transient(e)
+                ) from None
             seen = pod_view(found) if found is not None else None
             if seen is None or seen.owner_uid != task.uid or seen.scheduled_at != format_time(scheduled_at):
                 raise RunFailed(f"a Pod named {name} already exists and does not belong to this run") from None
@@ -157,7 +155,7 @@ class PodRunner:
             self._hooks.on_adopted()
             return name
         except Exception as e:
-            raise RunFailed(f"creating Pod {name} failed: {api_error_message(e)}", transient=_transient(e)) from None
+            raise RunFailed(f"creating Pod {name} failed: {api_error_message(e)}", transient=is_transient(e)) from None
         self._tracker.observe("ADDED", created)
         self._hooks.on_created()
         return name

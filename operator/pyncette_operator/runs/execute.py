@@ -188,12 +188,13 @@ class RunExecutor:
         started late): committing it moves the schedule to the most recent of them, so the ones in
         between never run. They are counted and reported like any other missed time. ``since`` is
         the run's own time (``scheduled_at_ran``) or the first time not reported yet."""
-        later = stale_slot(context.task, since, self._mirror.ctx.clock.now())
-        if later is None:
+        gap = _stale_gap(context, since, self._mirror.ctx.clock.now())
+        if gap is None:
             return
-        missed = count_between(context.task, since, later) + (0 if scheduled_at_ran else 1)
+        missed, after, later = gap
+        if scheduled_at_ran:
+            missed, after = missed - 1, since
         if missed > 0:
-            after = since if scheduled_at_ran else since - datetime.timedelta(microseconds=1)
             self._mirror.report_missed(task, missed, after, later)
 
     async def _in_group(
@@ -284,11 +285,10 @@ class RunExecutor:
     ) -> tuple[int, datetime.datetime, datetime.datetime] | None:
         """(missed, after, before) when this scheduled time must be skipped: stale (a later one is
         already due) or past startingDeadlineSeconds; None to run it."""
-        just_before = scheduled_at - datetime.timedelta(microseconds=1)
-        later = stale_slot(context.task, scheduled_at, now)
-        if later is not None:
+        gap = _stale_gap(context, scheduled_at, now)
+        if gap is not None:
             # Committing this run moves the entry to ``later`` (catch_up_latest), which runs next.
-            return 1 + count_between(context.task, scheduled_at, later), just_before, later
+            return gap
         if (
             task.starting_deadline is not None
             and task.execute_at is None
@@ -300,7 +300,7 @@ class RunExecutor:
                 format_time(scheduled_at),
                 format_duration(task.starting_deadline),
             )
-            return 1, just_before, now
+            return 1, scheduled_at - datetime.timedelta(microseconds=1), now
         return None
 
     async def _slot_after_sync(self, task: TaskSpec, scheduled_at: datetime.datetime) -> SlotState:
@@ -759,3 +759,14 @@ class RunExecutor:
                 return
             self._attempt_failed(task, run)
             attempt += 1
+
+
+def _stale_gap(
+    context: Context, since: datetime.datetime, now: datetime.datetime
+) -> tuple[int, datetime.datetime, datetime.datetime] | None:
+    """(missed, after, later) when a scheduled time after ``since`` is already due: ``since`` and
+    the times up to ``later`` (the most recent due one, which runs next) are missed; else None."""
+    later = stale_slot(context.task, since, now)
+    if later is None:
+        return None
+    return 1 + count_between(context.task, since, later), since - datetime.timedelta(microseconds=1), later

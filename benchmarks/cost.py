@@ -6,6 +6,8 @@ This script measures what one worker spends per execution while draining N due o
 
 * **CPU**: the worker process's CPU time (``time.process_time``) over the drain, divided by N.
   Steadier than wall time, though still somewhat inflated by a busy machine (shared caches).
+* **Redis server CPU** (Redis only): the server's CPU time (``INFO cpu``, main thread and children)
+  over the drain, divided by N. The server is shared, so anything else talking to it is counted too.
 * **instructions** (``--callgrind``, needs valgrind): the worker runs under
   ``valgrind --tool=callgrind`` twice, draining N and 5 * N instances; the difference in
   instructions executed divided by 4 * N cancels start-up and shutdown, leaving the
@@ -93,6 +95,21 @@ def drain(backend: str, config: dict[str, Any], n: int, batch_size: int) -> dict
     return result
 
 
+def redis_cpu_seconds(config: dict[str, Any]) -> float | None:
+    """The Redis server's CPU time so far (user + system), or None for other backends."""
+    url = config.get("redis_url")
+    if not url:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def run_worker(argv: list[str], *, callgrind: pathlib.Path | None) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "operator")}
     prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}"] if callgrind else []
@@ -123,7 +140,12 @@ def measure(
     config = {**backend_config(backend, workdir, run_id), **extra}
     populate(backend, config, n, batch_size)
     argv = ["--child", "--backend", backend, "-n", str(n), "--batch-size", str(batch_size), "--config"]
-    return run_worker([*argv, json.dumps(config)], callgrind=callgrind)
+    server_before = redis_cpu_seconds(config)
+    result = run_worker([*argv, json.dumps(config)], callgrind=callgrind)
+    server_after = redis_cpu_seconds(config)
+    if server_before is not None and server_after is not None:
+        result["server_cpu_s"] = server_after - server_before
+    return result
 
 
 def main() -> None:
@@ -155,6 +177,9 @@ def main() -> None:
             "cpu_us_per_execution": round(plain["cpu_s"] / n * 1e6, 1),
             "wall_exec_per_s": round(n / plain["wall_s"]),
         }
+        if "server_cpu_s" in plain:
+            # Includes the worker's start-up and shutdown calls: a few round trips, small beside N.
+            report["server_cpu_us_per_execution"] = round(plain["server_cpu_s"] / n * 1e6, 1)
         if options.callgrind:
             small = measure(
                 options.backend, n, options.batch_size, callgrind=workdir / "small.out", workdir=workdir, extra=extra

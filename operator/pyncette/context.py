@@ -55,6 +55,7 @@ from pyncette.model import LeasedExecution
 from pyncette.model import ListTasksResponse
 from pyncette.model import TaskState
 from pyncette.repository import Repository
+from pyncette.schedule import UTC
 from pyncette.schedule import resolve_timezone
 from pyncette.task import PartitionedTask
 from pyncette.task import Task
@@ -539,11 +540,14 @@ class PyncetteContext:
         assert self._root_context is not None
         execution = run.execution
         task = execution.task
+        scheduled_at = execution.scheduled_at
+        if task.timezone is not None or scheduled_at.tzinfo is not UTC:  # backends hand back UTC times
+            scheduled_at = scheduled_at.astimezone(resolve_timezone(task.timezone))
         context = Context.__new__(Context)
         context.__dict__ = {
             **self._root_context.__dict__,
             "task": task,
-            "scheduled_at": execution.scheduled_at.astimezone(resolve_timezone(task.timezone)),
+            "scheduled_at": scheduled_at,
             "args": dict(task.extra_args),
             "_lease": execution.lease,
         }

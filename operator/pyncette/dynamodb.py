@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import re
 import uuid
@@ -70,6 +69,7 @@ from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
+from pyncette.task import spec_text
 
 logger = logging.getLogger(__name__)
 
@@ -546,7 +546,7 @@ class DynamoDBRepository(BatchRepository):
         if first is None:
             await self._table_call(self._client.delete_item(TableName=self._table, Key=self._key(task)))
             return
-        spec = {"S": json.dumps(task.as_spec())}
+        spec = {"S": spec_text(task)}
         if force:
             await self._table_call(
                 self._client.put_item(

@@ -23,7 +23,6 @@ import bisect
 import contextlib
 import datetime
 import heapq
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -51,6 +50,7 @@ from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
+from pyncette.task import spec_text
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ class MemoryRepository(BatchRepository):
         if new_time is None:
             self._delete(task.canonical_name)
             return
-        spec = json.dumps(task.as_spec())
+        spec = spec_text(task)
         if entry is None:
             entry = _Entry(name=task.canonical_name, group=task.parent_task.canonical_name, execute_after=new_time)
         elif force or entry.locked_by == PARKED:

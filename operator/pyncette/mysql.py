@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
 import re
 import uuid
@@ -65,6 +64,7 @@ from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
+from pyncette.task import spec_text
 
 logger = logging.getLogger(__name__)
 
@@ -499,7 +499,7 @@ class MySQLRepository(BatchRepository):
                     gone.append(name)
                     continue
                 assert task.parent_task is not None
-                upserts.append((name, _name(task.parent_task), first, json.dumps(task.as_spec())))
+                upserts.append((name, _name(task.parent_task), first, spec_text(task)))
             # Without force the sooner time and the lease are kept, unless the row was parked
             # (quarantined): that one is replaced. Assignments run left to right, so locked_by last.
             keep = (

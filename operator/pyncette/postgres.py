@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
 import re
 import uuid
@@ -62,6 +61,7 @@ from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
+from pyncette.task import spec_text
 
 logger = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ class PostgresRepository(BatchRepository):
             self._sql.register,
             [t.canonical_name for t in pending],
             [t.parent_task.canonical_name for t in pending if t.parent_task is not None],
-            [json.dumps(t.as_spec()) for t in pending],
+            [spec_text(t) for t in pending],
             [t.get_next_execution(utc_now, None) for t in pending],
             force,
             utc_now,

@@ -67,6 +67,7 @@ from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
+from pyncette.task import spec_text
 
 logger = logging.getLogger(__name__)
 
@@ -505,9 +506,7 @@ class SqliteRepository(BatchRepository):
                 raise ValueError(f"task {task.canonical_name!r}: only dynamic task instances can be registered")
             latest[task.canonical_name] = task
         now = _ts(utc_now)
-        prepared = [
-            (task, task.get_next_execution(utc_now, None), json.dumps(task.as_spec())) for task in latest.values()
-        ]
+        prepared = [(task, task.get_next_execution(utc_now, None), spec_text(task)) for task in latest.values()]
 
         async def body() -> None:
             rows = await self._rows_by_name(latest)

@@ -42,6 +42,8 @@ _OVERRIDE_FIELDS = ("fast_forward", "execution_mode", "failure_mode", "lease_dur
 _RESOLUTION = datetime.timedelta(microseconds=1)
 # How many rebuilt instances a template remembers (see ``instantiate_from_spec``).
 _SPEC_CACHE_SIZE = 10_000
+# One-off instances rebuilt per template from specs that differ only in name and time (see _one_off).
+_SHAPE_CACHE_SIZE = 64
 # Stored mode names (``ExecutionMode[name]`` is a Python-level call; a KeyError reads the same).
 _EXECUTION_MODES = ExecutionMode.__members__
 _FAILURE_MODES = FailureMode.__members__
@@ -107,6 +109,7 @@ class Task:
         self.anchor = anchor
         self.extra_args = kwargs
         self._spec_cache: dict[str, tuple[dict[str, Any], Task]] = {}
+        self._shapes: dict[str, Task] = {}
         self._canonical_name: str | None = None
         self._validate()
 
@@ -291,12 +294,17 @@ class Task:
         return own
 
     def as_spec(self) -> dict[str, Any]:
-        """Serializes an instance to the JSON-compatible spec the backends store."""
+        """Serializes an instance to the JSON-compatible spec the backends store.
+
+        ``name`` and ``execute_at`` come first: in the stored text (``spec_text``) they are all that
+        tells apart the one-off instances of a template scheduled with the same settings, which
+        ``instantiate_from_spec`` uses to rebuild those without parsing the rest.
+        """
         return {
             "name": self.name,
+            "execute_at": self.execute_at.isoformat() if self.execute_at is not None else None,
             "schedule": self.schedule,
             "interval": self.interval.total_seconds() if self.interval is not None else None,
-            "execute_at": self.execute_at.isoformat() if self.execute_at is not None else None,
             "timezone": self.timezone,
             "fast_forward": self.fast_forward,
             "execution_mode": self.execution_mode.name,
@@ -322,6 +330,10 @@ class Task:
         (``execute_at``) run once and are not remembered. Instances are never mutated in use,
         which makes sharing them safe.
         """
+        if isinstance(task_spec, str):
+            one_off = self._one_off(task_spec)
+            if one_off is not None:
+                return one_off
         spec: dict[str, Any] = _parse_spec(task_spec) if isinstance(task_spec, str) else task_spec
         if spec.get("execute_at") is not None:
             return self._rebuild(spec)
@@ -333,6 +345,53 @@ class Task:
         if cached is None and len(cache) >= _SPEC_CACHE_SIZE:
             del cache[next(iter(cache))]
         cache[spec["name"]] = (spec, instance)
+        return instance
+
+    def _one_off(self, text: str) -> Task | None:
+        """A one-off instance from spec text as ``spec_text`` writes it, or None (take the full path).
+
+        Such a text is ``{"name":N,"execute_at":T`` followed by the rest of the spec, and one-offs
+        scheduled in bulk share that rest. The first instance of each rest (a "shape", at most
+        ``_SHAPE_CACHE_SIZE`` per template) is rebuilt and checked on the full path; later ones copy
+        it with their own name and time, so only those two values are parsed. The rest is compared
+        as text: same text, same fields, same checks passed.
+        """
+        if not text.startswith('{"name":"'):
+            return None
+        try:
+            name, end = _SCAN_JSON(text, 8)
+            if not text.startswith(',"execute_at":"', end):
+                return None
+            execute_at, end = _SCAN_JSON(text, end + 14)
+        except (StopIteration, ValueError):
+            return None
+        rest = text[end:]
+        shape = self._shapes.get(rest)
+        if shape is None:
+            spec = _parse_spec(text)
+            instance = self._rebuild(spec)
+            if spec["name"] == name and spec["execute_at"] == execute_at:  # no repeated keys in the rest
+                shapes = self._shapes
+                if len(shapes) >= _SHAPE_CACHE_SIZE:
+                    del shapes[next(iter(shapes))]
+                shapes[rest] = instance
+            return instance
+        if not name:
+            return None  # the full path says what is wrong
+        try:
+            when = datetime.datetime.fromisoformat(execute_at)
+        except ValueError:
+            return None
+        instance = Task.__new__(Task)
+        fields = instance.__dict__
+        fields.update(shape.__dict__)
+        fields["name"] = name
+        fields["execute_at"] = when
+        fields["_canonical_name"] = None
+        fields["_spec_cache"] = {}
+        fields["_shapes"] = {}
+        if shape.extra_args:
+            fields["extra_args"] = dict(shape.extra_args)
         return instance
 
     def _rebuild(self, spec: dict[str, Any]) -> Task:
@@ -352,6 +411,7 @@ class Task:
         instance.dynamic = False
         instance.parent_task = self
         instance._spec_cache = {}
+        instance._shapes = {}
         instance._canonical_name = None
         instance.extra_args = {**self.extra_args, **extra_args} if self.extra_args else extra_args
 
@@ -402,6 +462,11 @@ class Task:
 
 # The JSON decoder's scanner: one C call for a spec as we write it, without json.loads' wrappers.
 _SCAN_JSON: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def spec_text(task: Task) -> str:
+    """The JSON text of ``task.as_spec()`` as the backends store it (compact, in as_spec's order)."""
+    return json.dumps(task.as_spec(), separators=(",", ":"))
 
 
 def _parse_spec(text: str) -> Any:

@@ -8,6 +8,7 @@ import json
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.task import Task
+from pyncette.task import spec_text
 
 
 async def _noop(context: Context) -> None:
@@ -98,3 +99,56 @@ def test_a_spec_of_the_wrong_shape_is_refused_with_the_field_named() -> None:
             assert field.split("_")[0] in str(e) or "args" in str(e), (field, str(e))
         else:
             raise AssertionError(f"{field}={value!r} was accepted")
+
+
+def _one_off(template: Task, name: str, minute: int, **kwargs: object) -> Task:
+    when = datetime.datetime(2026, 12, 1, 9, minute, tzinfo=datetime.UTC)
+    return template.instantiate(name, execute_at=when, **kwargs)  # type: ignore[arg-type]
+
+
+def test_one_offs_scheduled_alike_rebuild_with_their_own_name_time_and_args() -> None:
+    # The one-off fast path: after the first of a shape, only the name and the time are read.
+    template = _template()
+    first, second = _one_off(template, "a:1", 1, who="Ada"), _one_off(template, "b", 2, who="Ada")
+    rebuilt = [template.instantiate_from_spec(spec_text(t)) for t in (first, second, second)]
+    for instance, original in zip(rebuilt, (first, second, second), strict=True):
+        assert instance.as_spec() == original.as_spec()
+        assert instance.canonical_name == original.canonical_name
+        assert instance.parent_task is template
+    assert rebuilt[1] is not rebuilt[2]
+    rebuilt[1].extra_args["who"] = "Bob"  # one instance's args are its own
+    assert rebuilt[2].extra_args == {"who": "Ada"}
+    other_args = template.instantiate_from_spec(spec_text(_one_off(template, "c", 3, who="Cy")))
+    assert other_args.extra_args == {"who": "Cy"}
+
+
+def test_a_broken_one_off_is_refused_even_after_others_of_its_shape() -> None:
+    template = _template()
+    good = spec_text(_one_off(template, "a", 1))
+    template.instantiate_from_spec(good)
+    for bad, problem in [
+        (good.replace('"2026-12-01T09:01:00+00:00"', '"next tuesday"'), "Invalid isoformat"),
+        (good.replace('"name":"a"', '"name":""'), "non-empty"),
+    ]:
+        try:
+            template.instantiate_from_spec(bad)
+        except ValueError as e:
+            assert problem in str(e), str(e)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+
+
+def test_a_spec_repeating_the_name_key_keeps_the_last_one_as_json_does() -> None:
+    template = _template()
+    tail = spec_text(_one_off(template, "a", 1))[len('{"name":"a"') :]
+    rest = tail[:-1] + ',"name":"b"}'
+    assert template.instantiate_from_spec('{"name":"a"' + rest).name == "b"
+    assert template.instantiate_from_spec('{"name":"c"' + rest).name == "b"  # same rest, same answer
+
+
+def test_the_one_off_shapes_a_template_remembers_are_bounded() -> None:
+    template = _template()
+    for minute in range(200):
+        args = {"n": minute}  # every instance its own shape
+        template.instantiate_from_spec(spec_text(_one_off(template, str(minute), minute % 60, **args)))
+    assert len(template._shapes) <= 64

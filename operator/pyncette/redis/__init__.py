@@ -71,6 +71,7 @@ from pyncette.repository.kit import stored_time
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
 from pyncette.task import Task
+from pyncette.task import spec_text
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _to_us(when: datetime.datetime) -> int:
 
 
 def _from_us(value: bytes | str | int) -> datetime.datetime:
-    return _EPOCH + datetime.timedelta(microseconds=int(value))
+    return _EPOCH + datetime.timedelta(0, 0, int(value))
 
 
 def _text(value: bytes | str) -> str:
@@ -180,8 +181,9 @@ class RedisRepository(BatchRepository):
         at_most_once: list[LeasedExecution] = []
         parked: list[str] = []
         offset = 0
+        times: dict[str, tuple[datetime.datetime | None, str | None]] = {}  # rows due together share a time
         for index, name, execute_after, length in rows:
-            owner = tasks[int(index) - 1]
+            owner = tasks[index - 1]
             spec: str | None = None
             if length >= 0:
                 raw = specs[offset : offset + length]
@@ -192,7 +194,10 @@ class RedisRepository(BatchRepository):
                     self.entries.report(name, raw, "its stored spec is not UTF-8 text")
                     parked.append(name)  # quarantined: leased by the script, not run
                     continue
-            scheduled_at, why = stored_time(_from_us, execute_after)
+            parsed = times.get(execute_after)
+            if parsed is None:
+                parsed = times[execute_after] = stored_time(_from_us, execute_after)
+            scheduled_at, why = parsed
             if scheduled_at is None:
                 self.entries.report(name, execute_after, why or "")
                 parked.append(name)  # quarantined likewise
@@ -297,7 +302,7 @@ class RedisRepository(BatchRepository):
         for task in pending:
             first = task.get_next_execution(utc_now, None)
             keys.append(self._index_key(self._owner(task)))
-            spec = json.dumps(task.as_spec(), separators=(",", ":"))
+            spec = spec_text(task)
             args += [
                 task.canonical_name,
                 _to_us(first) if first is not None else "",

@@ -12,6 +12,12 @@ leases would still hold, because a commit that lands before the lease expires is
 not happen twice. Once a lease would have expired, another worker may already have leased the
 entry, so the result is given up and logged (the run will likely happen again: at-least-once). At
 shutdown the remaining results get one last attempt; nothing waits for a backend that is down.
+
+With a backend that commits and leases in one round trip (``Repository.commits_with_lease``), the
+main loop takes the queued commits (``take_commits``) and sends them with its next lease; it hands
+them back (``sent``) with the outcome, and a failure is retried here like any failed flush. To
+let it, a woken flusher lets the loop run once before flushing: while the app drains, results are
+queued by executions the loop has just started, and its next lease follows at once.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class ResultFlusher:
         self._worker: asyncio.Task[None] | None = None
         self._backoff = datetime.timedelta()
         self._failing: str | None = None  # the error of the current failure streak (logged once)
+        self.yield_before_flush = False  # set by a main loop that sends commits with its leases
 
     async def __aenter__(self) -> ResultFlusher:
         self._worker = asyncio.create_task(self._run(), name="pyncette-result-flusher")
@@ -106,9 +113,31 @@ class ResultFlusher:
     def pending(self) -> int:
         return len(self._commits) + len(self._unlocks)
 
+    def take_commits(self) -> list[_Result]:
+        """Hands over the queued commits to be sent with a lease; ``sent`` must follow."""
+        if self._backoff or not self._commits:
+            return []  # failing: retries keep their own pace
+        commits, self._commits = self._commits, []
+        return commits
+
+    def sent(self, results: list[_Result], error: BaseException | None) -> None:
+        """What became of commits taken with ``take_commits``: sent (``error`` None) or failed."""
+        if error is None:
+            self._note_next_due([result.execution for result in results])
+            return
+        if isinstance(error, asyncio.CancelledError):  # not sent: queued again as they were
+            self._commits[:0] = results
+            self._queued.set()
+            return
+        self._requeue(results, commit=True, problem=f"{type(error).__name__}: {error}")
+        self._backoff = min(max(self._backoff * 2, _FIRST_BACKOFF), _MAX_BACKOFF)
+        self._queued.set()
+
     async def _run(self) -> None:
         while not self._closing:
             await self._queued.wait()
+            if self.yield_before_flush:
+                await asyncio.sleep(0)
             self._queued.clear()
             await self.flush()
             if self._backoff and not self._closing:
@@ -150,7 +179,6 @@ class ResultFlusher:
         """One round trip for ``results``; on failure requeues what can still be retried."""
         now = self._clock.now()
         executions = [result.execution for result in results]
-        what = "commit" if commit else "unlock"
         try:
             if commit:
                 await bounded(
@@ -166,20 +194,31 @@ class ResultFlusher:
                 )
         except Exception as e:
             problem = f"{type(e).__name__}: {e}"
-            if self._failing is None:
-                logger.warning(
-                    "Failed to %s %d execution(s) (%s); retrying while their leases hold", what, len(results), problem
-                )
-                self._failing = problem
-            now = self._clock.now()
-            retry = [r for r in results if r.expires_at is not None and r.expires_at > now]
-            expired = [r for r in results if r.expires_at is None or r.expires_at <= now]
-            self._give_up(expired, commit=commit, reason=problem)
-            (self._commits if commit else self._unlocks)[:0] = retry
+            self._requeue(results, commit=commit, problem=problem)
             return problem
-        if not commit:
-            return None
-        # Only a hint for the main loop's sleep (the backend holds the truth): the earliest next time.
+        if commit:
+            self._note_next_due(executions)
+        return None
+
+    def _requeue(self, results: list[_Result], *, commit: bool, problem: str) -> None:
+        """Queues failed results again while their leases hold; gives up (and logs) the others."""
+        if self._failing is None:
+            logger.warning(
+                "Failed to %s %d execution(s) (%s); retrying while their leases hold",
+                "commit" if commit else "unlock",
+                len(results),
+                problem,
+            )
+            self._failing = problem
+        now = self._clock.now()
+        retry = [r for r in results if r.expires_at is not None and r.expires_at > now]
+        expired = [r for r in results if r.expires_at is None or r.expires_at <= now]
+        self._give_up(expired, commit=commit, reason=problem)
+        (self._commits if commit else self._unlocks)[:0] = retry
+
+    def _note_next_due(self, executions: list[LeasedExecution]) -> None:
+        """Only a hint for the main loop's sleep (the backend holds the truth): the earliest next time."""
+        now = self._clock.now()
         earliest: datetime.datetime | None = None
         for execution in executions:
             try:
@@ -190,7 +229,6 @@ class ResultFlusher:
                 earliest = due
         if earliest is not None:
             self._on_next_due(earliest)
-        return None
 
     @staticmethod
     def _give_up(results: list[_Result], *, commit: bool, reason: str) -> None:

@@ -150,6 +150,9 @@ class PyncetteContext:
         self._flusher = flusher or ResultFlusher(
             repository, clock=self._clock, on_next_due=self._note_due, timeout=self._timeout
         )
+        # Results queued by then go out with each lease, in the same round trip (see _tick).
+        self._commits_with_lease = bool(getattr(repository, "commits_with_lease", False))
+        self._flusher.yield_before_flush = self._commits_with_lease
         self._root_context = None
         self._last_tick = None
         # What the main loop is doing and since when (by the app's clock), for the health checks.
@@ -421,8 +424,21 @@ class PyncetteContext:
         return start_task(self._tick(now, tasks, limit))  # its request goes out before the batch runs
 
     async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
-        """One poll: leases up to ``limit`` due entries in one round trip."""
-        return await self._bounded(self._repository.lease_due(now, tasks, limit=limit), "lease_due")
+        """One poll: leases up to ``limit`` due entries in one round trip, which also carries the
+        results queued so far when the backend can commit and lease at once."""
+        commits = self._flusher.take_commits() if self._commits_with_lease else None
+        if not commits:
+            return await self._bounded(self._repository.lease_due(now, tasks, limit=limit), "lease_due")
+        executions = [result.execution for result in commits]
+        try:
+            batch = await self._bounded(
+                self._repository.commit_and_lease_due(now, executions, tasks, limit=limit), "lease_due"
+            )
+        except BaseException as e:  # cancelled too: the flusher sends them at the latest when it closes
+            self._flusher.sent(commits, e)
+            raise
+        self._flusher.sent(commits, None)
+        return batch
 
     def _free_slots(self) -> int:
         free_slots = getattr(self._executor, "free_slots", None)

@@ -283,6 +283,52 @@ async def test_a_commit_that_times_out_is_retried_while_the_lease_holds(
         assert not logged(caplog, "Gave up trying to commit")
 
 
+async def test_results_sent_with_a_lease_that_fails_are_committed_after_the_fault(
+    request: pytest.FixtureRequest, proxy_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis sends a batch's results with the next lease (one script call): when that call fails,
+    # the results go back to the flusher and are retried; nothing runs twice, nothing stays leased.
+    config, proxy = backend_config(request, "redis", proxy_for)
+    caplog.set_level(logging.WARNING)
+    app = Pyncette(
+        poll_interval=datetime.timedelta(seconds=0.2),
+        backend_timeout=DEADLINE,
+        batch_size=5,
+        concurrency_limit=5,
+        **config,
+    )
+    release = asyncio.Event()
+    started: list[str] = []
+    ran: list[str] = []
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        started.append(context.task.name)
+        await release.wait()
+        ran.append(context.task.name)
+
+    async with app.create() as context:
+        for i in range(20):
+            await context.schedule_task(job, f"i{i}", execute_at=context.clock.now())
+        loop = asyncio.create_task(context.run())
+        try:
+            await eventually(lambda: len(started) == 5, "the first batch to start")
+            proxy.blackhole()
+            release.set()  # the batch finishes; its results leave with the next lease, which hangs
+            await eventually(lambda: logged(caplog, "Failed to commit 5 execution(s)"), "the results to fail")
+            proxy.heal()
+            await eventually(lambda: len(ran) == 20, "every instance to run")
+            await answered(context.drain)
+            remaining = await answered(lambda: context.list_tasks(job))
+            assert remaining.tasks == []  # every result committed, none left leased
+        finally:
+            release.set()
+            context.shutdown()
+            await asyncio.wait_for(loop, BOUND)
+    assert sorted(ran) == sorted(f"i{i}" for i in range(20))  # each once
+    assert not logged(caplog, "Gave up trying to commit")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_commit_is_given_up_and_logged_once_the_lease_would_expire(
     request: pytest.FixtureRequest, backend: str, proxy_for: Any, caplog: pytest.LogCaptureFixture

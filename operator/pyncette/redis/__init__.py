@@ -105,11 +105,20 @@ class _Scripts:
     """The Lua scripts, read from the package and bound to one client (EVALSHA, NOSCRIPT reload)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
+        def source(name: str) -> str:
+            return files(__name__).joinpath(f"{name}.lua").read_text("utf-8")
+
         def load(name: str) -> Any:
-            return client.register_script(files(__name__).joinpath(f"{name}.lua").read_text("utf-8"))
+            return client.register_script(source(name))
 
         self.lease = load("lease")
         self.commit = load("commit")
+        # commit_lease.lua runs commit.lua and lease.lua, each as a function of its own KEYS and ARGV.
+        self.commit_lease = client.register_script(
+            f"local function commit(KEYS, ARGV)\n{source('commit')}\nend\n"
+            f"local function lease(KEYS, ARGV)\n{source('lease')}\nend\n"
+            f"{source('commit_lease')}"
+        )
         self.unlock = load("unlock")
         self.extend = load("extend")
         self.register = load("register")
@@ -119,7 +128,17 @@ class _Scripts:
 
     async def preload(self, client: aioredis.Redis) -> None:
         """Loads every script once up front, so the first call of each is a plain EVALSHA."""
-        scripts = (self.lease, self.commit, self.unlock, self.extend, self.register, self.poll, self.list, self.park)
+        scripts = (
+            self.lease,
+            self.commit,
+            self.commit_lease,
+            self.unlock,
+            self.extend,
+            self.register,
+            self.poll,
+            self.list,
+            self.park,
+        )
         for script in scripts:
             await client.script_load(script.script)
 
@@ -158,6 +177,39 @@ class RedisRepository(BatchRepository):
     async def lease_due(self, utc_now: datetime.datetime, tasks: Sequence[Task], *, limit: int) -> LeaseBatch:
         if not tasks or limit < 1:
             return LeaseBatch(has_more=bool(tasks) and limit < 1)
+        keys, args, fresh, token = self._lease_request(utc_now, tasks, limit)
+        header, specs = await self._scripts.lease(keys=keys, args=args)
+        return await self._leased(utc_now, tasks, fresh, token, header, specs)
+
+    commits_with_lease = True
+
+    async def commit_and_lease_due(
+        self,
+        utc_now: datetime.datetime,
+        commits: Sequence[LeasedExecution],
+        tasks: Sequence[Task],
+        *,
+        limit: int,
+    ) -> LeaseBatch:
+        """commit.lua and lease.lua in one script call: one round trip where the main loop made two."""
+        request = self._commit_request(utc_now, to_commit(commits))
+        if not tasks or limit < 1 or request is None:
+            await self.commit_executions(utc_now, commits)
+            return await self.lease_due(utc_now, tasks, limit=limit)
+        commit_keys, commit_args, movable, leases = request
+        keys, args, fresh, token = self._lease_request(utc_now, tasks, limit)
+        header, specs, flags = await self._scripts.commit_lease(
+            keys=[*keys, *commit_keys], args=[len(keys), len(args), *args, *commit_args]
+        )
+        for execution, done, _ in self._committed(movable, leases, flags):
+            if not done:
+                logger.info("Not committing %s: the lease was lost", execution.task)
+        return await self._leased(utc_now, tasks, fresh, token, header, specs)
+
+    def _lease_request(
+        self, utc_now: datetime.datetime, tasks: Sequence[Task], limit: int
+    ) -> tuple[list[str], list[Any], list[tuple[Task, datetime.datetime]], str]:
+        """lease.lua's keys and arguments, the static entries it creates, and the lease token."""
         now_us = _to_us(utc_now)
         token = uuid.uuid4().hex
         args: list[Any] = [self._prefix, now_us, limit, token]
@@ -168,8 +220,18 @@ class RedisRepository(BatchRepository):
             first = firsts.get(static_name)
             initial = str(_to_us(first)) if first is not None else ""
             args += [static_name, initial, task.lease_duration // _MICROSECOND]
+        return [self._index_key(t) for t in tasks], args, fresh, token
 
-        header, specs = await self._scripts.lease(keys=[self._index_key(t) for t in tasks], args=args)
+    async def _leased(
+        self,
+        utc_now: datetime.datetime,
+        tasks: Sequence[Task],
+        fresh: list[tuple[Task, datetime.datetime]],
+        token: str,
+        header: bytes | str,
+        specs: bytes | str,
+    ) -> LeaseBatch:
+        """The batch lease.lua answered (quarantined rows parked, AT_MOST_ONCE rows moved forward)."""
         self.statics.created(task for task, _ in fresh)
         has_more, next_due, missing, rows = json.loads(header)
         specs = specs if isinstance(specs, bytes) else specs.encode()  # lengths are in bytes
@@ -230,6 +292,25 @@ class RedisRepository(BatchRepository):
         which leases were still held.
 
         An entry whose next time cannot be computed is left leased (``kit.next_time``): not done."""
+        request = self._commit_request(utc_now, leases)
+        if request is None:
+            return [(e, False, None) for e, _ in leases]
+        keys, args, movable, _ = request
+        flags = await self._scripts.commit(keys=keys, args=args)
+        return self._committed(movable, leases, flags)
+
+    def _commit_request(
+        self, utc_now: datetime.datetime, leases: Sequence[tuple[LeasedExecution, str]]
+    ) -> (
+        tuple[
+            list[str],
+            list[Any],
+            list[tuple[LeasedExecution, datetime.datetime | None]],
+            Sequence[tuple[LeasedExecution, str]],
+        ]
+        | None
+    ):
+        """commit.lua's keys and arguments for ``leases``, and the entries it moves; None if none can move."""
         keys: dict[str, int] = {}
         key_of: dict[int, int] = {}  # id(owner) -> its key number, so each key is built once per call
         items: list[list[Any]] = []
@@ -246,8 +327,16 @@ class RedisRepository(BatchRepository):
             next_text = str(_to_us(next_at)) if next_at is not None else ""
             items.append([key, execution.task.canonical_name, token, next_text])
         if not items:
-            return [(e, False, None) for e, _ in leases]
-        flags = await self._scripts.commit(keys=list(keys), args=[self._prefix, json.dumps(items)])
+            return None
+        return list(keys), [self._prefix, json.dumps(items)], movable, leases
+
+    @staticmethod
+    def _committed(
+        movable: list[tuple[LeasedExecution, datetime.datetime | None]],
+        leases: Sequence[tuple[LeasedExecution, str]],
+        flags: bytes | str,
+    ) -> list[tuple[LeasedExecution, bool, datetime.datetime | None]]:
+        """Each lease with whether commit.lua moved its entry (its flag) and the entry's next time."""
         done = {id(e): (f == "1", n) for (e, n), f in zip(movable, _text(flags), strict=True)}
         return [(e, *done.get(id(e), (False, None))) for e, _ in leases]
 

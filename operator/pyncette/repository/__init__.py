@@ -157,6 +157,23 @@ class Repository(abc.ABC):
             if execution.lease is not None and execution.task.execution_mode == ExecutionMode.AT_LEAST_ONCE:
                 await self.commit_task(utc_now, execution.task, execution.lease)
 
+    #: True when ``commit_and_lease_due`` does both in one round trip: the main loop then sends the
+    #: results queued so far along with its next lease instead of in a call of their own.
+    commits_with_lease = False
+
+    async def commit_and_lease_due(
+        self,
+        utc_now: datetime.datetime,
+        commits: Sequence[LeasedExecution],
+        tasks: Sequence[Task],
+        *,
+        limit: int,
+    ) -> LeaseBatch:
+        """``commit_executions(commits)`` then ``lease_due(tasks)``, all or nothing where the backend
+        sets ``commits_with_lease`` (one atomic round trip); otherwise the two calls in turn."""
+        await self.commit_executions(utc_now, commits)
+        return await self.lease_due(utc_now, tasks, limit=limit)
+
     async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
         """Releases the leases of executions that should be retried."""
         for execution in executions:

@@ -369,7 +369,8 @@ async def test_a_stored_entry_no_worker_can_load_is_replaced_by_the_next_spec_ch
     repository: Any = world.ctx.repository
     [name] = [n for n in repository._entries if n.endswith("ns/fixme")]
     entry = repository._entries[name]
-    entry.spec = entry.spec.replace('"execution_mode": "AT_LEAST_ONCE"', '"execution_mode": "SOMETIMES"')
+    assert '"AT_LEAST_ONCE"' in entry.spec
+    entry.spec = entry.spec.replace('"AT_LEAST_ONCE"', '"SOMETIMES"')
     entry.instance = entry.template = None
 
     await world.clock.advance(seconds=10)

@@ -203,7 +203,10 @@ wait_for() {
     shift 2
     deadline=$((SECONDS + READY_TIMEOUT))
     until "$@" >/dev/null 2>&1; do
-        if [[ "$proc" != - ]] && ! pid_alive "$(pidfile "$proc")"; then
+        # A process found dead gets one more check first: the check may start it again (the kubelet
+        # may exit between kubelet_ready's look at it and this one).
+        if [[ "$proc" != - ]] && ! pid_alive "$(pidfile "$proc")" &&
+            ! { "$@" >/dev/null 2>&1 || pid_alive "$(pidfile "$proc")"; }; then
             tail -n 40 "$LOG_DIR/$proc.log" >&2 || true
             die "$proc exited while waiting for $what (log: $LOG_DIR/$proc.log)"
         fi

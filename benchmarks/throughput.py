@@ -23,6 +23,7 @@ Numbers only, no assertions: this measures, the tests judge behaviour.
 
     python benchmarks/throughput.py --compare                      # memory and sqlite
     python benchmarks/throughput.py --backend redis --workers 4    # needs make services-up
+    python benchmarks/throughput.py --compare --backend redis --runs 5   # and the spread of five runs
 """
 
 from __future__ import annotations
@@ -378,6 +379,9 @@ def main() -> None:
     parser.add_argument("--lag-seconds", type=float, default=15.0, help="how long the lag workload runs")
     parser.add_argument("--batch-size", type=int, default=100, help="batch_size given to both versions")
     parser.add_argument("--compare", action="store_true", help="also run pyncette 1.1.0 and print ratios")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat everything this many times and print the spread (default 1)"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     parser.add_argument(
         "--workload", action="append", choices=["drain", "lag"], help="repeatable; default: drain and lag"
@@ -389,6 +393,8 @@ def main() -> None:
     )
     parser.add_argument("--child", choices=["drain", "lag"], help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.runs < 1:
+        parser.error(f"--runs: must be at least 1, got {options.runs}")
     backends = options.backend or ["memory", "sqlite"]
 
     if options.child:
@@ -404,6 +410,31 @@ def main() -> None:
     common = ["--instances", str(options.instances), "--workers", str(options.workers)]
     common += ["--lag-tasks", str(options.lag_tasks), "--lag-seconds", str(options.lag_seconds)]
     common += ["--batch-size", str(options.batch_size)]
+    all_runs: list[list[dict[str, Any]]] = []
+    for run in range(options.runs):
+        if options.runs > 1:
+            print(f"run {run + 1} of {options.runs}", file=sys.stderr, flush=True)
+        all_runs.append(measure(options, backends, v1_python, common))
+    rows = all_runs[-1]
+
+    print()
+    print(
+        f"pyncette throughput benchmark: drain N={options.instances} due one-offs with W={options.workers} processes "
+        f"(memory: 1); start lag of K={options.lag_tasks} interval instances over {options.lag_seconds:.0f}s; "
+        f"batch_size={options.batch_size}, poll_interval=1s (both defaults)"
+    )
+    if options.runs > 1:
+        print(f"the last of {options.runs} runs:")
+    print_table(rows, bool(v1_python))
+    if options.runs > 1:
+        print()
+        print_spread(all_runs, bool(v1_python))
+    if options.json:
+        print(json.dumps(all_runs if options.runs > 1 else rows, indent=2, default=str))
+
+
+def measure(options: argparse.Namespace, backends: list[str], v1_python: str | None, common: list[str]) -> list[Any]:
+    """One run: every backend, ours then 1.1.0 (with ``--compare``), each workload in a fresh process."""
     rows = []
     for backend in backends:
         row: dict[str, Any] = {"backend": backend, "ours": {}, "v1": {}}
@@ -423,16 +454,42 @@ def main() -> None:
                     print(f"[{backend}] {label} {workload} failed: {result['error']}", file=sys.stderr)
                 row[label].update({f"{workload}_{k}" if k in ("error", "version") else k: v for k, v in result.items()})
         rows.append(row)
+    return rows
 
-    print()
-    print(
-        f"pyncette throughput benchmark: drain N={options.instances} due one-offs with W={options.workers} processes "
-        f"(memory: 1); start lag of K={options.lag_tasks} interval instances over {options.lag_seconds:.0f}s; "
-        f"batch_size={options.batch_size}, poll_interval=1s (both defaults)"
-    )
-    print_table(rows, bool(v1_python))
-    if options.json:
-        print(json.dumps(rows, indent=2, default=str))
+
+def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
+    """Drain exec/s and start lag p99 of every run, one line per run and backend, then min / median /
+    max: on a shared machine one run says little."""
+    header = ["run", "backend", "ours exec/s"] + (["1.1.0 exec/s", "ratio"] if compare else []) + ["ours lag p99 ms"]
+    lines: list[list[str]] = [header]
+    per_backend: dict[str, list[tuple[float, float | None]]] = {}
+    for number, rows in enumerate(all_runs, start=1):
+        for row in rows:
+            ours, theirs = row["ours"].get("exec_per_s"), row["v1"].get("exec_per_s")
+            line = [str(number), row["backend"], fmt(ours)]
+            if compare:
+                line += [fmt(theirs), ratio(ours, theirs, higher_is_better=True)]
+            lines.append([*line, fmt(row["ours"].get("p99_ms"), 1)])
+            if isinstance(ours, int | float):
+                both = ours / theirs if isinstance(theirs, int | float) and theirs else None
+                per_backend.setdefault(row["backend"], []).append((ours, both))
+    for backend, values in per_backend.items():
+        rates = sorted(v for v, _ in values)
+        ratios = sorted(r for _, r in values if r is not None)
+        line = [
+            "min/med/max",
+            backend,
+            f"{rates[0]:,.0f} / {statistics.median(rates):,.0f} / {rates[-1]:,.0f}",
+        ]
+        if compare:
+            spread = f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f}x" if ratios else "-"
+            line += ["", spread]
+        lines.append([*line, ""])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for i, line in enumerate(lines):
+        print("  ".join(cell.ljust(widths[j]) if j < 2 else cell.rjust(widths[j]) for j, cell in enumerate(line)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ class ResultFlusher:
         self._worker: asyncio.Task[None] | None = None
         self._backoff = datetime.timedelta()
         self._failing: str | None = None  # the error of the current failure streak (logged once)
-        self.yield_before_flush = False  # set by a main loop that sends commits with its leases
+        # The main loop sends queued commits with its leases (see the module docstring).
+        self.commits_with_lease = bool(getattr(repository, "commits_with_lease", False))
 
     async def __aenter__(self) -> ResultFlusher:
         self._worker = asyncio.create_task(self._run(), name="pyncette-result-flusher")
@@ -140,13 +141,13 @@ class ResultFlusher:
             self._queued.set()
             return
         self._requeue(results, commit=True, problem=f"{type(error).__name__}: {error}")
-        self._backoff = min(max(self._backoff * 2, _FIRST_BACKOFF), _MAX_BACKOFF)
+        self._grow_backoff()
         self._queued.set()
 
     async def _run(self) -> None:
         while not self._closing:
             await self._queued.wait()
-            if self.yield_before_flush:
+            if self.commits_with_lease:
                 await _one_loop_pass()
             self._queued.clear()
             await self.flush()
@@ -183,7 +184,7 @@ class ResultFlusher:
                     self._failing = None
                 self._backoff = datetime.timedelta()
             else:
-                self._backoff = min(max(self._backoff * 2, _FIRST_BACKOFF), _MAX_BACKOFF)
+                self._grow_backoff()
 
     async def _send(self, results: list[_Result], *, commit: bool) -> str | None:
         """One round trip for ``results``; on failure requeues what can still be retried."""
@@ -209,6 +210,10 @@ class ResultFlusher:
         if commit:
             self._note_next_due(executions)
         return None
+
+    def _grow_backoff(self) -> None:
+        """After a failure: the next retry waits twice as long as the last (50 ms up to 2 s)."""
+        self._backoff = min(max(self._backoff * 2, _FIRST_BACKOFF), _MAX_BACKOFF)
 
     def _requeue(self, results: list[_Result], *, commit: bool, problem: str) -> None:
         """Queues failed results again while their leases hold; gives up (and logs) the others."""

@@ -150,9 +150,6 @@ class PyncetteContext:
         self._flusher = flusher or ResultFlusher(
             repository, clock=self._clock, on_next_due=self._note_due, timeout=self._timeout
         )
-        # Results queued by then go out with each lease, in the same round trip (see _tick).
-        self._commits_with_lease = bool(getattr(repository, "commits_with_lease", False))
-        self._flusher.yield_before_flush = self._commits_with_lease
         self._root_context = None
         self._last_tick = None
         # What the main loop is doing and since when (by the app's clock), for the health checks.
@@ -426,7 +423,7 @@ class PyncetteContext:
     async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
         """One poll: leases up to ``limit`` due entries in one round trip, which also carries the
         results queued so far when the backend can commit and lease at once."""
-        commits = self._flusher.take_commits() if self._commits_with_lease else None
+        commits = self._flusher.take_commits() if self._flusher.commits_with_lease else None
         if not commits:
             return await self._bounded(self._repository.lease_due(now, tasks, limit=limit), "lease_due")
         executions = [result.execution for result in commits]

@@ -88,6 +88,13 @@ def _from_us(value: bytes | str | int) -> datetime.datetime:
     return _EPOCH + datetime.timedelta(0, 0, int(value))
 
 
+def _report_lost(committed: Sequence[tuple[LeasedExecution, bool, datetime.datetime | None]]) -> None:
+    """Logs the executions a commit did not move: their leases were no longer theirs."""
+    for execution, done, _ in committed:
+        if not done:
+            logger.info("Not committing %s: the lease was lost", execution.task)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -193,17 +200,14 @@ class RedisRepository(BatchRepository):
     ) -> LeaseBatch:
         """commit.lua and lease.lua in one script call: one round trip where the main loop made two."""
         request = self._commit_request(utc_now, to_commit(commits))
-        if not tasks or limit < 1 or request is None:
-            await self.commit_executions(utc_now, commits)
-            return await self.lease_due(utc_now, tasks, limit=limit)
+        if not tasks or limit < 1 or request is None:  # nothing to combine: the two calls in turn
+            return await super().commit_and_lease_due(utc_now, commits, tasks, limit=limit)
         commit_keys, commit_args, movable, leases = request
         keys, args, fresh, token = self._lease_request(utc_now, tasks, limit)
         header, specs, flags = await self._scripts.commit_lease(
             keys=[*keys, *commit_keys], args=[len(keys), len(args), *args, *commit_args]
         )
-        for execution, done, _ in self._committed(movable, leases, flags):
-            if not done:
-                logger.info("Not committing %s: the lease was lost", execution.task)
+        _report_lost(self._committed(movable, leases, flags))
         return await self._leased(utc_now, tasks, fresh, token, header, specs)
 
     def _lease_request(
@@ -344,9 +348,7 @@ class RedisRepository(BatchRepository):
         leases = to_commit(executions)
         if not leases:
             return
-        for execution, done, _ in await self._commit(utc_now, leases):
-            if not done:
-                logger.info("Not committing %s: the lease was lost", execution.task)
+        _report_lost(await self._commit(utc_now, leases))
 
     async def unlock_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:
         leases = held(executions)

@@ -115,13 +115,18 @@ class _Run:
     heartbeats refresh it, and None there means the lease was lost.
     """
 
-    __slots__ = ("execution", "expires_at", "leased_at")
+    __slots__ = ("app", "execution", "expires_at", "leased_at")
 
-    def __init__(self, execution: LeasedExecution, leased_at: datetime.datetime) -> None:
+    def __init__(self, app: PyncetteContext, execution: LeasedExecution, leased_at: datetime.datetime) -> None:
+        self.app = app
         self.execution = execution
         self.leased_at = leased_at
         # When the lease runs out unless a heartbeat extends it (results are retried until then).
         self.expires_at = leased_at + execution.task.lease_duration
+
+    def __call__(self, context: Context) -> Awaitable[None]:
+        """``context.heartbeat()`` of this execution (``Context._extend_lease``)."""
+        return self.app._heartbeat(self, context)
 
 
 class PyncetteContext:
@@ -534,7 +539,7 @@ class PyncetteContext:
         if not self._running:
             self._idle.clear()
         self._running += 1
-        return _Run(execution, now)
+        return _Run(self, execution, now)
 
     async def _spawn(self, execution: LeasedExecution, now: datetime.datetime) -> None:
         run = self._begin(execution, now)
@@ -563,8 +568,8 @@ class PyncetteContext:
             "scheduled_at": scheduled_at,
             "args": dict(task.extra_args),
             "_lease": execution.lease,
+            "_extend_lease": run,
         }
-        context.heartbeat = partial(self._heartbeat, run, context)
         return context
 
     async def _heartbeat(self, run: _Run, context: Context) -> None:

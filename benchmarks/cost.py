@@ -39,7 +39,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from throughput import backend_config  # noqa: E402
+from throughput import drop_namespace  # noqa: E402
 from throughput import make_app  # noqa: E402
+from throughput import settle_server  # noqa: E402
 
 
 def populate(backend: str, config: dict[str, Any], n: int, batch_size: int) -> None:
@@ -139,10 +141,14 @@ def measure(
     run_id = "".join(random.choices(string.ascii_lowercase, k=10))
     config = {**backend_config(backend, workdir, run_id), **extra}
     populate(backend, config, n, batch_size)
+    settle_server(config)  # the snapshot populating triggers is not the drain's cost
     argv = ["--child", "--backend", backend, "-n", str(n), "--batch-size", str(batch_size), "--config"]
-    server_before = redis_cpu_seconds(config)
-    result = run_worker([*argv, json.dumps(config)], callgrind=callgrind)
-    server_after = redis_cpu_seconds(config)
+    try:
+        server_before = redis_cpu_seconds(config)
+        result = run_worker([*argv, json.dumps(config)], callgrind=callgrind)
+        server_after = redis_cpu_seconds(config)
+    finally:
+        drop_namespace(config)
     if server_before is not None and server_after is not None:
         result["server_cpu_s"] = server_after - server_before
     return result

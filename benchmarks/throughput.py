@@ -207,48 +207,57 @@ def run_drain(backend: str, n: int, workers: int, batch_size: int, profile: str 
                     await _populate(ctx, task, n)
 
             asyncio.run(populate())
+            settle_server(config)
 
-        mp = multiprocessing.get_context("spawn")
-        counts = mp.RawArray("i", workers * n)
-        done = mp.RawArray("q", workers)  # executions per worker, duplicates included
-        first = mp.RawArray("d", workers)
-        last = mp.RawArray("d", workers)
-        ready = mp.Barrier(workers + 1)
-        stop = mp.Event()
-        processes = [
-            mp.Process(target=_drain_worker, args=(args, slot, counts, done, first, last, ready, stop))
-            for slot in range(workers)
-        ]
-        for process in processes:
-            process.start()
-        ready.wait()
-        deadline = time.time() + DRAIN_DEADLINE_SECONDS
-        while time.time() < deadline:
-            alive = any(p.is_alive() for p in processes)
-            # The full scan only once the totals say it can succeed (or when giving up on dead workers).
-            if sum(done) >= n or not alive:
-                executed = sum(1 for i in range(n) if any(counts[w * n + i] for w in range(workers)))
-                if executed == n or not alive:
-                    break
-            time.sleep(0.02)
-        time.sleep(0.2)  # let in-flight duplicates, if any, land
-        stop.set()
-        for process in processes:
-            process.join(60)
-            if process.is_alive():
-                process.kill()
-        totals = [sum(counts[w * n + i] for w in range(workers)) for i in range(n)]
-        started = min(first)
-        finished = max(last) if max(last) > 0 else time.time()
-        elapsed = max(finished - started, 1e-9)
-        executed = sum(1 for t in totals if t)
-        return {
-            "workers": workers,
-            "exec_per_s": executed / elapsed,
-            "seconds": elapsed,
-            "duplicates": sum(t - 1 for t in totals if t > 1),
-            "misses": sum(1 for t in totals if t == 0),
-        }
+        try:
+            return _timed_drain(args, n, workers)
+        finally:
+            drop_namespace(config)
+
+
+def _timed_drain(args: dict[str, Any], n: int, workers: int) -> dict[str, Any]:
+    """Starts W worker processes on the populated store and times them until all N ran once."""
+    mp = multiprocessing.get_context("spawn")
+    counts = mp.RawArray("i", workers * n)
+    done = mp.RawArray("q", workers)  # executions per worker, duplicates included
+    first = mp.RawArray("d", workers)
+    last = mp.RawArray("d", workers)
+    ready = mp.Barrier(workers + 1)
+    stop = mp.Event()
+    processes = [
+        mp.Process(target=_drain_worker, args=(args, slot, counts, done, first, last, ready, stop))
+        for slot in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    ready.wait()
+    deadline = time.time() + DRAIN_DEADLINE_SECONDS
+    while time.time() < deadline:
+        alive = any(p.is_alive() for p in processes)
+        # The full scan only once the totals say it can succeed (or when giving up on dead workers).
+        if sum(done) >= n or not alive:
+            executed = sum(1 for i in range(n) if any(counts[w * n + i] for w in range(workers)))
+            if executed == n or not alive:
+                break
+        time.sleep(0.02)
+    time.sleep(0.2)  # let in-flight duplicates, if any, land
+    stop.set()
+    for process in processes:
+        process.join(60)
+        if process.is_alive():
+            process.kill()
+    totals = [sum(counts[w * n + i] for w in range(workers)) for i in range(n)]
+    started = min(first)
+    finished = max(last) if max(last) > 0 else time.time()
+    elapsed = max(finished - started, 1e-9)
+    executed = sum(1 for t in totals if t)
+    return {
+        "workers": workers,
+        "exec_per_s": executed / elapsed,
+        "seconds": elapsed,
+        "duplicates": sum(t - 1 for t in totals if t > 1),
+        "misses": sum(1 for t in totals if t == 0),
+    }
 
 
 # ---------------------------------------------------------------- lag workload
@@ -279,11 +288,81 @@ def run_lag(backend: str, k: int, seconds: float, batch_size: int) -> dict[str, 
             await loop
 
     with tempfile.TemporaryDirectory(prefix="pyncette-bench-") as tmp:
-        asyncio.run(main(backend_config(backend, pathlib.Path(tmp), run_id)))
+        config = backend_config(backend, pathlib.Path(tmp), run_id)
+        try:
+            asyncio.run(main(config))
+        finally:
+            drop_namespace(config)
     if not lags:
         return {"samples": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
     cuts = statistics.quantiles(lags, n=100) if len(lags) > 1 else [lags[0]] * 99
     return {"samples": len(lags), "p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000, "max_ms": max(lags) * 1000}
+
+
+# ---------------------------------------------------------------- the server around a measurement
+
+SETTLE_DEADLINE_SECONDS = 120.0
+
+
+def _redis_client(config: dict[str, Any]) -> Any:
+    """A synchronous client for the run's Redis, or None for other backends (redis-py is installed
+    with either version's redis extra)."""
+    url = config.get("redis_url")
+    if not url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def _wait_for_background_saves(client: Any) -> None:
+    deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        info = client.info("persistence")
+        if not (info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress")) and not info.get(
+            "aof_rewrite_scheduled"
+        ):
+            return
+        time.sleep(0.05)
+    raise SystemExit("redis: a background save did not finish within two minutes")
+
+
+def settle_server(config: dict[str, Any]) -> None:
+    """Redis: the background persistence that populating caused happens now, before the clock starts.
+
+    The service instance persists (AOF and RDB snapshots, as production ones do). Populating N
+    instances makes tens of thousands of changes, and the snapshot (``save 60 10000``) or AOF rewrite
+    they trigger forks a process that writes the whole data set: on a 2-core machine it takes a core
+    from whatever drain it overlaps, for either version, at random. So the AOF is rewritten and a
+    snapshot taken here, and both awaited; the save rules then stay quiet for a minute and the AOF is
+    small again. Both versions get the same settled server. Other backends: nothing.
+    """
+    client = _redis_client(config)
+    if client is None:
+        return
+    try:
+        _wait_for_background_saves(client)
+        if client.info("persistence").get("aof_enabled"):
+            client.bgrewriteaof()
+            _wait_for_background_saves(client)
+        client.bgsave()
+        _wait_for_background_saves(client)
+    finally:
+        client.close()
+
+
+def drop_namespace(config: dict[str, Any]) -> None:
+    """Redis: deletes the run's keys (both versions keep theirs under ``pyncette:<namespace>:``), so
+    that runs do not grow the data set every later snapshot writes. Other backends: nothing."""
+    client = _redis_client(config)
+    if client is None:
+        return
+    try:
+        names = list(client.scan_iter(match=f"pyncette:{config['redis_namespace']}:*", count=1000))
+        for first in range(0, len(names), 1000):
+            client.unlink(*names[first : first + 1000])
+    finally:
+        client.close()
 
 
 # ---------------------------------------------------------------- driver

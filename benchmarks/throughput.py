@@ -14,7 +14,8 @@ Two workloads, each run in a fresh child process per backend:
   a while; start lag = actual start - scheduled time, reported as p50 and p99.
 
 ``--compare`` runs the very same script under pyncette 1.1.0 from the package index, installed
-once into ``~/.cache/pyncette/bench-venv-1.1.0`` with pip as this machine is configured, and prints
+once per Python version into ``~/.cache/pyncette/bench-venv-1.1.0-pyX.Y`` with pip as this machine
+is configured (1.1.0 runs on the interpreter that runs this script, as ours does), and prints
 both in one table with ratios. The script detects which pyncette it runs on; the workload only
 uses the 1.x API, so both do identical work. pyncette 1.1.0 has no in-memory backend: its
 default (SQLite ``:memory:``) stands in for "memory", and there a single worker drains.
@@ -47,7 +48,8 @@ from typing import Any
 
 BACKENDS = ["memory", "sqlite", "redis", "postgres", "mysql", "dynamodb"]
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BENCH_VENV = pathlib.Path.home() / ".cache" / "pyncette" / "bench-venv-1.1.0"
+_PY = f"py{sys.version_info[0]}.{sys.version_info[1]}"
+BENCH_VENV = pathlib.Path.home() / ".cache" / "pyncette" / f"bench-venv-1.1.0-{_PY}"  # per Python (see above)
 V1_EXTRAS = {"redis": "redis", "postgres": "postgres", "mysql": "mysql", "dynamodb": "dynamodb"}
 DRAIN_DEADLINE_SECONDS = 300.0
 DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -330,6 +330,8 @@ class Task:
         (``execute_at``) run once and are not remembered. Instances are never mutated in use,
         which makes sharing them safe.
         """
+        if not self.dynamic:  # instances have no caches of their own (two dicts fewer per execution)
+            raise ValueError(f"task {self.canonical_name!r}: cannot instantiate a non-dynamic task")
         if isinstance(task_spec, str):
             one_off = self._one_off(task_spec)
             if one_off is not None:
@@ -388,8 +390,6 @@ class Task:
         fields["name"] = name
         fields["execute_at"] = when
         fields["_canonical_name"] = None
-        fields["_spec_cache"] = {}
-        fields["_shapes"] = {}
         if shape.extra_args:
             fields["extra_args"] = dict(shape.extra_args)
         return instance
@@ -410,8 +410,6 @@ class Task:
         instance.task_func = self.task_func
         instance.dynamic = False
         instance.parent_task = self
-        instance._spec_cache = {}
-        instance._shapes = {}
         instance._canonical_name = None
         instance.extra_args = {**self.extra_args, **extra_args} if self.extra_args else extra_args
 

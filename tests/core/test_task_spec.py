@@ -52,7 +52,7 @@ def test_unchanged_spec_reuses_the_instance_and_a_changed_one_does_not() -> None
 
 
 def _public_state(task: Task) -> dict[str, object]:
-    return {key: value for key, value in vars(task).items() if key not in ("_spec_cache", "_canonical_name")}
+    return {key: value for key, value in vars(task).items() if key not in ("_spec_cache", "_shapes", "_canonical_name")}
 
 
 def test_trusted_rebuild_matches_the_public_constructor_field_for_field() -> None:

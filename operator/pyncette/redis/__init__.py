@@ -207,7 +207,8 @@ class RedisRepository(BatchRepository):
         header, specs, flags = await self._scripts.commit_lease(
             keys=[*keys, *commit_keys], args=[len(keys), len(args), *args, *commit_args]
         )
-        _report_lost(self._committed(movable, leases, flags))
+        if len(movable) != len(leases) or "0" in _text(flags):  # else every one was committed
+            _report_lost(self._committed(movable, leases, flags))
         return await self._leased(utc_now, tasks, fresh, token, header, specs)
 
     def _lease_request(

@@ -423,7 +423,8 @@ class PyncetteContext:
         if limit <= 0:
             return None
         self._hint = None  # everything learned so far is covered by this poll
-        return start_task(self._tick(now, tasks, limit))  # its request goes out before the batch runs
+        # Its request goes out before the batch runs.
+        return start_task(self._tick(now, tasks, limit), "pyncette-lease-ahead")
 
     async def _tick(self, now: datetime.datetime, tasks: Sequence[Task], limit: int) -> LeaseBatch:
         """One poll: leases up to ``limit`` due entries in one round trip, which also carries the

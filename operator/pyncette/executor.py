@@ -39,13 +39,19 @@ DEFAULT_CONCURRENCY_LIMIT = 100
 _EAGER_START = sys.version_info >= (3, 12)
 
 
-def start_task(coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+def start_task(coro: Coroutine[Any, Any, _T], name: str = "pyncette-execution") -> asyncio.Task[_T]:
     """A Task for ``coro`` that runs up to its first suspension right away on Python 3.12+ (eager
-    start), or first among what is scheduled from now on 3.11."""
+    start), or first among what is scheduled from now on 3.11.
+
+    Named (one name for all executions): an unnamed Task formats a "Task-N" string of its own. With
+    no task factory installed on the loop the Task is created directly, as ``create_task`` would.
+    """
     loop = asyncio.get_running_loop()
     if _EAGER_START:
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return loop.create_task(coro)
+        return asyncio.Task(coro, loop=loop, name=name, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    if loop.get_task_factory() is None:
+        return asyncio.Task(coro, loop=loop, name=name)
+    return loop.create_task(coro, name=name)
 
 
 class SynchronousExecutor(contextlib.AbstractAsyncContextManager["SynchronousExecutor"]):

@@ -10,6 +10,8 @@ Two workloads, each run in a fresh child process per backend:
   the W totals and reads the N per-instance counts once they add up to N. (Scanning all N counts
   every 20 ms took about a third of a core, taken from the workers and the server on a 2-core
   machine.)
+  Also reported: the share of the machine's CPU time the hypervisor gave to other guests during
+  the drain (``steal`` in ``/proc/stat``); on a shared VM it explains many a slow run.
 * **lag**: K recurring instances with intervals spread evenly over 5..15 s run in one process for
   a while; start lag = actual start - scheduled time, reported as p50 and p99.
 
@@ -217,6 +219,25 @@ def run_drain(backend: str, n: int, workers: int, batch_size: int, profile: str 
             drop_namespace(config)
 
 
+def _cpu_ticks() -> list[int] | None:
+    """The machine's CPU time counters (``/proc/stat``: user ... steal), or None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(value) for value in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def _steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of CPU time the hypervisor gave to other guests in between (``steal``), in percent.
+    On a shared VM a drain that loses time to its neighbours is slower for reasons outside the code."""
+    if before is None or after is None:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent)
+    return 100.0 * spent[7] / total if total > 0 else None
+
+
 def _timed_drain(args: dict[str, Any], n: int, workers: int) -> dict[str, Any]:
     """Starts W worker processes on the populated store and times them until all N ran once."""
     mp = multiprocessing.get_context("spawn")
@@ -233,6 +254,7 @@ def _timed_drain(args: dict[str, Any], n: int, workers: int) -> dict[str, Any]:
     for process in processes:
         process.start()
     ready.wait()
+    ticks = _cpu_ticks()
     deadline = time.time() + DRAIN_DEADLINE_SECONDS
     while time.time() < deadline:
         alive = any(p.is_alive() for p in processes)
@@ -242,6 +264,7 @@ def _timed_drain(args: dict[str, Any], n: int, workers: int) -> dict[str, Any]:
             if executed == n or not alive:
                 break
         time.sleep(0.02)
+    steal = _steal_percent(ticks, _cpu_ticks())
     time.sleep(0.2)  # let in-flight duplicates, if any, land
     stop.set()
     for process in processes:
@@ -259,6 +282,7 @@ def _timed_drain(args: dict[str, Any], n: int, workers: int) -> dict[str, Any]:
         "seconds": elapsed,
         "duplicates": sum(t - 1 for t in totals if t > 1),
         "misses": sum(1 for t in totals if t == 0),
+        "steal_pct": steal,
     }
 
 
@@ -428,6 +452,7 @@ def print_table(rows: list[dict[str, Any]], compare: bool) -> None:
             ("drain exec/s", "exec_per_s", 0, True),
             ("drain duplicates", "duplicates", 0, None),
             ("drain misses", "misses", 0, None),
+            ("drain steal % (VM)", "steal_pct", 1, None),
             ("start lag p50 (ms)", "p50_ms", 1, False),
             ("start lag p99 (ms)", "p99_ms", 1, False),
         ]:
@@ -541,7 +566,8 @@ def measure(options: argparse.Namespace, backends: list[str], v1_python: str | N
 def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
     """Drain exec/s and start lag p99 of every run, one line per run and backend, then min / median /
     max: on a shared machine one run says little."""
-    header = ["run", "backend", "ours exec/s"] + (["1.1.0 exec/s", "ratio"] if compare else []) + ["ours lag p99 ms"]
+    header = ["run", "backend", "ours exec/s"] + (["1.1.0 exec/s", "ratio"] if compare else [])
+    header += ["ours lag p99 ms", "steal % (ours' drain)"]
     lines: list[list[str]] = [header]
     per_backend: dict[str, list[tuple[float, float | None]]] = {}
     for number, rows in enumerate(all_runs, start=1):
@@ -550,7 +576,7 @@ def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
             line = [str(number), row["backend"], fmt(ours)]
             if compare:
                 line += [fmt(theirs), ratio(ours, theirs, higher_is_better=True)]
-            lines.append([*line, fmt(row["ours"].get("p99_ms"), 1)])
+            lines.append([*line, fmt(row["ours"].get("p99_ms"), 1), fmt(row["ours"].get("steal_pct"), 1)])
             if isinstance(ours, int | float):
                 both = ours / theirs if isinstance(theirs, int | float) and theirs else None
                 per_backend.setdefault(row["backend"], []).append((ours, both))
@@ -565,7 +591,7 @@ def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
         if compare:
             spread = f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f}x" if ratios else "-"
             line += ["", spread]
-        lines.append([*line, ""])
+        lines.append([*line, "", ""])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for i, line in enumerate(lines):
         print("  ".join(cell.ljust(widths[j]) if j < 2 else cell.rjust(widths[j]) for j, cell in enumerate(line)))

@@ -378,17 +378,54 @@ def settle_server(config: dict[str, Any]) -> None:
 
 
 def drop_namespace(config: dict[str, Any]) -> None:
-    """Redis: deletes the run's keys (both versions keep theirs under ``pyncette:<namespace>:``), so
-    that runs do not grow the data set every later snapshot writes. Other backends: nothing."""
-    client = _redis_client(config)
-    if client is None:
-        return
+    """Deletes what the run stored, so that runs do not pile up data the server keeps working on:
+    Redis snapshots write every key, and PostgreSQL's autovacuum goes through a drained table's
+    10,000 dead rows while the next workload is being measured. Redis: the run's keys (both
+    versions keep theirs under ``pyncette:<namespace>:``). PostgreSQL and MySQL: the run's table.
+    Other backends: nothing (SQLite's file goes with its temporary directory). Best effort: a
+    failure is reported and the measurement kept."""
     try:
-        names = list(client.scan_iter(match=f"pyncette:{config['redis_namespace']}:*", count=1000))
-        for first in range(0, len(names), 1000):
-            client.unlink(*names[first : first + 1000])
-    finally:
-        client.close()
+        _drop(config)
+    except Exception as e:
+        print(f"could not delete the run's data: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def _drop(config: dict[str, Any]) -> None:
+    client = _redis_client(config)
+    if client is not None:
+        try:
+            names = list(client.scan_iter(match=f"pyncette:{config['redis_namespace']}:*", count=1000))
+            for first in range(0, len(names), 1000):
+                client.unlink(*names[first : first + 1000])
+        finally:
+            client.close()
+    elif "postgres_table_name" in config:
+        import asyncpg
+
+        async def drop() -> None:
+            connection = await asyncpg.connect(config["postgres_url"])
+            try:
+                await connection.execute(f'DROP TABLE IF EXISTS "{config["postgres_table_name"]}"')
+            finally:
+                await connection.close()
+
+        asyncio.run(drop())
+    elif "mysql_table_name" in config:
+        import pymysql
+
+        connection = pymysql.connect(
+            host=config["mysql_host"],
+            port=config["mysql_port"],
+            user=config["mysql_user"],
+            password=config["mysql_password"],
+            database=config["mysql_database"],
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS `{config['mysql_table_name']}`")
+            connection.commit()
+        finally:
+            connection.close()
 
 
 # ---------------------------------------------------------------- driver

@@ -395,9 +395,8 @@ class Task:
         return instance
 
     def _rebuild(self, spec: dict[str, Any]) -> Task:
-        """An instance of this template from a stored spec, without the public constructor."""
-        if not self.dynamic:
-            raise ValueError(f"task {self.canonical_name!r}: cannot instantiate a non-dynamic task")
+        """An instance of this template from a stored spec, without the public constructor (only
+        ``instantiate_from_spec`` calls it, after checking that this task is dynamic)."""
         name = spec["name"]
         if not isinstance(name, str) or not name:
             raise ValueError(f"task name must be a non-empty string, got {name!r}")

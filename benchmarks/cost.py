@@ -39,8 +39,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from throughput import backend_config  # noqa: E402
-from throughput import drop_namespace  # noqa: E402
+from throughput import drop_run_data  # noqa: E402
 from throughput import make_app  # noqa: E402
+from throughput import redis_client  # noqa: E402
 from throughput import settle_server  # noqa: E402
 
 
@@ -99,12 +100,9 @@ def drain(backend: str, config: dict[str, Any], n: int, batch_size: int) -> dict
 
 def redis_cpu_seconds(config: dict[str, Any]) -> float | None:
     """The Redis server's CPU time so far (user + system), or None for other backends."""
-    url = config.get("redis_url")
-    if not url:
+    client = redis_client(config)
+    if client is None:
         return None
-    import redis
-
-    client = redis.Redis.from_url(url)
     try:
         info = client.info("cpu")
     finally:
@@ -148,7 +146,7 @@ def measure(
         result = run_worker([*argv, json.dumps(config)], callgrind=callgrind)
         server_after = redis_cpu_seconds(config)
     finally:
-        drop_namespace(config)
+        drop_run_data(config)
     if server_before is not None and server_after is not None:
         result["server_cpu_s"] = server_after - server_before
     return result

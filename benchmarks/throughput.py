@@ -216,7 +216,7 @@ def run_drain(backend: str, n: int, workers: int, batch_size: int, profile: str 
         try:
             return _timed_drain(args, n, workers)
         finally:
-            drop_namespace(config)
+            drop_run_data(config)
 
 
 def _cpu_ticks() -> list[int] | None:
@@ -318,7 +318,7 @@ def run_lag(backend: str, k: int, seconds: float, batch_size: int) -> dict[str, 
         try:
             asyncio.run(main(config))
         finally:
-            drop_namespace(config)
+            drop_run_data(config)
     if not lags:
         return {"samples": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
     cuts = statistics.quantiles(lags, n=100) if len(lags) > 1 else [lags[0]] * 99
@@ -330,7 +330,7 @@ def run_lag(backend: str, k: int, seconds: float, batch_size: int) -> dict[str, 
 SETTLE_DEADLINE_SECONDS = 120.0
 
 
-def _redis_client(config: dict[str, Any]) -> Any:
+def redis_client(config: dict[str, Any]) -> Any:
     """A synchronous client for the run's Redis, or None for other backends (redis-py is installed
     with either version's redis extra)."""
     url = config.get("redis_url")
@@ -363,7 +363,7 @@ def settle_server(config: dict[str, Any]) -> None:
     snapshot taken here, and both awaited; the save rules then stay quiet for a minute and the AOF is
     small again. Both versions get the same settled server. Other backends: nothing.
     """
-    client = _redis_client(config)
+    client = redis_client(config)
     if client is None:
         return
     try:
@@ -377,7 +377,7 @@ def settle_server(config: dict[str, Any]) -> None:
         client.close()
 
 
-def drop_namespace(config: dict[str, Any]) -> None:
+def drop_run_data(config: dict[str, Any]) -> None:
     """Deletes what the run stored, so that runs do not pile up data the server keeps working on:
     Redis snapshots write every key, and PostgreSQL's autovacuum goes through a drained table's
     10,000 dead rows while the next workload is being measured. Redis: the run's keys (both
@@ -391,7 +391,7 @@ def drop_namespace(config: dict[str, Any]) -> None:
 
 
 def _drop(config: dict[str, Any]) -> None:
-    client = _redis_client(config)
+    client = redis_client(config)
     if client is not None:
         try:
             names = list(client.scan_iter(match=f"pyncette:{config['redis_namespace']}:*", count=1000))

@@ -507,22 +507,24 @@ class PyncetteContext:
 
     # ---- executing one leased entry ----
 
-    def _fast_start(self) -> Callable[[Coroutine[Any, Any, None]], None] | None:
-        """``DefaultExecutor.start`` when the executor is ours (or a subclass keeping our spawn_task)."""
+    def _fast_start(self) -> Callable[[Sequence[Coroutine[Any, Any, None]]], None] | None:
+        """``DefaultExecutor.start_batch`` when the executor is ours (or a subclass keeping our spawn_task)."""
         executor = self._executor
         if isinstance(executor, DefaultExecutor) and type(executor).spawn_task is DefaultExecutor.spawn_task:
-            return executor.start
+            return executor.start_batch
         return None
 
     async def _start_all(self, executions: Sequence[LeasedExecution], now: datetime.datetime) -> None:
-        """Starts a leased batch: directly while the executor has a free slot, else through ``spawn_task``."""
-        start = self._fast_start()
+        """Starts a leased batch: at once as far as the executor has free slots, the rest through
+        ``spawn_task`` (which waits for slots)."""
+        start_batch = self._fast_start()
+        if start_batch is not None:
+            room = max(0, self._executor.free_slots())
+            if room:
+                start_batch([self._execute(self._begin(execution, now)) for execution in executions[:room]])
+            executions = executions[room:]
         for execution in executions:
-            if start is not None and self._executor.free_slots() > 0:
-                run = self._begin(execution, now)
-                start(self._execute(run))
-            else:
-                await self._spawn(execution, now)
+            await self._spawn(execution, now)
 
     def _begin(self, execution: LeasedExecution, now: datetime.datetime) -> _Run:
         """What happens before an execution starts, on every path."""

@@ -9,24 +9,30 @@ skipped). An executor without ``free_slots`` is assumed to take a whole batch at
 Leaving the context waits for the running executions, or cancels them if the block is being
 cancelled.
 
-``DefaultExecutor.start`` is the main loop's fast path (no coroutine per hand-over, no done
-callback per execution: the bookkeeping runs in the execution's own ``finally``). On Python 3.12+
-an execution is started eagerly: its body runs at once, as the current task of a Task created with
-``eager_start``, and never touches the event loop's queue unless it suspends. Python 3.11 has no
-eager start; there, driving the body's first step by hand would run it while ``current_task()`` is
-the main loop's task, so ``asyncio.timeout``, ``TaskGroup`` and libraries that key state by the
-current task (anyio, hence httpx) would bind to the wrong task. So on 3.11 every execution gets its
-own Task, created directly, and the only thing saved is the rest.
+``DefaultExecutor.start_batch`` is the main loop's fast path: no asyncio Task per execution unless
+its body suspends. A leased batch starts in one Task (a "runner"), which drives the executions one
+after the other, each in a copy of the context it would have had as a Task of its own. A body that
+finishes without suspending (most do: the work was quick, or it only queued something) costs no Task,
+no event loop callback and no Task bookkeeping. A body that suspends keeps the runner it started in
+for the rest of its life, and the executions after it move to a new runner, scheduled at once. So
+``current_task()`` inside a body is always a Task that runs that body and nothing else from the
+moment it can suspend: ``asyncio.timeout``, ``TaskGroup`` and libraries that key state by the
+current task (anyio, hence httpx) bind to a Task that is the body's own, and cancelling it cancels
+the body only. A batch whose bodies all suspend takes one Task per execution, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import sys
+import types
 from collections.abc import Awaitable
 from collections.abc import Coroutine
+from collections.abc import Generator
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 from typing import TypeVar
@@ -35,23 +41,60 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_CONCURRENCY_LIMIT = 100
-# Python 3.12+: asyncio.Task(..., eager_start=True) runs the first step at once (see the module docstring).
+_RUNNER_NAME = "pyncette-execution"  # one name for all (an unnamed Task formats one of its own)
+# Python 3.12+: asyncio.Task(..., eager_start=True) runs the first step at once.
 _EAGER_START = sys.version_info >= (3, 12)
 
 
 def start_task(coro: Coroutine[Any, Any, _T], name: str = "pyncette-execution") -> asyncio.Task[_T]:
-    """A Task for ``coro`` that runs up to its first suspension right away on Python 3.12+ (eager
-    start), or first among what is scheduled from now on 3.11.
+    """A Task for ``coro``. On Python 3.12+ it runs up to its first suspension right away (eager
+    start), unless the loop has a task factory: the factory is always honoured.
 
-    Named (one name for all executions): an unnamed Task formats a "Task-N" string of its own. With
-    no task factory installed on the loop the Task is created directly, as ``create_task`` would.
+    Named: an unnamed Task formats a "Task-N" string of its own. With no task factory installed on
+    the loop the Task is created directly, as ``create_task`` would.
     """
     loop = asyncio.get_running_loop()
+    if loop.get_task_factory() is not None:
+        return loop.create_task(coro, name=name)
     if _EAGER_START:
         return asyncio.Task(coro, loop=loop, name=name, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    if loop.get_task_factory() is None:
-        return asyncio.Task(coro, loop=loop, name=name)
-    return loop.create_task(coro, name=name)
+    return asyncio.Task(coro, loop=loop, name=name)
+
+
+def _scheduled_task(coro: Coroutine[Any, Any, _T], name: str = "pyncette-execution") -> asyncio.Task[_T]:
+    """A Task for ``coro`` that starts when the loop gets to it (never eagerly)."""
+    loop = asyncio.get_running_loop()
+    if loop.get_task_factory() is not None:
+        return loop.create_task(coro, name=name)
+    return asyncio.Task(coro, loop=loop, name=name)
+
+
+@types.coroutine
+def _resume(
+    execution: Coroutine[Any, Any, None], waiting_on: Any, context: contextvars.Context
+) -> Generator[Any, Any, None]:
+    """Drives an execution that suspended (on ``waiting_on``) to its end, from the Task it started in.
+
+    What it waits on goes up to the Task unchanged, and what the Task sends or throws back (results,
+    cancellation) goes down to it, every step inside the execution's own ``context``: to the body and
+    to asyncio, it is as if it were the Task's coroutine.
+    """
+    while True:
+        try:
+            value = yield waiting_on
+        except GeneratorExit:
+            execution.close()
+            raise
+        except BaseException as e:
+            try:
+                waiting_on = context.run(execution.throw, e)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = context.run(execution.send, value)
+            except StopIteration:
+                return
 
 
 class SynchronousExecutor(contextlib.AbstractAsyncContextManager["SynchronousExecutor"]):
@@ -83,18 +126,24 @@ class SynchronousExecutor(contextlib.AbstractAsyncContextManager["SynchronousExe
 
 
 class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"]):
-    """Runs executions as asyncio tasks, at most ``concurrency_limit`` (default 100) at a time."""
+    """Runs executions concurrently on the event loop, at most ``concurrency_limit`` (default 100) at a time."""
 
-    _tasks: dict[object, asyncio.Future[None]]  # running executions, by their coroutine (or future)
     _limit: int
+    _busy: int  # executions started (or about to start) and not finished: the slots taken
+    _tasks: set[asyncio.Future[Any]]  # the runners and spawned tasks not done yet
+    _unstarted: dict[asyncio.Future[Any], tuple[Sequence[Coroutine[Any, Any, None]], int]]
     _slot_freed: asyncio.Event
+    _resume_from: int
 
     def __init__(self, **kwargs: Any) -> None:
         limit = kwargs.get("concurrency_limit", DEFAULT_CONCURRENCY_LIMIT)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"concurrency_limit: must be an integer >= 1, got {limit!r}")
         self._limit = limit
-        self._tasks = {}
+        self._busy = 0
+        self._tasks = set()
+        self._unstarted = {}  # runners that have not run yet: their executions, from which index
+        self._resume_from = 0  # where start_batch goes on after an eager runner suspended
         self._slot_freed = asyncio.Event()
 
     async def __aenter__(self) -> DefaultExecutor:
@@ -108,12 +157,22 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
     ) -> None:
         if not self._tasks:
             return
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            logger.warning("Cancelling %d running task(s).", len(self._tasks))
-            for task in self._tasks.values():
-                task.cancel()
-        logger.info("Waiting for %d running task(s) to finish.", len(self._tasks))
-        await asyncio.wait(list(self._tasks.values()))
+        cancelling = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        if cancelling:
+            logger.warning("Cancelling %d running task(s).", self._busy)
+        else:
+            logger.info("Waiting for %d running task(s) to finish.", self._busy)
+        while self._tasks:  # a runner may hand executions over to a new one while we wait
+            if cancelling:
+                for task in self._tasks:
+                    task.cancel()
+            await asyncio.wait(list(self._tasks))
+        # Runners cancelled before their first step never started their executions: close those.
+        for executions, first in self._unstarted.values():
+            for execution in executions[first:]:
+                execution.close()
+                self._busy -= 1
+        self._unstarted.clear()
 
     @property
     def concurrency_limit(self) -> int:
@@ -121,7 +180,7 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
 
     def free_slots(self) -> int:
         """How many executions could start right now."""
-        return self._limit - len(self._tasks)
+        return self._limit - self._busy
 
     async def wait_for_free_slot(self) -> None:
         """Returns once at least one execution could start."""
@@ -133,32 +192,99 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
         """Starts ``task`` in the background (waiting for a free slot first, like 1.x)."""
         await self.wait_for_free_slot()
         running = asyncio.ensure_future(task)
-        self._tasks[running] = running
-        running.add_done_callback(self._finished)
+        self._busy += 1
+        self._tasks.add(running)
+        running.add_done_callback(self._spawned_task_done)
 
     def start(self, execution: Coroutine[Any, Any, None]) -> None:
-        """Starts ``execution`` now, without waiting: the caller has seen ``free_slots() > 0``.
+        """``start_batch`` of one execution."""
+        self.start_batch([execution])
 
-        Like ``spawn_task`` but with no coroutine of its own and no done callback; on Python 3.12+
-        the execution runs eagerly up to its first suspension (a body that never suspends is done
-        when this returns and takes no slot at all).
+    def start_batch(self, executions: Sequence[Coroutine[Any, Any, None]]) -> None:
+        """Starts ``executions`` now, without waiting: the caller has seen that many free slots.
+
+        They run one after the other in one Task; each that suspends keeps that Task and the rest
+        move on to a new one (see the module docstring). On Python 3.12+ (with no task factory on the
+        loop) they start eagerly: the ones that do not suspend are done when this returns, and free
+        their slots; each Task is started from here, never from inside another, so a batch of bodies
+        that all suspend does not nest one eager start in the other.
         """
-        running = start_task(self._guarded(execution))
-        if not running.done():  # done already: it finished eagerly (3.12+) and took no slot
-            self._tasks[execution] = running
+        if not executions:
+            return
+        self._busy += len(executions)
+        loop = asyncio.get_running_loop()
+        if not _EAGER_START or loop.get_task_factory() is not None:
+            self._launch(executions, 0)
+            return
+        first, count = 0, len(executions)
+        while first < count:
+            self._resume_from = count
+            runner = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
+                self._run(executions, first, hand_over=False), loop=loop, name=_RUNNER_NAME, eager_start=True
+            )
+            if not runner.done():  # one of them suspended: the runner is its own from now on
+                self._track(runner)
+            first = self._resume_from
 
-    async def _guarded(self, execution: Coroutine[Any, Any, None]) -> None:
-        """Runs one execution started by ``start``; frees its slot when it ends, however it ends."""
-        try:
-            await execution
-        except Exception as e:
-            logger.error("Execution crashed outside of the task body", exc_info=e)
-        finally:
-            self._tasks.pop(execution, None)
-            self._slot_freed.set()
+    def _launch(self, executions: Sequence[Coroutine[Any, Any, None]], first: int) -> None:
+        """A runner for ``executions[first:]``, scheduled like any Task; it hands over to the next itself."""
+        runner = _scheduled_task(self._run(executions, first, hand_over=True), _RUNNER_NAME)
+        self._unstarted[runner] = (executions, first)
+        self._track(runner)
 
-    def _finished(self, task: asyncio.Future[None]) -> None:
-        self._tasks.pop(task, None)
+    def _track(self, runner: asyncio.Task[None]) -> None:
+        self._tasks.add(runner)
+        runner.add_done_callback(self._tasks.discard)
+
+    async def _run(self, executions: Sequence[Coroutine[Any, Any, None]], first: int, *, hand_over: bool) -> None:
+        """A runner: starts ``executions[first:]`` in turn, and stays with the first one that suspends.
+
+        The executions after that one are handed over to a new runner (``hand_over``), or left for
+        ``start_batch`` to start, from ``_resume_from``, once this runner's eager start returns.
+        """
+        if self._unstarted:
+            self._unstarted.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        last = len(executions) - 1
+        for index in range(first, last + 1):
+            execution = executions[index]
+            context = contextvars.copy_context()  # what a Task of its own would have had
+            try:
+                waiting_on = context.run(execution.send, None)
+            except StopIteration:
+                self._execution_done()
+                continue
+            except Exception as e:
+                logger.error("Execution crashed outside of the task body", exc_info=e)
+                self._execution_done()
+                continue
+            except BaseException:  # e.g. SystemExit: it ends this Task, not the rest of the batch
+                self._execution_done()
+                self._pass_on(executions, index + 1, hand_over=hand_over)
+                raise
+            # It suspended: this Task is now its own, and the rest of the batch moves to another.
+            self._pass_on(executions, index + 1, hand_over=hand_over)
+            try:
+                await _resume(execution, waiting_on, context)
+            except Exception as e:
+                logger.error("Execution crashed outside of the task body", exc_info=e)
+            finally:
+                self._execution_done()
+            return
+
+    def _pass_on(self, executions: Sequence[Coroutine[Any, Any, None]], first: int, *, hand_over: bool) -> None:
+        if first >= len(executions):
+            return
+        if hand_over:
+            self._launch(executions, first)
+        else:
+            self._resume_from = first
+
+    def _execution_done(self) -> None:
+        self._busy -= 1
         self._slot_freed.set()
+
+    def _spawned_task_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        self._execution_done()
         if not task.cancelled() and task.exception() is not None:
             logger.error("Execution crashed outside of the task body", exc_info=task.exception())

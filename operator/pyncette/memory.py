@@ -42,13 +42,14 @@ from pyncette.model import ResultType
 from pyncette.model import TaskState
 from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import BatchRepository
-from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
+from pyncette.repository.kit import leased
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
+from pyncette.repository.kit import unleased
 from pyncette.task import Task
 from pyncette.task import spec_text
 
@@ -263,10 +264,10 @@ class MemoryRepository(BatchRepository):
                 self._advance(entry, nxt)
                 if nxt is not None and (batch.next_due_at is None or nxt < batch.next_due_at):
                     batch.next_due_at = nxt
-                batch.executions.append(LeasedExecution(concrete, scheduled_at, None))
+                batch.executions.append(unleased(concrete, scheduled_at))
             else:
                 self._lease(entry, token, utc_now + concrete.lease_duration)
-                batch.executions.append(LeasedExecution(concrete, scheduled_at, Lease(TokenLease(token, scheduled_at))))
+                batch.executions.append(leased(concrete, scheduled_at, token))
         return batch
 
     async def commit_executions(self, utc_now: datetime.datetime, executions: Sequence[LeasedExecution]) -> None:

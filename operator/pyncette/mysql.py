@@ -54,8 +54,8 @@ from pyncette.model import PollResponse
 from pyncette.model import TaskState
 from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import BatchRepository
-from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
+from pyncette.repository.kit import leased
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
@@ -63,6 +63,7 @@ from pyncette.repository.kit import required
 from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
+from pyncette.repository.kit import unleased
 from pyncette.task import Task
 from pyncette.task import spec_text
 
@@ -346,11 +347,11 @@ class MySQLRepository(BatchRepository):
                         deletes.append(row["name"])
                     else:
                         writes.append((row["name"], _to_micros(following), None, None))
-                    batch.executions.append(LeasedExecution(task, scheduled_at, None))
+                    batch.executions.append(unleased(task, scheduled_at))
                 else:
                     until = _to_micros(utc_now + task.lease_duration)
                     writes.append((row["name"], row["execute_after"], until, token))
-                    batch.executions.append(LeasedExecution(task, scheduled_at, Lease(TokenLease(token, scheduled_at))))
+                    batch.executions.append(leased(task, scheduled_at, token))
             await self._write_rows(cursor, writes)
             await self._delete_rows(cursor, deletes)
             if not batch.has_more:

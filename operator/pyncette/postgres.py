@@ -52,6 +52,7 @@ from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
+from pyncette.repository.kit import leased
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import one_line
 from pyncette.repository.kit import plan_poll
@@ -60,6 +61,7 @@ from pyncette.repository.kit import required
 from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
+from pyncette.repository.kit import unleased
 from pyncette.task import Task
 from pyncette.task import spec_text
 
@@ -303,7 +305,7 @@ class PostgresRepository(BatchRepository):
                 parked.append(row["name"])  # quarantined: leased by the statement above, not run
                 continue
             scheduled_at = row["execute_after"]
-            execution = LeasedExecution(task, scheduled_at, Lease(TokenLease(token, scheduled_at)))
+            execution = leased(task, scheduled_at, token)
             if task.execution_mode == ExecutionMode.AT_MOST_ONCE:
                 at_most_once.append(execution)
             else:
@@ -315,7 +317,7 @@ class PostgresRepository(BatchRepository):
         if at_most_once:
             for execution, done, next_at in await self._commit(utc_now, held(at_most_once)):
                 if done:
-                    batch.executions.append(LeasedExecution(execution.task, execution.scheduled_at, None))
+                    batch.executions.append(unleased(execution.task, execution.scheduled_at))
                     if next_at is not None and (batch.next_due_at is None or next_at < batch.next_due_at):
                         batch.next_due_at = next_at
         return batch

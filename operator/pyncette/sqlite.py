@@ -58,14 +58,15 @@ from pyncette.model import ResultType
 from pyncette.model import TaskState
 from pyncette.repository.kit import PARKED
 from pyncette.repository.kit import BatchRepository
-from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
+from pyncette.repository.kit import leased
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import plan_poll
 from pyncette.repository.kit import positive_int
 from pyncette.repository.kit import table_name as checked_table_name
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
+from pyncette.repository.kit import unleased
 from pyncette.task import Task
 from pyncette.task import spec_text
 
@@ -321,16 +322,14 @@ class SqliteRepository(BatchRepository):
                 assert scheduled_at is not None
                 if task is not None and task.execution_mode == ExecutionMode.AT_MOST_ONCE:
                     advances.append((task, execute_after, None))
-                    batch.executions.append(LeasedExecution(task, scheduled_at, None))
+                    batch.executions.append(unleased(task, scheduled_at))
                 else:
                     # A quarantined row (task None) is leased too ("parked"), so it is not read again
                     # before its lease ends; it is not returned.
                     until = now + (task or owner).lease_duration.total_seconds()
                     leases.append((lease if task is not None else PARKED, until, _ready_at(execute_after, until), name))
                     if task is not None:
-                        batch.executions.append(
-                            LeasedExecution(task, scheduled_at, Lease(TokenLease(lease, scheduled_at)))
-                        )
+                        batch.executions.append(leased(task, scheduled_at, lease))
             moved = await self._advance(utc_now, advances)
             kept = {task.canonical_name for task, _, _ in moved}
             for task, execute_after, _ in advances:

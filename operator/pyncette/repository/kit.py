@@ -104,6 +104,28 @@ class TokenLease:
         return self.token or ""
 
 
+_new_object = object.__new__
+
+
+def leased(task: Task, scheduled_at: datetime.datetime, token: str | None) -> LeasedExecution:
+    """``LeasedExecution(task, scheduled_at, Lease(TokenLease(token, scheduled_at)))``, one per leased row.
+
+    Built without the frozen dataclasses' ``__init__``, which sets each field with a call of
+    ``object.__setattr__``: about 2.4 µs of the two objects, against 1 µs this way. They are the
+    same frozen objects (equal to, and as immutable as, the ones ``__init__`` makes).
+    """
+    lease = _new_object(TokenLease)
+    lease.__dict__.update(token=token, scheduled_at=scheduled_at)
+    return unleased(task, scheduled_at, Lease(lease))
+
+
+def unleased(task: Task, scheduled_at: datetime.datetime, lease: Lease | None = None) -> LeasedExecution:
+    """``LeasedExecution(task, scheduled_at, lease)`` (None: an AT_MOST_ONCE run), built as ``leased`` is."""
+    execution = _new_object(LeasedExecution)
+    execution.__dict__.update(task=task, scheduled_at=scheduled_at, lease=lease)
+    return execution
+
+
 #: ``locked_by`` of a quarantined entry the backend parked (a valid UUID text, so PostgreSQL's uuid
 #: column takes it). It is nobody's lease: registering the entry again replaces it, as ``force`` would.
 PARKED = "00000000-0000-0000-0000-000000000000"

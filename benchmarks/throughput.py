@@ -600,11 +600,18 @@ def measure(options: argparse.Namespace, backends: list[str], v1_python: str | N
     return rows
 
 
+def _dup_miss(result: dict[str, Any]) -> str:
+    """``duplicates/misses`` of one drain, or ``-`` if it did not run."""
+    if "duplicates" not in result:
+        return "-"
+    return f"{result['duplicates']}/{result['misses']}"
+
+
 def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
     """Drain exec/s and start lag p99 of every run, one line per run and backend, then min / median /
     max: on a shared machine one run says little."""
     header = ["run", "backend", "ours exec/s"] + (["1.1.0 exec/s", "ratio"] if compare else [])
-    header += ["ours lag p99 ms", "steal % (ours' drain)"]
+    header += ["ours lag p99 ms", "dup/miss" + (" (ours, 1.1.0)" if compare else ""), "steal % (ours' drain)"]
     lines: list[list[str]] = [header]
     per_backend: dict[str, list[tuple[float, float | None]]] = {}
     for number, rows in enumerate(all_runs, start=1):
@@ -613,7 +620,10 @@ def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
             line = [str(number), row["backend"], fmt(ours)]
             if compare:
                 line += [fmt(theirs), ratio(ours, theirs, higher_is_better=True)]
-            lines.append([*line, fmt(row["ours"].get("p99_ms"), 1), fmt(row["ours"].get("steal_pct"), 1)])
+            checks = [_dup_miss(row["ours"])] + ([_dup_miss(row["v1"])] if compare else [])
+            lines.append(
+                [*line, fmt(row["ours"].get("p99_ms"), 1), ", ".join(checks), fmt(row["ours"].get("steal_pct"), 1)]
+            )
             if isinstance(ours, int | float):
                 both = ours / theirs if isinstance(theirs, int | float) and theirs else None
                 per_backend.setdefault(row["backend"], []).append((ours, both))
@@ -628,7 +638,7 @@ def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
         if compare:
             spread = f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f}x" if ratios else "-"
             line += ["", spread]
-        lines.append([*line, "", ""])
+        lines.append([*line, "", "", ""])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for i, line in enumerate(lines):
         print("  ".join(cell.ljust(widths[j]) if j < 2 else cell.rjust(widths[j]) for j, cell in enumerate(line)))

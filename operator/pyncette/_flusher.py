@@ -132,9 +132,11 @@ class ResultFlusher:
         return commits
 
     def sent(self, results: list[_Result], error: BaseException | None) -> None:
-        """What became of commits taken with ``take_commits``: sent (``error`` None) or failed."""
+        """What became of commits taken with ``take_commits``: sent (``error`` None) or failed.
+
+        Sent, they need no wake-up hint: the lease they went with ran after them and its next due
+        time already counts the times they moved to."""
         if error is None:
-            self._note_next_due([result.execution for result in results])
             return
         if isinstance(error, asyncio.CancelledError):  # not sent: queued again as they were
             self._commits[:0] = results

@@ -308,21 +308,31 @@ def run_lag(backend: str, k: int, seconds: float, batch_size: int) -> dict[str, 
                         for i in range(start, min(k, start + 50))
                     )
                 )
+            ticks = _cpu_ticks()
             loop = asyncio.create_task(ctx.run())
             await asyncio.sleep(seconds)
             ctx.shutdown()
             await loop
+            steal.append(_steal_percent(ticks, _cpu_ticks()))
 
+    steal: list[float | None] = []
     with tempfile.TemporaryDirectory(prefix="pyncette-bench-") as tmp:
         config = backend_config(backend, pathlib.Path(tmp), run_id)
         try:
             asyncio.run(main(config))
         finally:
             drop_run_data(config)
+    lag_steal = steal[0] if steal else None
     if not lags:
-        return {"samples": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
+        return {"samples": 0, "p50_ms": float("nan"), "p99_ms": float("nan"), "lag_steal_pct": lag_steal}
     cuts = statistics.quantiles(lags, n=100) if len(lags) > 1 else [lags[0]] * 99
-    return {"samples": len(lags), "p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000, "max_ms": max(lags) * 1000}
+    return {
+        "samples": len(lags),
+        "p50_ms": cuts[49] * 1000,
+        "p99_ms": cuts[98] * 1000,
+        "max_ms": max(lags) * 1000,
+        "lag_steal_pct": lag_steal,
+    }
 
 
 # ---------------------------------------------------------------- the server around a measurement
@@ -492,6 +502,7 @@ def print_table(rows: list[dict[str, Any]], compare: bool) -> None:
             ("drain steal % (VM)", "steal_pct", 1, None),
             ("start lag p50 (ms)", "p50_ms", 1, False),
             ("start lag p99 (ms)", "p99_ms", 1, False),
+            ("start lag steal % (VM)", "lag_steal_pct", 1, None),
         ]:
             ours = row["ours"].get(key)
             line = [row["backend"], metric, fmt(ours, digits)]
@@ -611,7 +622,7 @@ def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
     """Drain exec/s and start lag p99 of every run, one line per run and backend, then min / median /
     max: on a shared machine one run says little."""
     header = ["run", "backend", "ours exec/s"] + (["1.1.0 exec/s", "ratio"] if compare else [])
-    header += ["ours lag p99 ms", "dup/miss" + (" (ours, 1.1.0)" if compare else ""), "steal % (ours' drain)"]
+    header += ["ours lag p99 ms", "dup/miss" + (" (ours, 1.1.0)" if compare else ""), "steal % (ours' drain, lag)"]
     lines: list[list[str]] = [header]
     per_backend: dict[str, list[tuple[float, float | None]]] = {}
     for number, rows in enumerate(all_runs, start=1):
@@ -622,7 +633,12 @@ def print_spread(all_runs: list[list[dict[str, Any]]], compare: bool) -> None:
                 line += [fmt(theirs), ratio(ours, theirs, higher_is_better=True)]
             checks = [_dup_miss(row["ours"])] + ([_dup_miss(row["v1"])] if compare else [])
             lines.append(
-                [*line, fmt(row["ours"].get("p99_ms"), 1), ", ".join(checks), fmt(row["ours"].get("steal_pct"), 1)]
+                [
+                    *line,
+                    fmt(row["ours"].get("p99_ms"), 1),
+                    ", ".join(checks),
+                    f"{fmt(row['ours'].get('steal_pct'), 1)}, {fmt(row['ours'].get('lag_steal_pct'), 1)}",
+                ]
             )
             if isinstance(ours, int | float):
                 both = ours / theirs if isinstance(theirs, int | float) and theirs else None

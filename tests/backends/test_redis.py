@@ -23,6 +23,7 @@ from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.redis import RedisRepository
 from pyncette.redis import redis_repository
+from pyncette.repository.kit import PARKED
 from pyncette.task import PartitionedTask
 from pyncette.task import Task
 
@@ -333,3 +334,32 @@ async def test_specs_that_are_not_text_or_not_ascii_spoil_only_their_row(
     assert "task 'tpl:bytes': its stored spec is not UTF-8 text" in caplog.text
     [state] = [s for s in (await repo.list_task_states(NOW, tpl)).tasks if s.task.name == "bytes"]
     assert state.problem is not None
+
+
+async def test_a_name_or_time_that_is_not_utf8_spoils_only_its_row(
+    repo: RedisRepository, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Written by another client, an index member or a stored time that is not UTF-8 text must not
+    fail every lease of the template (an outage for all its instances): only its row is quarantined,
+    parked as stored, and listing still works."""
+    tpl = template()
+    await repo.register_tasks(NOW, [tpl.instantiate(n, execute_at=NOW) for n in ("good", "bad-time")])
+    prefix = f"pyncette:{namespace}:".encode()
+    due = str(int(NOW.timestamp() * 1_000_000)).encode()
+    bad_name = b"tpl:caf\xe9"  # Latin-1, as a non-Python client might write it
+    await repo._client.hset(prefix + b"e:" + bad_name, mapping={b"ea": due, b"spec": b'{"name": "caf"}'})
+    await repo._client.zadd(prefix + b"i:tpl", {bad_name: int(due)})
+    await repo._client.zadd(prefix + b"n:tpl", {bad_name: 0})
+    await repo._client.hset(prefix + b"e:tpl:bad-time", b"ea", b"\xff" + due)
+
+    batch = await repo.lease_due(NOW, [tpl], limit=10)
+
+    assert [e.task.name for e in batch.executions] == ["good"]
+    assert caplog.text.count("its stored name or time is not UTF-8 text") == 2
+    # Parked under their stored names: leased by nobody, so not read again by the next poll.
+    assert await repo._client.hget(prefix + b"e:" + bad_name, b"lb") == PARKED.encode()
+    assert await repo._client.hget(prefix + b"e:tpl:bad-time", b"lb") == PARKED.encode()
+    await repo.commit_executions(NOW, batch.executions)
+    assert (await repo.lease_due(NOW, [tpl], limit=10)).executions == []
+    listed = {s.task.name: s.problem for s in (await repo.list_task_states(NOW, tpl)).tasks}
+    assert listed["caf\udce9"] is not None and listed["bad-time"] is not None

@@ -98,7 +98,18 @@ def _report_lost(committed: Sequence[tuple[LeasedExecution, bool, datetime.datet
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """A stored string as text; bytes that are not UTF-8 (written by something else than pyncette)
+    are kept as lone surrogates, so one such value spoils its own row, not a whole reply."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _is_text(value: str) -> bool:
+    """False for a string holding bytes that were not UTF-8 (see ``_text``)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _key_prefix(namespace: str) -> str:
@@ -240,7 +251,12 @@ class RedisRepository(BatchRepository):
     ) -> LeaseBatch:
         """The batch lease.lua answered (quarantined rows parked, AT_MOST_ONCE rows moved forward)."""
         self.statics.created(task for task, _ in fresh)
-        has_more, next_due, missing, rows = json.loads(header)
+        try:
+            has_more, next_due, missing, rows = json.loads(header)
+            mangled = False
+        except UnicodeDecodeError:  # a name or time that is not UTF-8 text: only its row is quarantined
+            has_more, next_due, missing, rows = json.loads(_text(header))
+            mangled = True
         specs = specs if isinstance(specs, bytes) else specs.encode()  # lengths are in bytes
         for index in missing:
             # The entry of a static task vanished (e.g. flushed): create it again on the next poll.
@@ -263,6 +279,10 @@ class RedisRepository(BatchRepository):
                     self.entries.report(name, raw, "its stored spec is not UTF-8 text")
                     parked.append(name)  # quarantined: leased by the script, not run
                     continue
+            if mangled and not (_is_text(name) and _is_text(execute_after)):
+                self.entries.report(name, execute_after, "its stored name or time is not UTF-8 text")
+                parked.append(name)
+                continue
             parsed = times.get(execute_after)
             if parsed is None:
                 parsed = times[execute_after] = stored_time(_from_us, execute_after)
@@ -282,7 +302,8 @@ class RedisRepository(BatchRepository):
                 batch.executions.append(execution)
 
         if parked:  # one more call, only when a batch met a quarantined entry
-            await self._scripts.park(args=[self._prefix, token, PARKED, *parked])
+            names = [name.encode("utf-8", "surrogateescape") for name in parked] if mangled else parked
+            await self._scripts.park(args=[self._prefix, token, PARKED, *names])
         if at_most_once:
             committed = await self._commit(utc_now, held(at_most_once))
             for execution, done, next_at in committed:

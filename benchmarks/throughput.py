@@ -391,8 +391,8 @@ def drop_run_data(config: dict[str, Any]) -> None:
     """Deletes what the run stored, so that runs do not pile up data the server keeps working on:
     Redis snapshots write every key, and PostgreSQL's autovacuum goes through a drained table's
     10,000 dead rows while the next workload is being measured. Redis: the run's keys (both
-    versions keep theirs under ``pyncette:<namespace>:``). PostgreSQL and MySQL: the run's table.
-    Other backends: nothing (SQLite's file goes with its temporary directory). Best effort: a
+    versions keep theirs under ``pyncette:<namespace>:``). PostgreSQL, MySQL and DynamoDB: the run's
+    table. Other backends: nothing (SQLite's file goes with its temporary directory). Best effort: a
     failure is reported and the measurement kept."""
     try:
         _drop(config)
@@ -436,6 +436,17 @@ def _drop(config: dict[str, Any]) -> None:
             connection.commit()
         finally:
             connection.close()
+    elif "dynamodb_table_name" in config:
+        import aioboto3  # both versions' dynamodb extra installs it
+
+        async def delete_table() -> None:
+            session = aioboto3.Session()
+            async with session.client(
+                "dynamodb", endpoint_url=config["dynamodb_endpoint"], region_name=config["dynamodb_region_name"]
+            ) as client:
+                await client.delete_table(TableName=config["dynamodb_table_name"])
+
+        asyncio.run(delete_table())
 
 
 # ---------------------------------------------------------------- driver

@@ -77,6 +77,9 @@ def test_readme_block_has_the_steps_a_user_needs() -> None:
     assert lines[0].startswith("make cluster-up node-up image")
     assert any(line.startswith("IMAGE=") for line in lines)
     assert any(line.startswith("helm install ") and "IMAGE" in line for line in lines)
+    # A tag of digits only (a date, or a content hash that happens to have no letter) is a number to
+    # --set, which the chart's schema refuses: the tag must go in with --set-string.
+    assert any('--set-string image.tag="${IMAGE##*:}"' in line for line in lines)
     assert "kubectl apply -f examples/ptask-hello.yaml" in lines
 
 

@@ -233,3 +233,12 @@ def test_image_reference(chart: Chart) -> None:
     assert container(objs)["image"] == f"registry.example/pyncette-operator@{digest}"
     objs = chart.render({"image": {"repository": "registry.example/pyncette-operator", "tag": "v9"}})
     assert container(objs)["image"] == "registry.example/pyncette-operator:v9"
+
+
+def test_a_tag_of_digits_only_goes_in_with_set_string(chart: Chart) -> None:
+    """The README's `make image` tags name the content (12 hex digits), and one in 300 has no letter;
+    dates are tags too. --set reads those as numbers, which the schema refuses in one line."""
+    objs = chart.render(None, "--set-string", "image.tag=202611281234")
+    assert container(objs)["image"] == "pyncette-operator:202611281234"
+    error = chart.render_error(None, "--set", "image.tag=202611281234")
+    assert "/image/tag" in error and "want string" in error

@@ -46,9 +46,9 @@ _RUNNER_NAME = "pyncette-execution"  # one name for all (an unnamed Task formats
 _EAGER_START = sys.version_info >= (3, 12)
 
 
-def start_task(coro: Coroutine[Any, Any, _T], name: str = "pyncette-execution") -> asyncio.Task[_T]:
+def start_task(coro: Coroutine[Any, Any, _T], name: str = _RUNNER_NAME, *, eager: bool = True) -> asyncio.Task[_T]:
     """A Task for ``coro``. On Python 3.12+ it runs up to its first suspension right away (eager
-    start), unless the loop has a task factory: the factory is always honoured.
+    start) unless ``eager`` is False or the loop has a task factory: the factory is always honoured.
 
     Named: an unnamed Task formats a "Task-N" string of its own. With no task factory installed on
     the loop the Task is created directly, as ``create_task`` would.
@@ -56,16 +56,8 @@ def start_task(coro: Coroutine[Any, Any, _T], name: str = "pyncette-execution") 
     loop = asyncio.get_running_loop()
     if loop.get_task_factory() is not None:
         return loop.create_task(coro, name=name)
-    if _EAGER_START:
+    if eager and _EAGER_START:
         return asyncio.Task(coro, loop=loop, name=name, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return asyncio.Task(coro, loop=loop, name=name)
-
-
-def _scheduled_task(coro: Coroutine[Any, Any, _T], name: str = "pyncette-execution") -> asyncio.Task[_T]:
-    """A Task for ``coro`` that starts when the loop gets to it (never eagerly)."""
-    loop = asyncio.get_running_loop()
-    if loop.get_task_factory() is not None:
-        return loop.create_task(coro, name=name)
     return asyncio.Task(coro, loop=loop, name=name)
 
 
@@ -196,10 +188,6 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
         self._tasks.add(running)
         running.add_done_callback(self._spawned_task_done)
 
-    def start(self, execution: Coroutine[Any, Any, None]) -> None:
-        """``start_batch`` of one execution."""
-        self.start_batch([execution])
-
     def start_batch(self, executions: Sequence[Coroutine[Any, Any, None]]) -> None:
         """Starts ``executions`` now, without waiting: the caller has seen that many free slots.
 
@@ -228,7 +216,7 @@ class DefaultExecutor(contextlib.AbstractAsyncContextManager["DefaultExecutor"])
 
     def _launch(self, executions: Sequence[Coroutine[Any, Any, None]], first: int) -> None:
         """A runner for ``executions[first:]``, scheduled like any Task; it hands over to the next itself."""
-        runner = _scheduled_task(self._run(executions, first, hand_over=True), _RUNNER_NAME)
+        runner = start_task(self._run(executions, first, hand_over=True), eager=False)
         self._unstarted[runner] = (executions, first)
         self._track(runner)
 

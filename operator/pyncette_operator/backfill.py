@@ -11,6 +11,10 @@ be in the future. How it runs:
 * Each slot runs like a scheduled run with the same deterministic Pod name, so a slot that already
   has a Pod (it ran on schedule, or an earlier backfill ran it) is not run again but counted as
   skipped. Run Pods of slots whose Pods the history limits have pruned cannot be recognised.
+* A backfill's Pods carry its value (``pyncette.dev/backfill``). A slot leased again whose Pod is
+  this backfill's own (a second replica's registration landed after slots ran and moved the
+  instance back, or the lease holder died) is not counted again; under Forbid or Replace a Pod of
+  it still running is adopted and its outcome counted, so the next slot still waits for it.
 * ``concurrencyPolicy``: Forbid and Replace run the slots one at a time (a backfill never deletes
   its own runs); Allow starts them all, each as soon as the previous one is created.
 * The instance removes itself after the last slot. The same value seen again (a status echo,

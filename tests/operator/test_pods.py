@@ -78,6 +78,23 @@ def test_render_pod_forces_namespace_owner_labels_and_restart_policy() -> None:
     assert render_pod(given, pod_name="p", scheduled_at=T0)["spec"]["restartPolicy"] == "OnFailure"
 
 
+def test_a_backfill_run_pod_names_its_backfill_and_no_other_pod_does() -> None:
+    value = "2030-01-01T00:00:00Z/2030-01-01T12:00:00Z"
+    filled = render_pod(task(), pod_name="p", scheduled_at=T0, backfill=value)
+    assert filled["metadata"]["annotations"]["pyncette.dev/backfill"] == value
+    assert pod_view(filled).backfill == value
+    # A template that carries the annotation itself cannot pass a scheduled run off as a backfill's.
+    given = task(
+        pod_template={
+            "metadata": {"annotations": {"pyncette.dev/backfill": value}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }
+    )
+    scheduled = render_pod(given, pod_name="p", scheduled_at=T0)
+    assert "pyncette.dev/backfill" not in scheduled["metadata"]["annotations"]
+    assert pod_view(scheduled).backfill is None
+
+
 def raw_pod(name: str, phase: str, scheduled: str, *, uid: str = "uid-1") -> dict[str, Any]:
     return {
         "metadata": {

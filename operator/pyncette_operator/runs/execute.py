@@ -250,6 +250,9 @@ class RunExecutor:
             return
         if task.is_pod:
             slot = self._pods.slot(task, scheduled_at, "")
+            if value in slot.backfills:
+                await self._backfill_slot_again(context, task, value, scheduled_at, running=slot.running is not None)
+                return
             if slot.succeeded is not None or slot.running is not None or slot.next_attempt > 0:
                 logger.info(
                     "Backfill %s of %s: slot %s has a run already; skipped", value, task.key, format_time(scheduled_at)
@@ -264,6 +267,29 @@ class RunExecutor:
             await self._in_group(
                 context, task, scheduled_at, f"backfill:{value}", None, next_time=next_time, one_off=sequential
             )
+        finally:
+            _BACKFILL.reset(token)
+
+    async def _backfill_slot_again(
+        self, context: Context, task: TaskSpec, value: str, scheduled_at: datetime.datetime, *, running: bool
+    ) -> None:
+        """A slot this backfill started already, leased again: the instance was registered a second
+        time after slots had run (two replicas seeing the request at once), or its lease expired
+        (the replica running the slot died). Counted once, never as skipped.
+
+        With Forbid or Replace the run that started the slot held the lease until its Pod ended, so
+        a Pod still running has lost its follower: it is adopted, and its outcome counted here; the
+        next slot waits for it. Otherwise (a finished Pod, or Allow, whose runs hand their Pods to a
+        watcher of the replica that created them) the run that started it counts its outcome.
+        """
+        stamp = format_time(scheduled_at)
+        if not running or task.concurrency_policy == "Allow":
+            logger.info("Backfill %s of %s: slot %s was started by this backfill already", value, task.key, stamp)
+            return
+        logger.info("Backfill %s of %s: adopting the running Pod of slot %s", value, task.key, stamp)
+        token = _BACKFILL.set(value)
+        try:
+            await self._in_group(context, task, scheduled_at, f"backfill:{value}", None, next_time=None, one_off=True)
         finally:
             _BACKFILL.reset(token)
 
@@ -530,7 +556,9 @@ class RunExecutor:
                         self._metrics.retries.inc()
                     await self._pod_create_turn(context, task)
                     try:
-                        created = await self._pods.create(task, scheduled_at, trigger, attempt=attempt)
+                        created = await self._pods.create(
+                            task, scheduled_at, trigger, attempt=attempt, backfill=_BACKFILL.get()
+                        )
                     except RunFailed as e:
                         if e.transient and await self._backoff(
                             context, task, clock.now() + TRANSIENT_RETRY, deadline if deadline else None

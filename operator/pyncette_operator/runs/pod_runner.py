@@ -85,6 +85,8 @@ class SlotState:
     last_finished_at: datetime.datetime | None
     """When the latest failed attempt ended (backoff counts from there)."""
     last_message: str
+    backfills: frozenset[str] = frozenset()
+    """The backfill values the run's Pods were created for (empty for scheduled runs)."""
 
 
 @dataclass
@@ -119,10 +121,17 @@ class PodRunner:
             next_attempt=max((p.attempt for p in pods), default=-1) + 1,
             last_finished_at=(last.finished_at or last.created_at) if last else None,
             last_message=last.message if last else "",
+            backfills=frozenset(p.backfill for p in pods if p.backfill),
         )
 
     async def create(
-        self, task: TaskSpec, scheduled_at: datetime.datetime, trigger: str, *, attempt: int
+        self,
+        task: TaskSpec,
+        scheduled_at: datetime.datetime,
+        trigger: str,
+        *,
+        attempt: int,
+        backfill: str | None = None,
     ) -> str | None:
         """Creates the Pod of one attempt; returns its name, or None when a Pod of that attempt already
         finished (the caller reads the slot again). RunFailed if the API refuses."""
@@ -136,7 +145,9 @@ class PodRunner:
         name = run_pod_name(
             task_name=task.name, task_uid=task.uid, scheduled_at=scheduled_at, trigger=trigger, attempt=attempt
         )
-        body = render_pod(task, pod_name=name, scheduled_at=scheduled_at, trigger=trigger, attempt=attempt)
+        body = render_pod(
+            task, pod_name=name, scheduled_at=scheduled_at, trigger=trigger, attempt=attempt, backfill=backfill
+        )
         try:
             created = await self._kube.create_pod(task.namespace, body)
         except AlreadyExists:

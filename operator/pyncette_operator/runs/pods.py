@@ -27,6 +27,9 @@ TASK_UID_LABEL = "pyncette.dev/task-uid"
 SCHEDULED_AT_ANNOTATION = "pyncette.dev/scheduled-at"
 TRIGGER_ANNOTATION = "pyncette.dev/trigger"
 ATTEMPT_ANNOTATION = "pyncette.dev/attempt"
+BACKFILL_ANNOTATION = "pyncette.dev/backfill"
+"""On a run Pod: the backfill value it ran for, so a slot leased again (a late second registration of
+the backfill, or a lease that expired) is recognised as this backfill's own, not counted twice."""
 MANAGED_BY = "pyncette-operator"
 
 
@@ -41,7 +44,13 @@ def owner_reference(task: TaskSpec) -> dict[str, Any]:
 
 
 def render_pod(
-    task: TaskSpec, *, pod_name: str, scheduled_at: datetime.datetime, trigger: str = "", attempt: int = 0
+    task: TaskSpec,
+    *,
+    pod_name: str,
+    scheduled_at: datetime.datetime,
+    trigger: str = "",
+    attempt: int = 0,
+    backfill: str | None = None,
 ) -> dict[str, Any]:
     """The Pod manifest for one run of ``task`` (a podTemplate task)."""
     assert task.pod_template is not None
@@ -63,6 +72,10 @@ def render_pod(
         annotations[TRIGGER_ANNOTATION] = f"run-now:{trigger}"
     else:
         annotations.pop(TRIGGER_ANNOTATION, None)
+    if backfill:
+        annotations[BACKFILL_ANNOTATION] = backfill
+    else:
+        annotations.pop(BACKFILL_ANNOTATION, None)
     spec.setdefault("restartPolicy", "Never")
     metadata: dict[str, Any] = {
         "name": pod_name,
@@ -99,6 +112,7 @@ class PodView:
     message: str
     attempt: int = 0
     created_at: datetime.datetime | None = None
+    backfill: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -138,6 +152,7 @@ def pod_view(pod: dict[str, Any]) -> PodView:
         message=_failure_message(status),
         attempt=attempt,
         created_at=_parse_stamp(meta.get("creationTimestamp")),
+        backfill=annotations.get(BACKFILL_ANNOTATION),
     )
 
 

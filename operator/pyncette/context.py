@@ -574,6 +574,18 @@ class PyncetteContext:
         context.__dict__ = fields
         return context
 
+    async def _release_lease(self, context: Context) -> None:
+        """``context.release()``: unlocks the entry now and wakes the loop to lease it again."""
+        lease = context._lease
+        if lease is None:
+            return
+        scheduled_at = context.scheduled_at.astimezone(UTC)
+        execution = LeasedExecution(context.task, scheduled_at, lease)
+        await self._bounded(self._repository.unlock_executions(self._clock.now(), [execution]), "unlock_executions")
+        context._lease = None
+        context._released = True
+        self._note_due(scheduled_at)
+
     async def _heartbeat(self, run: _Run, context: Context) -> None:
         execution = run.execution
         if execution.lease is None or execution.task.execution_mode == ExecutionMode.AT_MOST_ONCE:
@@ -620,7 +632,8 @@ class PyncetteContext:
             return
         if context._lease is None:
             # Another worker may own the entry now; committing or unlocking would be wrong.
-            logger.warning("Lease on task %s lost, not committing", task)
+            if not context._released:
+                logger.warning("Lease on task %s lost, not committing", task)
             return
         if context._lease is not execution.lease:
             execution = replace(execution, lease=context._lease)

@@ -43,6 +43,7 @@ class Context:
     task: Task
     scheduled_at: datetime.datetime
     _lease: Lease | None
+    _released: bool = False  # the lease was given back on purpose (``release``), not lost
     args: dict[str, Any]
     # Set per execution by the app: extends the lease held through the given context.
     _extend_lease: Callable[[Context], Awaitable[None]]
@@ -56,6 +57,16 @@ class Context:
         ``context.heartbeat = ...`` still replaces it for that context, as before.
         """
         return self._extend_lease(self)
+
+    async def release(self) -> None:
+        """Gives the running execution's lease back now: the entry is due again at once (another
+        worker may run this scheduled time) and this execution commits nothing when it ends.
+
+        For a body that hands its work over instead of finishing it (shutting down while waiting
+        for something, say). Unlike a lease that expired, this is not reported as lost. A no-op
+        without a lease (at-most-once, or released already).
+        """
+        await self.app_context._release_lease(self)
 
     if TYPE_CHECKING:
 

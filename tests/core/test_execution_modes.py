@@ -192,6 +192,31 @@ async def test_heartbeat_raises_when_the_lease_was_lost(make_app: Callable[..., 
     assert started == [at(10), at(12)]
 
 
+async def test_release_hands_the_run_over_at_once_and_is_not_a_lost_lease(
+    make_app: Callable[..., Pyncette], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    runs: list[tuple[datetime.datetime, datetime.datetime]] = []
+
+    @app.task(interval=datetime.timedelta(seconds=10), lease_duration=datetime.timedelta(seconds=60))
+    async def handed_over(context: Context) -> None:
+        runs.append((clock.now(), context.scheduled_at))
+        if len(runs) == 1:
+            await context.release()
+            await context.release()  # released already: nothing to do
+
+    async with running(app) as ctx:
+        await clock.advance(seconds=10)
+        await eventually(lambda: len(runs) == 2)
+        await ctx._flusher.flush()
+        state = await ctx.get_task(handed_over)
+        assert state is not None and state.scheduled_at == at(20)
+
+    # Run again at once (not when the 60 s lease would have expired), and committed by that run only.
+    assert runs == [(at(10), at(10)), (at(10), at(10))]
+    assert "lost" not in caplog.text
+
+
 async def test_heartbeat_is_a_noop_for_at_most_once(make_app: Callable[..., Pyncette], clock: FakeClock) -> None:
     app = make_app()
     done: list[bool] = []

@@ -195,6 +195,7 @@ def test_sigterm_hands_running_pods_to_the_other_replica_at_once(
     victim.stop()
     assert victim.proc.returncode == 0, victim.log_text()[-2000:]
     assert "Traceback" not in victim.log_text()
+    assert "lost, not committing" not in victim.log_text()  # handed over on purpose, not lost
     wait_until(
         lambda: other.metric("pyncette_operator_pods_adopted_total") >= 1,
         timeout=60,

@@ -30,12 +30,10 @@ import contextvars
 import datetime
 import logging
 
-from pyncette.deadline import bounded
 from pyncette.errors import LeaseLostException
 from pyncette.model import Context
 from pyncette.model import ExecutionMode
 from pyncette.model import FailureMode
-from pyncette.model import LeasedExecution
 from pyncette_operator import backfill
 from pyncette_operator import breaker
 from pyncette_operator.conditions import READY
@@ -453,21 +451,10 @@ class RunExecutor:
     async def _release(self, context: Context) -> None:
         """Gives the run's lease back so that the entry is due again at once (another replica adopts
         the Pod now, not after leaseDuration); the run then commits nothing."""
-        lease = getattr(context, "_lease", None)
-        if lease is None:
-            return
-        ctx = self._mirror.ctx
-        execution = LeasedExecution(context.task, context.scheduled_at.astimezone(datetime.UTC), lease)
         try:
-            await bounded(
-                ctx.repository.unlock_executions(ctx.clock.now(), [execution]),
-                operation="unlock_executions",
-                timeout=ctx.backend_timeout.total_seconds(),
-            )
+            await context.release()
         except Exception as e:
             logger.warning("Releasing the lease of %s failed (it expires after leaseDuration): %s", context.task, e)
-            return
-        context._lease = None
 
     async def _backoff(
         self, context: Context, task: TaskSpec, until: datetime.datetime, limit: datetime.datetime | None

@@ -384,6 +384,10 @@ class Operator:
             async def sweep() -> None:
                 await mirror.sweep()
                 reconcile_active(tracker=self.tracker, status=status, leased=mirror.leased)
+                if self.tracker.synced:
+                    await mirror.settle_backfills(
+                        self.tracker.pods_of, quiet_for=datetime.timedelta(seconds=s.sweep_interval)
+                    )
 
             background = [
                 asyncio.ensure_future(ctx.run()),

@@ -17,6 +17,9 @@ be in the future. How it runs:
   it still running is adopted and its outcome counted, so the next slot still waits for it.
 * ``concurrencyPolicy``: Forbid and Replace run the slots one at a time (a backfill never deletes
   its own runs); Allow starts them all, each as soon as the previous one is created.
+* A replica that stops for good (kill -9) while following Pods of the backfill cannot count
+  their outcomes. Once every slot has started and every Pod of the backfill has ended, the sweep
+  of any replica completes it anyway, saying how many outcomes were not observed.
 * The instance removes itself after the last slot. The same value seen again (a status echo,
   another replica, a restart) does nothing: ``status.backfill.value`` records it. A new value
   replaces a backfill still in progress.
@@ -161,6 +164,29 @@ def complete_if_done(state: TaskStatus, *, now: datetime.datetime) -> bool:
         return False
     top = {k: v for k, v in current.items() if k not in _TOTALS and k != "counts"}
     top.update(phase="Completed", completedAt=format_time(now), updatedAt=_stamp(now))
+    state.backfill = top
+    return True
+
+
+def settle_unfollowed(state: TaskStatus, value: str, *, now: datetime.datetime) -> bool:
+    """Completes running backfill ``value`` once every slot has started and every Pod of it has
+    ended (the caller checks both), even if some outcomes were never counted: the replica that
+    followed those Pods stopped (kill -9) before they ended. The record says how many. True when
+    this call completed it."""
+    current = record(state)
+    if not current or current.get("value") != value or current.get("phase") != "Running":
+        return False
+    settled = sum(int(current.get(k) or 0) for k in ("skipped", "succeeded", "failed"))
+    unobserved = int(current.get("requested") or 0) - settled
+    if unobserved <= 0:
+        return complete_if_done(state, now=now)
+    top = {k: v for k, v in current.items() if k not in _TOTALS and k != "counts"}
+    top.update(
+        phase="Completed",
+        completedAt=format_time(now),
+        updatedAt=_stamp(now),
+        message=f"the outcome of {unobserved} run(s) was not observed: the replica following them stopped",
+    )
     state.backfill = top
     return True
 

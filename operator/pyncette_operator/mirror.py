@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Callable
 from collections.abc import Collection
+from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +53,11 @@ from pyncette_operator.events import ObjectRef
 from pyncette_operator.kube import Kube
 from pyncette_operator.metrics import Metrics
 from pyncette_operator.runs.catchup import MISSED_COUNT_CAP
+from pyncette_operator.runs.catchup import backoff_delay
 from pyncette_operator.runs.catchup import count_between
 from pyncette_operator.runs.catchup import schedule_hash
 from pyncette_operator.runs.handlers import HandlerRegistry
+from pyncette_operator.runs.pods import PodView
 from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import Reason
 from pyncette_operator.spec import TaskPolicy
@@ -545,6 +549,63 @@ class Mirror:
         self._status.changed(parsed.namespace, parsed.name, urgent=True)
 
     # ---- repair loops ----
+
+    @staticmethod
+    def _settle_waits(
+        task: TaskSpec, pods: Iterable[PodView], quiet_for: datetime.timedelta
+    ) -> Iterable[tuple[datetime.datetime, datetime.timedelta]]:
+        """(when a Pod ended, how long to wait after that): ``quiet_for``, plus the retry backoff
+        when the follower may still start another attempt of a failed one."""
+        for pod in pods:
+            ended = pod.finished_at or pod.created_at
+            if ended is None:
+                continue
+            wait = quiet_for
+            if not pod.succeeded and pod.attempt < task.backoff_limit:
+                wait += backoff_delay(pod.attempt + 1)
+            yield ended, wait
+
+    async def settle_backfills(
+        self, pods_of: Callable[[str, str], Iterable[PodView]], *, quiet_for: datetime.timedelta
+    ) -> int:
+        """Completes running backfills whose every slot has started (their instance is gone from
+        the backend) and whose Pods all ended at least ``quiet_for`` ago (time for the counts of
+        the replicas that followed them to arrive), though some outcomes were never counted (see
+        ``backfill.settle_unfollowed``). ``pods_of(namespace, task uid)``: the run Pods seen.
+        Returns how many it completed."""
+        now = self.ctx.clock.now()
+        settled = 0
+        for key, cached in list(self._cache.items()):
+            parsed = cached.parsed
+            if isinstance(parsed, InvalidTask) or not self._mine(parsed.namespace):
+                continue
+            state = self._status.state(parsed.namespace, parsed.name)
+            current = backfill.record(state)
+            if not current or current.get("phase") != "Running":
+                continue
+            value = str(current.get("value") or "")
+            own = [p for p in pods_of(parsed.namespace, parsed.uid) if p.backfill == value]
+            if any(not p.finished and not p.deleting for p in own):
+                continue
+            if any(now - ended < wait for ended, wait in self._settle_waits(parsed, own, quiet_for)):
+                continue
+            if await self.ctx.get_task(self._template, backfill_key(parsed.namespace, parsed.name, value)) is not None:
+                continue  # slots still to start
+            if not backfill.settle_unfollowed(state, value, now=now):
+                continue
+            done = backfill.record(state) or {}
+            counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("succeeded", "failed", "skipped"))
+            note = f" ({done['message']})" if done.get("message") else ""
+            logger.info("PyncetteTask %s: backfill %s completed by the sweep%s", key, value, note)
+            self._events.record(
+                ObjectRef(parsed.namespace, parsed.name, parsed.uid),
+                reason=backfill.COMPLETED,
+                message=f"backfill {value} completed: {counts} of {done.get('requested')}{note}",
+                force=True,
+            )
+            self._status.changed(parsed.namespace, parsed.name, urgent=True)
+            settled += 1
+        return settled
 
     def request_reconcile(self, namespace: str, name: str) -> None:
         """Reconciles this task again soon (from the retry loop), e.g. after a run changed what it should be."""

@@ -170,3 +170,45 @@ def test_a_forbid_slot_whose_replica_dies_is_adopted_and_counted_once(
     pods = {p["metadata"]["annotations"]["pyncette.dev/scheduled-at"]: p for p in k.pods("slow")}
     assert sorted(s for s in pods if s in expected) == expected  # one Pod per slot, none twice
     assert all(pods[s]["metadata"]["annotations"]["pyncette.dev/backfill"] for s in expected)
+
+
+def test_an_allow_backfill_whose_follower_dies_still_completes(k: Kubectl, start_operator: Any, redis_url: str) -> None:
+    """Under Allow each slot's Pod is followed by the replica that created it. kill -9 of that
+    replica loses those outcomes; once every slot has started and every Pod has ended, another
+    replica's sweep completes the backfill and says how many outcomes it did not see, instead of
+    leaving it Running for ever."""
+    url = f"{redis_url.split('?', 1)[0]}?namespace=bf-{k.namespace}"
+    first = start_operator("--namespace", k.namespace, "--status-interval", "1", backend=url, name="first")
+    k.apply(
+        ptask(
+            "parallel",
+            schedule="0 * * * *",
+            concurrencyPolicy="Allow",
+            successfulRunsHistoryLimit=100,
+            podTemplate=pod_template(duration="10s"),
+        )
+    )
+    wait_until(lambda: (k.task("parallel").get("status") or {}).get("nextRunTime"), what="the task to be scheduled")
+    hour = datetime.datetime.now(datetime.UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = hour - datetime.timedelta(hours=2), hour - datetime.timedelta(hours=1)
+    requested = ptask_cli(k, "backfill", "parallel", "--from", start.isoformat(), "--to", end.isoformat())
+    assert requested.returncode == 0, requested.stderr
+
+    def progress() -> dict[str, Any]:
+        return dict((k.task("parallel").get("status") or {}).get("backfill") or {})
+
+    wait_until(lambda: progress().get("started") == 2, timeout=60, what="both slots started")
+    first.kill()
+    second = start_operator(
+        "--namespace", k.namespace, backend=url, name="second", env={"PYNCETTE_SWEEP_INTERVAL": "2"}
+    )
+    done = wait_until(
+        lambda: progress() if progress().get("phase") == "Completed" else None,
+        timeout=120,
+        what="the backfill to complete after its follower died",
+    )
+    totals = tuple(done.get(key, 0) for key in ("requested", "started", "succeeded", "failed", "skipped"))
+    assert totals == (2, 2, 0, 0, 0)
+    assert done["message"] == "the outcome of 2 run(s) was not observed: the replica following them stopped"
+    assert len([p for p in k.pods("parallel") if p["metadata"]["annotations"].get("pyncette.dev/backfill")]) == 2
+    assert second.alive()

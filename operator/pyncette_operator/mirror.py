@@ -577,8 +577,8 @@ class Mirror:
         settled = 0
         for key, cached in list(self._cache.items()):
             parsed = cached.parsed
-            if isinstance(parsed, InvalidTask) or not self._mine(parsed.namespace):
-                continue
+            if isinstance(parsed, InvalidTask) or not parsed.is_pod or not self._mine(parsed.namespace):
+                continue  # a handler slot is counted by the execution that runs it, or runs again
             state = self._status.state(parsed.namespace, parsed.name)
             current = backfill.record(state)
             if not current or current.get("phase") != "Running":

@@ -355,3 +355,28 @@ def test_backfill_counts_of_two_replicas_add_up_and_complete() -> None:
     assert backfill.complete_if_done(b, now=now)
     view = b.render(now)["backfill"]
     assert (view["succeeded"], view["failed"], view["phase"]) == (3, 1, "Completed")
+
+
+def test_an_unfollowed_backfill_completes_saying_what_was_not_observed() -> None:
+    from pyncette_operator import backfill
+    from pyncette_operator.status import TaskStatus
+
+    now = T0
+    state = TaskStatus()
+    backfill.begin(state, "v", start=T0, end=T0, count=3, now=now)
+    assert not backfill.settle_unfollowed(state, "other", now=now)  # another request: not this one
+    backfill.count(state, "v", "started", replica="a", now=now)
+    backfill.count(state, "v", "succeeded", replica="a", now=now)
+    assert backfill.settle_unfollowed(state, "v", now=now)
+    view = state.render(now)["backfill"]
+    assert (view["phase"], view["succeeded"]) == ("Completed", 1)
+    assert view["message"] == "the outcome of 2 run(s) was not observed: the replica following them stopped"
+    assert not backfill.settle_unfollowed(state, "v", now=now)  # completed already
+
+    # Every outcome counted: an ordinary completion, without a message.
+    full = TaskStatus()
+    backfill.begin(full, "w", start=T0, end=T0, count=1, now=now)
+    full.backfill_counts = {"replica": "a", "value": "w", "started": 1, "succeeded": 0, "failed": 1, "skipped": 0}
+    assert backfill.settle_unfollowed(full, "w", now=now)
+    done = full.render(now)["backfill"]
+    assert done["phase"] == "Completed" and "message" not in done

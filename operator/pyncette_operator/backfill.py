@@ -168,6 +168,14 @@ def complete_if_done(state: TaskStatus, *, now: datetime.datetime) -> bool:
     return True
 
 
+def completed_message(state: TaskStatus) -> str:
+    """The ``BackfillCompleted`` Event's message for the record as this replica sees it."""
+    done = record(state) or {}
+    counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("succeeded", "failed", "skipped"))
+    note = f" ({done['message']})" if done.get("message") else ""
+    return f"backfill {done.get('value')} completed: {counts} of {done.get('requested')}{note}"
+
+
 def settle_unfollowed(state: TaskStatus, value: str, *, now: datetime.datetime) -> bool:
     """Completes running backfill ``value`` once every slot has started and every Pod of it has
     ended (the caller checks both), even if some outcomes were never counted: the replica that

@@ -352,13 +352,8 @@ class Mirror:
             await self._maybe_run_now(parsed, body)
             await self._maybe_backfill(parsed)
             if backfill.complete_if_done(state, now=self.ctx.clock.now()):  # the last count came from another replica
-                done = backfill.record(state) or {}
-                counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("succeeded", "failed", "skipped"))
                 self._events.record(
-                    ref,
-                    reason=backfill.COMPLETED,
-                    message=f"backfill {done.get('value')} completed: {counts} of {done.get('requested')}",
-                    force=True,
+                    ref, reason=backfill.COMPLETED, message=backfill.completed_message(state), force=True
                 )
                 self._status.changed(namespace, name, urgent=True)
         self._status.changed(namespace, name, urgent=previous_ready != state.ready)
@@ -567,14 +562,12 @@ class Mirror:
 
     async def settle_backfills(
         self, pods_of: Callable[[str, str], Iterable[PodView]], *, quiet_for: datetime.timedelta
-    ) -> int:
+    ) -> None:
         """Completes running backfills whose every slot has started (their instance is gone from
         the backend) and whose Pods all ended at least ``quiet_for`` ago (time for the counts of
         the replicas that followed them to arrive), though some outcomes were never counted (see
-        ``backfill.settle_unfollowed``). ``pods_of(namespace, task uid)``: the run Pods seen.
-        Returns how many it completed."""
+        ``backfill.settle_unfollowed``). ``pods_of(namespace, task uid)``: the run Pods seen."""
         now = self.ctx.clock.now()
-        settled = 0
         for key, cached in list(self._cache.items()):
             parsed = cached.parsed
             if isinstance(parsed, InvalidTask) or not parsed.is_pod or not self._mine(parsed.namespace):
@@ -593,19 +586,11 @@ class Mirror:
                 continue  # slots still to start
             if not backfill.settle_unfollowed(state, value, now=now):
                 continue
-            done = backfill.record(state) or {}
-            counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("succeeded", "failed", "skipped"))
-            note = f" ({done['message']})" if done.get("message") else ""
-            logger.info("PyncetteTask %s: backfill %s completed by the sweep%s", key, value, note)
-            self._events.record(
-                ObjectRef(parsed.namespace, parsed.name, parsed.uid),
-                reason=backfill.COMPLETED,
-                message=f"backfill {value} completed: {counts} of {done.get('requested')}{note}",
-                force=True,
-            )
+            message = backfill.completed_message(state)
+            logger.info("PyncetteTask %s: %s (by the sweep)", key, message)
+            ref = ObjectRef(parsed.namespace, parsed.name, parsed.uid)
+            self._events.record(ref, reason=backfill.COMPLETED, message=message, force=True)
             self._status.changed(parsed.namespace, parsed.name, urgent=True)
-            settled += 1
-        return settled
 
     def request_reconcile(self, namespace: str, name: str) -> None:
         """Reconciles this task again soon (from the retry loop), e.g. after a run changed what it should be."""

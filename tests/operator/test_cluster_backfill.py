@@ -14,6 +14,7 @@ from ptask_harness import ptask
 from ptask_harness import replica_with_run_in_flight
 from ptask_harness import wait_until
 from test_cluster_plugin import ptask_cli
+from test_cluster_replicas import backend
 
 from pyncette import Context
 from pyncette import Pyncette
@@ -30,6 +31,34 @@ pytestmark = [pytest.mark.cluster, pytest.mark.services]
 
 def slots(k: Kubectl, task: str) -> list[str]:
     return sorted(p["metadata"]["annotations"]["pyncette.dev/scheduled-at"] for p in k.pods(task))
+
+
+def progress(k: Kubectl, task: str) -> dict[str, Any]:
+    """``status.backfill`` of the task as the apiserver has it now."""
+    return dict((k.task(task).get("status") or {}).get("backfill") or {})
+
+
+def completed(k: Kubectl, task: str, *, timeout: float, what: str) -> dict[str, Any]:
+    """Waits for the task's backfill to be Completed and returns its record."""
+    result: dict[str, Any] = wait_until(
+        lambda: progress(k, task) if progress(k, task).get("phase") == "Completed" else None, timeout=timeout, what=what
+    )
+    return result
+
+
+def totals(record: dict[str, Any]) -> tuple[int, ...]:
+    """(requested, started, succeeded, failed, skipped) of a backfill record."""
+    return tuple(record.get(key, 0) for key in ("requested", "started", "succeeded", "failed", "skipped"))
+
+
+def request_last_two_hours(k: Kubectl, task: str) -> tuple[datetime.datetime, datetime.datetime]:
+    """Waits for the task to be scheduled, then asks for a backfill of its two last hourly slots."""
+    wait_until(lambda: (k.task(task).get("status") or {}).get("nextRunTime"), what="the task to be scheduled")
+    hour = datetime.datetime.now(datetime.UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = hour - datetime.timedelta(hours=2), hour - datetime.timedelta(hours=1)
+    requested = ptask_cli(k, "backfill", task, "--from", start.isoformat(), "--to", end.isoformat())
+    assert requested.returncode == 0, requested.stderr
+    return start, end
 
 
 async def _never(context: Context) -> None:
@@ -62,7 +91,7 @@ async def _backfill_instance(url: str, body: dict[str, Any], value: str, *, regi
 
 
 def test_24_hourly_slots_start_24_pods_once(k: Kubectl, start_operator: Any, redis_url: str) -> None:
-    url = f"{redis_url.split('?', 1)[0]}?namespace=bf-{k.namespace}"
+    url = backend(redis_url, f"bf-{k.namespace}")
     for i in range(2):
         start_operator("--namespace", k.namespace, "--status-interval", "1", backend=url, name=f"replica{i}")
     k.apply(
@@ -81,13 +110,9 @@ def test_24_hourly_slots_start_24_pods_once(k: Kubectl, start_operator: Any, red
     value = json.loads(requested.stdout)["pyncette.dev/backfill"]
     expected = [(start + datetime.timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ") for h in range(24)]
 
-    def completed() -> dict[str, Any] | None:
-        progress = (k.task("hourly").get("status") or {}).get("backfill") or {}
-        return progress if progress.get("phase") == "Completed" else None
-
-    progress = wait_until(completed, timeout=180, what="the backfill to complete")
-    assert progress["value"] == value
-    assert (progress["requested"], progress["started"], progress["succeeded"], progress["failed"]) == (24, 24, 24, 0)
+    done = completed(k, "hourly", timeout=180, what="the backfill to complete")
+    assert done["value"] == value
+    assert (done["requested"], done["started"], done["succeeded"], done["failed"]) == (24, 24, 24, 0)
     backfilled = [s for s in slots(k, "hourly") if s in expected]
     assert backfilled == expected  # every slot once: 24 Pods, none twice (two replicas)
     reasons = [e["reason"] for e in k.events("hourly")]
@@ -111,9 +136,8 @@ def test_24_hourly_slots_start_24_pods_once(k: Kubectl, start_operator: Any, red
     )
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=3)
     wait_until(lambda: datetime.datetime.now(datetime.UTC) > later, timeout=30, what="status writes to settle")
-    again = (k.task("hourly").get("status") or {}).get("backfill") or {}
-    totals = tuple(again.get(key, 0) for key in ("requested", "started", "succeeded", "failed", "skipped"))
-    assert (again.get("phase"), totals) == ("Completed", (24, 24, 24, 0, 0))
+    again = progress(k, "hourly")
+    assert (again.get("phase"), totals(again)) == ("Completed", (24, 24, 24, 0, 0))
     assert [s for s in slots(k, "hourly") if s in expected] == expected
 
     invalid = ptask_cli(k, "backfill", "hourly", "--from", "2000-01-01T00:00:00Z", "--to", end.isoformat())
@@ -130,7 +154,7 @@ def test_a_forbid_slot_whose_replica_dies_is_adopted_and_counted_once(
     """kill -9 of the replica running a Forbid backfill's slot: after its lease expires the other
     replica leases the slot again, adopts the Pod still running, waits for it before the next slot,
     and counts its outcome; nothing is counted as skipped."""
-    url = f"{redis_url.split('?', 1)[0]}?namespace=bf-{k.namespace}"
+    url = backend(redis_url, f"bf-{k.namespace}")
     replicas = [
         start_operator("--namespace", k.namespace, "--status-interval", "1", backend=url, name=f"replica{i}")
         for i in range(2)
@@ -145,28 +169,16 @@ def test_a_forbid_slot_whose_replica_dies_is_adopted_and_counted_once(
             podTemplate=pod_template(duration="8s"),
         )
     )
-    wait_until(lambda: (k.task("slow").get("status") or {}).get("nextRunTime"), what="the task to be scheduled")
-    hour = datetime.datetime.now(datetime.UTC).replace(minute=0, second=0, microsecond=0)
-    start, end = hour - datetime.timedelta(hours=2), hour - datetime.timedelta(hours=1)
-    requested = ptask_cli(k, "backfill", "slow", "--from", start.isoformat(), "--to", end.isoformat())
-    assert requested.returncode == 0, requested.stderr
+    start, end = request_last_two_hours(k, "slow")
     expected = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
 
-    def progress() -> dict[str, Any]:
-        return dict((k.task("slow").get("status") or {}).get("backfill") or {})
-
     victim = wait_until(lambda: replica_with_run_in_flight(replicas), timeout=60, what="a replica running slot 0")
-    wait_until(lambda: progress().get("started") == 1, timeout=30, what="the first slot counted as started")
+    wait_until(lambda: progress(k, "slow").get("started") == 1, timeout=30, what="the first slot counted as started")
     assert [s for s in slots(k, "slow") if s in expected] == expected[:1]
     victim.kill()
 
-    done = wait_until(
-        lambda: progress() if progress().get("phase") == "Completed" else None,
-        timeout=120,
-        what="the backfill to complete",
-    )
-    totals = tuple(done.get(key, 0) for key in ("requested", "started", "succeeded", "failed", "skipped"))
-    assert totals == (2, 2, 2, 0, 0)
+    done = completed(k, "slow", timeout=120, what="the backfill to complete")
+    assert totals(done) == (2, 2, 2, 0, 0)
     pods = {p["metadata"]["annotations"]["pyncette.dev/scheduled-at"]: p for p in k.pods("slow")}
     assert sorted(s for s in pods if s in expected) == expected  # one Pod per slot, none twice
     assert all(pods[s]["metadata"]["annotations"]["pyncette.dev/backfill"] for s in expected)
@@ -177,7 +189,7 @@ def test_an_allow_backfill_whose_follower_dies_still_completes(k: Kubectl, start
     replica loses those outcomes; once every slot has started and every Pod has ended, another
     replica's sweep completes the backfill and says how many outcomes it did not see, instead of
     leaving it Running for ever."""
-    url = f"{redis_url.split('?', 1)[0]}?namespace=bf-{k.namespace}"
+    url = backend(redis_url, f"bf-{k.namespace}")
     first = start_operator("--namespace", k.namespace, "--status-interval", "1", backend=url, name="first")
     k.apply(
         ptask(
@@ -188,27 +200,15 @@ def test_an_allow_backfill_whose_follower_dies_still_completes(k: Kubectl, start
             podTemplate=pod_template(duration="10s"),
         )
     )
-    wait_until(lambda: (k.task("parallel").get("status") or {}).get("nextRunTime"), what="the task to be scheduled")
-    hour = datetime.datetime.now(datetime.UTC).replace(minute=0, second=0, microsecond=0)
-    start, end = hour - datetime.timedelta(hours=2), hour - datetime.timedelta(hours=1)
-    requested = ptask_cli(k, "backfill", "parallel", "--from", start.isoformat(), "--to", end.isoformat())
-    assert requested.returncode == 0, requested.stderr
+    request_last_two_hours(k, "parallel")
 
-    def progress() -> dict[str, Any]:
-        return dict((k.task("parallel").get("status") or {}).get("backfill") or {})
-
-    wait_until(lambda: progress().get("started") == 2, timeout=60, what="both slots started")
+    wait_until(lambda: progress(k, "parallel").get("started") == 2, timeout=60, what="both slots started")
     first.kill()
     second = start_operator(
         "--namespace", k.namespace, backend=url, name="second", env={"PYNCETTE_SWEEP_INTERVAL": "2"}
     )
-    done = wait_until(
-        lambda: progress() if progress().get("phase") == "Completed" else None,
-        timeout=120,
-        what="the backfill to complete after its follower died",
-    )
-    totals = tuple(done.get(key, 0) for key in ("requested", "started", "succeeded", "failed", "skipped"))
-    assert totals == (2, 2, 0, 0, 0)
+    done = completed(k, "parallel", timeout=120, what="the backfill to complete after its follower died")
+    assert totals(done) == (2, 2, 0, 0, 0)
     assert done["message"] == "the outcome of 2 run(s) was not observed: the replica following them stopped"
     assert len([p for p in k.pods("parallel") if p["metadata"]["annotations"].get("pyncette.dev/backfill")]) == 2
     assert second.alive()

@@ -258,12 +258,25 @@ class RunExecutor:
                 self._backfill_count(task, value, "skipped")  # it has a run already (on schedule, or before)
                 return
         self._backfill_count(task, value, "started")
+        sequential = task.concurrency_policy != "Allow"
+        next_time = None if sequential else context.task.get_next_execution(now, scheduled_at)
+        await self._run_backfill(context, task, scheduled_at, value, next_time=next_time, one_off=sequential)
+
+    async def _run_backfill(
+        self,
+        context: Context,
+        task: TaskSpec,
+        scheduled_at: datetime.datetime,
+        value: str,
+        *,
+        next_time: datetime.datetime | None,
+        one_off: bool,
+    ) -> None:
+        """Runs (or adopts) a slot's Pod or handler as a run of backfill ``value`` (see ``_BACKFILL``)."""
         token = _BACKFILL.set(value)
         try:
-            sequential = task.concurrency_policy != "Allow"
-            next_time = None if sequential else context.task.get_next_execution(now, scheduled_at)
             await self._in_group(
-                context, task, scheduled_at, f"backfill:{value}", None, next_time=next_time, one_off=sequential
+                context, task, scheduled_at, f"backfill:{value}", None, next_time=next_time, one_off=one_off
             )
         finally:
             _BACKFILL.reset(token)
@@ -285,23 +298,13 @@ class RunExecutor:
             logger.info("Backfill %s of %s: slot %s was started by this backfill already", value, task.key, stamp)
             return
         logger.info("Backfill %s of %s: adopting the running Pod of slot %s", value, task.key, stamp)
-        token = _BACKFILL.set(value)
-        try:
-            await self._in_group(context, task, scheduled_at, f"backfill:{value}", None, next_time=None, one_off=True)
-        finally:
-            _BACKFILL.reset(token)
+        await self._run_backfill(context, task, scheduled_at, value, next_time=None, one_off=True)
 
     def _backfill_count(self, task: TaskSpec, value: str, what: str) -> None:
         state = self._status.state(task.namespace, task.name)
         if backfill.count(state, value, what, replica=self._replica_id, now=self._mirror.ctx.clock.now()):
-            done = backfill.record(state) or {}
-            counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("succeeded", "failed", "skipped"))
-            self._events.record(
-                ObjectRef(task.namespace, task.name, task.uid),
-                reason=backfill.COMPLETED,
-                message=f"backfill {value} completed: {counts} of {done.get('requested')}",
-                force=True,
-            )
+            ref = ObjectRef(task.namespace, task.name, task.uid)
+            self._events.record(ref, reason=backfill.COMPLETED, message=backfill.completed_message(state), force=True)
         self._status.changed(task.namespace, task.name, urgent=True)
 
     def _skip(

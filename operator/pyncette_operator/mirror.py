@@ -21,7 +21,11 @@ registered again. It compares a fresh LIST with the backend's own listing, never
 
 "Run now": a new value of the ``pyncette.dev/run-now`` annotation registers a one-off instance
 ``namespace/name@run-now:value`` due now. ``status.lastRunNow`` records the value once its run has
-started, so neither another replica nor a restart runs it twice.
+started, so neither another replica nor a restart runs it twice. One race is left to the backend:
+a replica whose cache lags registers the instance again just after its run committed (a one-off is
+deleted then). A Pod run finds its Pod by name and does not start another; a handler run leaves a
+``namespace/name@run-now-done:value`` marker in the backend before its commit (kept a day, then it
+removes itself), and a run-now instance whose marker exists is skipped.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from pyncette_operator.spec import backfill_key
 from pyncette_operator.spec import format_time
 from pyncette_operator.spec import parse_task
 from pyncette_operator.spec import parse_time
+from pyncette_operator.spec import run_now_done_key
 from pyncette_operator.spec import run_now_key
 from pyncette_operator.spec import split_instance_name
 from pyncette_operator.spec import task_key
@@ -74,6 +79,10 @@ from pyncette_operator.status import StatusWriter
 logger = logging.getLogger(__name__)
 
 Fingerprint = tuple[str, str]
+RUN_NOW_DONE_MEMORY = datetime.timedelta(days=1)
+"""How long a handler run-now's marker is kept: far longer than a replica's registration can lag
+(a stalled replica that comes back later finds ``status.lastRunNow`` set and registers nothing)."""
+
 _KEPT_METADATA = ("name", "namespace", "uid", "generation", "annotations", "creationTimestamp")
 
 
@@ -501,6 +510,23 @@ class Mirror:
         self._run_now_registered[parsed.key] = value
         self._metrics.count("registrations", action="run-now")
         logger.info("PyncetteTask %s: run now (%s)", parsed.key, value)
+
+    async def mark_run_now_done(self, task: TaskSpec, value: str) -> None:
+        """Records in the backend that the handler run of run-now ``value`` has ended (see the
+        module docstring). The marker is a one-off due after ``RUN_NOW_DONE_MEMORY``: its own run
+        does nothing, and its commit deletes it."""
+        await self.ctx.schedule_task(
+            self._template,
+            run_now_done_key(task.namespace, task.name, value),
+            execute_at=self.ctx.clock.now() + RUN_NOW_DONE_MEMORY,
+            uid=task.uid,
+            generation=task.generation,
+        )
+
+    async def run_now_done(self, task: TaskSpec, value: str) -> bool:
+        """True if a handler run of run-now ``value`` has ended already (its marker is stored)."""
+        marker = run_now_done_key(task.namespace, task.name, value)
+        return await self.ctx.get_task(self._template, marker) is not None
 
     async def _maybe_backfill(self, parsed: TaskSpec) -> None:
         """Starts the backfill a new ``pyncette.dev/backfill`` value asks for (see ``backfill``)."""

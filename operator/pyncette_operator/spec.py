@@ -192,6 +192,20 @@ def run_now_key(namespace: str, name: str, value: str) -> str:
     return f"{task_key(namespace, name)}@run-now:{value}"
 
 
+RUN_NOW_DONE = "run-now-done"
+
+
+def run_now_done_key(namespace: str, name: str, value: str) -> str:
+    """The backend marker of a finished handler "run now": ``namespace/name@run-now-done:value``
+    (see ``Mirror.mark_run_now_done``)."""
+    return f"{task_key(namespace, name)}@{RUN_NOW_DONE}:{value}"
+
+
+def is_run_now_done_key(instance: str) -> bool:
+    _, at, trigger = instance.partition("@")
+    return bool(at) and trigger.startswith(f"{RUN_NOW_DONE}:")
+
+
 def backfill_key(namespace: str, name: str, value: str) -> str:
     """The backend instance of a backfill request: ``namespace/name@backfill:value``."""
     return f"{task_key(namespace, name)}@backfill:{value}"

@@ -81,9 +81,22 @@ class ActiveRun:
     name: str
     kind: str
     scheduled_at: datetime.datetime
+    attempt: int = 1
+    """Which attempt of the run is in flight, or waits out its backoff (1: the first). Shown in
+    status from the first retry on: a replica that takes a handler run over continues the count
+    from there (a Pod run's attempts are on its Pods)."""
 
     def render(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "scheduledAt": format_time(self.scheduled_at)}
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "scheduledAt": format_time(self.scheduled_at)}
+        if self.attempt > 1:
+            out["attempt"] = self.attempt
+        return out
+
+
+def observed_attempt(item: Mapping[str, Any]) -> int:
+    """``attempt`` of a ``status.active`` item as written by any replica (1 if absent or not a number)."""
+    raw = item.get("attempt")
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 1 else 1
 
 
 @dataclass
@@ -254,8 +267,16 @@ class TaskStatus:
                 when = parse_time(str(item.get("scheduledAt")))
             except ValueError:
                 continue
-            merged[name] = ActiveRun(name, str(item.get("kind") or "Pod"), when)
+            merged[name] = ActiveRun(name, str(item.get("kind") or "Pod"), when, observed_attempt(item))
         return list(merged.values())
+
+    def observed_run_attempt(self, name: str) -> int:
+        """The attempt another replica (or an earlier life of this one) reported for run ``name``
+        in ``status.active``: 1 if it is not listed."""
+        for item in self.observed.get("active") or []:
+            if isinstance(item, Mapping) and item.get("name") == name:
+                return observed_attempt(item)
+        return 1
 
 
 class StatusWriter:

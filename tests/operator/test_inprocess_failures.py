@@ -12,6 +12,8 @@ import asyncio
 import copy
 import datetime
 from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,18 @@ def stamp(pod: dict[str, Any]) -> str:
 
 def attempt(pod: dict[str, Any]) -> int:
     return int(pod["metadata"]["annotations"]["pyncette.dev/attempt"])
+
+
+async def until_async(
+    read: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], what: str, within: float = 10
+) -> None:
+    """``until`` for a condition that needs an await (a backend read)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check(await read()):
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
 
 
 async def restart(world: World, name: str) -> None:
@@ -273,6 +287,73 @@ async def test_failing_handler_is_retried_with_backoff(world: World) -> None:
     assert calls == [first, first + datetime.timedelta(seconds=10), first + datetime.timedelta(seconds=30)]
     await until(lambda: world.kube.status("h").get("lastSuccessfulTime"), "success")
     assert "lastFailureTime" not in world.kube.status("h")
+
+
+async def test_a_handler_run_taken_over_during_its_backoff_keeps_its_attempt_count(tmp_path: Path) -> None:
+    """backoffLimit holds across replicas: a rollout during a handler's backoff does not start the
+    count again (the attempt is in the run's status.active item, where the next replica reads it)."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'retries.db'}"
+    calls: list[datetime.datetime] = []
+
+    async def failing(context: Any) -> None:
+        calls.append(clock.now())
+        raise RuntimeError("still down")
+
+    first = T0 + datetime.timedelta(hours=1)
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("failing", failing, namespaces="*")
+        await w.apply("h", {"interval": "1h", "backoffLimit": 2, "handler": {"name": "failing"}})
+        await clock.set(first)
+        await until(lambda: len(calls) == 1, "the first attempt")
+        await until(lambda: [run.get("attempt") for run in kube.status("h").get("active", [])] == [2], "attempt 2")
+    # Stopped during the 10 s backoff: the run is released, and the next replica takes it over.
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("failing", failing, namespaces="*")
+        await restart(w, "h")
+        for backoff in (10, 20):
+            await until(lambda: clock.next_deadline is not None, "the backoff wait")
+            await clock.advance(seconds=backoff)
+            await until(lambda n=backoff: len(calls) == 2 + (n == 20), "the next attempt")
+        await until(lambda: kube.status("h").get("lastFailureTime"), "the run given up")
+        assert len(calls) == 3  # backoffLimit 2: three attempts in all, two of them on the second replica
+        assert kube.status("h")["active"] == []
+
+
+async def test_a_lagging_replica_registering_a_finished_handler_run_now_again_does_not_rerun_it(
+    tmp_path: Path,
+) -> None:
+    """Replica B's watch still shows the run-now annotation without status.lastRunNow when replica A's
+    run has already ended and committed (a one-off is deleted then): B registers the instance again.
+    The handler must not run a second time for the same value."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'run-now.db'}"
+    calls: list[str] = []
+
+    async def note(context: Any) -> None:
+        calls.append(context.task.name)
+
+    spec = {"interval": "1h", "handler": {"name": "note"}}
+    async with running_world(kube, clock, backend) as a:
+        a.handlers.register("note", note, namespaces="*")
+        await a.apply("h", spec)
+        lagging = copy.deepcopy(await a.apply("h", spec, annotations={"pyncette.dev/run-now": "v1"}))
+        await until(lambda: kube.status("h").get("lastSuccessfulTime"), "the run-now run's success")
+        template = a.parts.mirror._template
+        instance = "ns/h@run-now:v1"
+        await until_async(lambda: a.ctx.get_task(template, instance), lambda task: task is None, "its commit")
+    async with running_world(kube, clock, backend) as b:
+        b.handlers.register("note", note, namespaces="*")
+        await b.parts.mirror.on_event(None, lagging)  # the stale copy: annotation, no status
+        assert b.metrics.registrations.labels(action="run-now")._value.get() == 1
+        await until_async(lambda: b.ctx.get_task(template, instance), lambda task: task is None, "the new instance run")
+        assert calls == ["ns/h@run-now:v1"]
+        # The marker that stopped it removes itself a day later.
+        marker = "ns/h@run-now-done:v1"
+        assert await b.ctx.get_task(template, marker) is not None
+        await clock.advance(seconds=86_401)
+        await until_async(lambda: b.ctx.get_task(template, marker), lambda task: task is None, "the marker's removal")
+        assert calls.count("ns/h@run-now:v1") == 1  # (and the hourly schedule ran meanwhile)
 
 
 async def test_handler_past_active_deadline_is_cancelled(world: World) -> None:

@@ -65,6 +65,7 @@ from pyncette_operator.spec import TaskSpec
 from pyncette_operator.spec import backfill_of
 from pyncette_operator.spec import format_duration
 from pyncette_operator.spec import format_time
+from pyncette_operator.spec import is_run_now_done_key
 from pyncette_operator.spec import parse_time
 from pyncette_operator.spec import split_instance_name
 from pyncette_operator.status import ActiveRun
@@ -120,6 +121,8 @@ class RunExecutor:
 
     async def __call__(self, context: Context) -> None:
         instance = context.task.name
+        if is_run_now_done_key(instance):
+            return  # a run-now marker past its time: committing it deletes it
         namespace, name, run_now = split_instance_name(instance)
         cached = await self._mirror.current(namespace, name)
         if cached is None or cached.uid != context.args.get("uid"):
@@ -133,6 +136,9 @@ class RunExecutor:
             return
         if isinstance(task, InvalidTask) or (task.suspend and run_now is None):
             return  # the mirror unschedules it; a run already leased does nothing
+        if run_now is not None and not task.is_pod and await self._mirror.run_now_done(task, run_now):
+            logger.info("Run now %r of %s has run already (registered again by a lagging replica)", run_now, task.key)
+            return
         if run_now is None and breaker.is_tripped(self._status.state(namespace, name).breaker_record(), task):
             return  # stopped by the circuit breaker: the mirror unschedules it
         clock = self._mirror.ctx.clock
@@ -363,6 +369,7 @@ class RunExecutor:
             state.last_run_now = run_now
         elif _BACKFILL.get() is None:
             state.next_run_time, state.next_run_known = next_time, True
+        run.attempt = attempt + 1
         state.active[run.name] = run
         state.finished.pop(run.name, None)
         self._status.changed(task.namespace, task.name, urgent=one_off)
@@ -375,6 +382,12 @@ class RunExecutor:
             reason=EventReason.RUN_STARTED,
             message=f"started {what} for {format_time(run.scheduled_at)}{trigger}{retry}",
         )
+
+    def _waiting_to_retry(self, task: TaskSpec, run: ActiveRun, attempt: int) -> None:
+        """A handler attempt failed and another follows: the run stays in ``active`` with the number
+        of the next attempt (written at once, for whoever takes the run over during the backoff)."""
+        run.attempt = attempt + 1
+        self._status.changed(task.namespace, task.name, urgent=True)
 
     def _attempt_failed(self, task: TaskSpec, run: ActiveRun) -> None:
         """One attempt failed and another follows: the run leaves ``active``; nothing is recorded yet."""
@@ -703,31 +716,57 @@ class RunExecutor:
         next_time: datetime.datetime | None,
         one_off: bool,
     ) -> None:
-        """Calls the handler; a failure is retried in this replica (attempts are not persisted:
-        a replica that takes the run over starts counting again)."""
+        ended = await self._call_handler(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
+        if ended and run_now is not None:
+            try:
+                await self._mirror.mark_run_now_done(task, run_now)
+            except Exception as e:
+                logger.warning(
+                    "Could not record that run now %r of %s ran: %s: %s", run_now, task.key, type(e).__name__, e
+                )
+
+    async def _call_handler(
+        self,
+        context: Context,
+        task: TaskSpec,
+        scheduled_at: datetime.datetime,
+        run_now: str | None,
+        *,
+        next_time: datetime.datetime | None,
+        one_off: bool,
+    ) -> bool:
+        """Calls the handler; a failure is retried after a backoff. The attempt in flight, or waiting
+        out its backoff, is in the run's ``status.active`` item: a replica that takes the run over
+        (a rollout, a crash) continues from there, so ``backoffLimit`` holds across replicas.
+        Returns True once the run has ended (succeeded or given up), False if it was handed over."""
         assert task.handler_name is not None
         clock = self._mirror.ctx.clock
         func = self._handlers.get(task.handler_name, namespace=task.namespace)
         run = ActiveRun(f"handler:{task.handler_name}@{format_time(scheduled_at)}", "Handler", scheduled_at)
         retries = self._retries_allowed(context, task)
         deadline = None if one_off else next_time
-        attempt = 0
+        attempt = self._status.state(task.namespace, task.name).observed_run_attempt(run.name) - 1
         last_failure = clock.now()
-        message = ""
+        message = "failed on another replica"
+        if attempt > 0:
+            logger.info("Handler run of %s taken over at attempt %d", task.key, attempt + 1)
+        if attempt > retries:
+            self._given_up(task, run, attempt, message, one_off)
+            return True
         while True:
             if attempt > 0:
                 if not await self._backoff(context, task, last_failure + backoff_delay(attempt), deadline):
                     if self._stopping.is_set():
                         await self._release(context)
-                        return
+                        return False
                     self._given_up(task, run, attempt, f"{message}; no retry before the next scheduled time", one_off)
-                    return
+                    return True
                 self._metrics.retries.inc()
             self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off, attempt=attempt)
             if func is None:
                 message = f"no handler named {task.handler_name!r} serves namespace {task.namespace!r}"
                 self._finished(task, run, succeeded=False, message=message, finished_at=clock.now(), one_off=one_off)
-                return
+                return True
             context.args = dict(task.handler_args)
             context.resource = ObjectRef(task.namespace, task.name, task.uid)
             limit = task.active_deadline.total_seconds() if task.active_deadline is not None else None
@@ -742,7 +781,7 @@ class RunExecutor:
                 # Cancelled by close() at shutdown: give the run back for another replica to redo.
                 logger.warning("Handler run of %s cancelled by the shutdown; releasing its lease", task.key)
                 await self._release(context)
-                return
+                return False
             except TimeoutError:
                 call.cancel()
                 assert task.active_deadline is not None
@@ -758,7 +797,7 @@ class RunExecutor:
                 )
             else:
                 self._finished(task, run, succeeded=True, message="", finished_at=clock.now(), one_off=one_off)
-                return
+                return True
             finally:
                 self._handler_calls.discard(call)
             last_failure = clock.now()
@@ -774,9 +813,9 @@ class RunExecutor:
                     one_off=one_off,
                     attempts=attempt + 1,
                 )
-                return
-            self._attempt_failed(task, run)
+                return True
             attempt += 1
+            self._waiting_to_retry(task, run, attempt)
 
 
 def _stale_gap(

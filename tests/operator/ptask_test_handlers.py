@@ -28,6 +28,13 @@ async def refuse(context: Context) -> None:
     raise pyncette_operator.HandlerError(f"no report for {context.args.get('who', 'nobody')} today")
 
 
+@pyncette_operator.handler("record-and-refuse", namespaces="*")
+async def record_and_refuse(context: Context) -> None:
+    """``record``, then fails: each attempt of a failing run leaves one line."""
+    await record(context)
+    raise pyncette_operator.HandlerError("refused after recording")
+
+
 @pyncette_operator.handler("only-blue", namespaces=["blue-team"])
 async def only_blue(context: Context) -> None:
     """Serves one namespace only (tests give theirs the name ``blue-team`` never)."""

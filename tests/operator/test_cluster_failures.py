@@ -207,6 +207,36 @@ def test_sigterm_hands_running_pods_to_the_other_replica_at_once(
     assert other.alive()
 
 
+def test_a_handler_run_handed_over_during_its_backoff_keeps_its_attempt_count(
+    k: Kubectl, start_operator: Any, redis_url: str, tmp_path: Path
+) -> None:
+    """backoffLimit 2 is three attempts in all, even when the replica retrying the run is stopped
+    during its backoff: the other replica reads the attempt from status.active and continues."""
+    url = f"{redis_url.split('?', 1)[0]}?namespace={k.namespace}"
+    flags = ("--namespace", k.namespace, "--handlers", "ptask_test_handlers", "--status-interval", "1")
+    replicas = [start_operator(*flags, backend=url, name=f"r{i}") for i in range(2)]
+    calls = tmp_path / "calls.jsonl"
+    at = now() + datetime.timedelta(seconds=3)
+    handler = {"name": "record-and-refuse", "args": {"path": str(calls)}}
+    k.apply(ptask("retried", executeAt=at.strftime("%Y-%m-%dT%H:%M:%SZ"), backoffLimit=2, handler=handler))
+
+    def active_attempts() -> list[Any]:
+        return [run.get("attempt") for run in (k.task("retried").get("status") or {}).get("active") or []]
+
+    wait_until(lambda: active_attempts() == [2], timeout=60, what="attempt 2 waiting out its 10 s backoff")
+    victim = wait_until(lambda: replica_with_run_in_flight(replicas), timeout=10, what="the retrying replica")
+    [other] = [op for op in replicas if op is not victim]
+    victim.stop()
+    assert victim.proc.returncode == 0, victim.log_text()[-2000:]
+    assert len(calls.read_text().splitlines()) == 1
+    wait_until(
+        lambda: (k.task("retried").get("status") or {}).get("lastFailureTime"), timeout=120, what="the run given up"
+    )
+    assert "taken over at attempt 2" in other.log_text()
+    assert len(calls.read_text().splitlines()) == 3, other.log_text()[-2000:]
+    assert active_attempts() == []
+
+
 def test_a_fatal_error_exits_non_zero_with_its_traceback(
     k: Kubectl, kube_cluster: Any, start_operator: Any, tmp_path: Path
 ) -> None:

@@ -25,7 +25,10 @@ started, so neither another replica nor a restart runs it twice. One race is lef
 a replica whose cache lags registers the instance again just after its run committed (a one-off is
 deleted then). A Pod run finds its Pod by name and does not start another; a handler run leaves a
 ``namespace/name@run-now-done:value`` marker in the backend before its commit (kept a day, then it
-removes itself), and a run-now instance whose marker exists is skipped.
+removes itself), and a run-now instance whose marker exists is skipped. A backfill request has the
+same race (its late registration starts again from the first slot): Pod slots find their Pods, and
+handler slots are checked against ``namespace/name@backfill-done:value``, which records the latest
+slot that ended.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from pyncette_operator.spec import InvalidTask
 from pyncette_operator.spec import Reason
 from pyncette_operator.spec import TaskPolicy
 from pyncette_operator.spec import TaskSpec
+from pyncette_operator.spec import backfill_done_key
 from pyncette_operator.spec import backfill_key
 from pyncette_operator.spec import format_time
 from pyncette_operator.spec import parse_task
@@ -79,9 +83,10 @@ from pyncette_operator.status import StatusWriter
 logger = logging.getLogger(__name__)
 
 Fingerprint = tuple[str, str]
-RUN_NOW_DONE_MEMORY = datetime.timedelta(days=1)
-"""How long a handler run-now's marker is kept: far longer than a replica's registration can lag
-(a stalled replica that comes back later finds ``status.lastRunNow`` set and registers nothing)."""
+DONE_MARKER_MEMORY = datetime.timedelta(days=1)
+"""How long the run-now and backfill markers are kept (from their first write): far longer than a
+replica's registration can lag. A replica that comes back later finds ``status.lastRunNow`` or
+``status.backfill`` set, and registers nothing."""
 
 _KEPT_METADATA = ("name", "namespace", "uid", "generation", "annotations", "creationTimestamp")
 
@@ -513,20 +518,39 @@ class Mirror:
 
     async def mark_run_now_done(self, task: TaskSpec, value: str) -> None:
         """Records in the backend that the handler run of run-now ``value`` has ended (see the
-        module docstring). The marker is a one-off due after ``RUN_NOW_DONE_MEMORY``: its own run
-        does nothing, and its commit deletes it."""
-        await self.ctx.schedule_task(
-            self._template,
-            run_now_done_key(task.namespace, task.name, value),
-            execute_at=self.ctx.clock.now() + RUN_NOW_DONE_MEMORY,
-            uid=task.uid,
-            generation=task.generation,
-        )
+        module docstring)."""
+        await self._mark_done(task, run_now_done_key(task.namespace, task.name, value))
 
     async def run_now_done(self, task: TaskSpec, value: str) -> bool:
         """True if a handler run of run-now ``value`` has ended already (its marker is stored)."""
         marker = run_now_done_key(task.namespace, task.name, value)
         return await self.ctx.get_task(self._template, marker) is not None
+
+    async def mark_backfill_slot_done(self, task: TaskSpec, value: str, slot: datetime.datetime) -> None:
+        """Records that the handler run of backfill ``value``'s slot ``slot`` has ended (handler
+        slots run one after the other, so the latest slot covers every earlier one)."""
+        await self._mark_done(task, backfill_done_key(task.namespace, task.name, value), done_through=slot.isoformat())
+
+    async def backfill_done_through(self, task: TaskSpec, value: str) -> datetime.datetime | None:
+        """The latest slot of backfill ``value`` whose handler run has ended, or None."""
+        stored = await self.ctx.get_task(self._template, backfill_done_key(task.namespace, task.name, value))
+        raw = stored.task.extra_args.get("done_through") if stored is not None else None
+        try:
+            return datetime.datetime.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
+
+    async def _mark_done(self, task: TaskSpec, marker: str, **extra: Any) -> None:
+        """Writes a marker: a one-off due after ``DONE_MARKER_MEMORY`` (from its first write; the
+        core keeps the sooner time). Its own run does nothing, and its commit deletes it."""
+        await self.ctx.schedule_task(
+            self._template,
+            marker,
+            execute_at=self.ctx.clock.now() + DONE_MARKER_MEMORY,
+            uid=task.uid,
+            generation=task.generation,
+            **extra,
+        )
 
     async def _maybe_backfill(self, parsed: TaskSpec) -> None:
         """Starts the backfill a new ``pyncette.dev/backfill`` value asks for (see ``backfill``)."""

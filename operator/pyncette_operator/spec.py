@@ -193,6 +193,7 @@ def run_now_key(namespace: str, name: str, value: str) -> str:
 
 
 RUN_NOW_DONE = "run-now-done"
+BACKFILL_DONE = "backfill-done"
 
 
 def run_now_done_key(namespace: str, name: str, value: str) -> str:
@@ -201,9 +202,16 @@ def run_now_done_key(namespace: str, name: str, value: str) -> str:
     return f"{task_key(namespace, name)}@{RUN_NOW_DONE}:{value}"
 
 
-def is_run_now_done_key(instance: str) -> bool:
+def backfill_done_key(namespace: str, name: str, value: str) -> str:
+    """The backend marker of the handler slots of a backfill that have ended:
+    ``namespace/name@backfill-done:value`` (see ``Mirror.mark_backfill_slot_done``)."""
+    return f"{task_key(namespace, name)}@{BACKFILL_DONE}:{value}"
+
+
+def is_done_marker(instance: str) -> bool:
+    """True for the instance names of the two markers above (they never run anything)."""
     _, at, trigger = instance.partition("@")
-    return bool(at) and trigger.startswith(f"{RUN_NOW_DONE}:")
+    return bool(at) and trigger.startswith((f"{RUN_NOW_DONE}:", f"{BACKFILL_DONE}:"))
 
 
 def backfill_key(namespace: str, name: str, value: str) -> str:

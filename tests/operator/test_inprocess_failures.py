@@ -356,6 +356,44 @@ async def test_a_lagging_replica_registering_a_finished_handler_run_now_again_do
         assert calls.count("ns/h@run-now:v1") == 1  # (and the hourly schedule ran meanwhile)
 
 
+async def test_a_lagging_replica_registering_a_handler_backfill_again_reruns_no_slot(tmp_path: Path) -> None:
+    """The backfill counterpart: replica B's registration of the request lands after replica A's
+    slots ran (the instance starts from the first slot again). No slot runs twice, and once both
+    replicas' watches have caught up the totals are A's: two started, two succeeded."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'backfill.db'}"
+    calls: list[str] = []
+
+    async def note(context: Any) -> None:
+        calls.append(context.scheduled_at.isoformat())
+
+    spec = {"schedule": "0 * * * *", "handler": {"name": "note"}}
+    value = "2029-12-31T22:00:00Z/2029-12-31T23:00:00Z"
+    instance = "ns/bf@backfill:" + value
+
+    def completed() -> Any:
+        return (b := kube.status("bf").get("backfill")) and b["phase"] == "Completed" and b
+
+    async with running_world(kube, clock, backend) as a, running_world(kube, clock, backend) as b:
+        for replica in (a, b):
+            replica.handlers.register("note", note, namespaces="*")
+        await a.apply("bf", spec)
+        lagging = copy.deepcopy(await a.apply("bf", spec, annotations={"pyncette.dev/backfill": value}))
+        await until(completed, "A's backfill completed")
+        template = a.parts.mirror._template
+        await until_async(lambda: a.ctx.get_task(template, instance), lambda task: task is None, "every slot started")
+        assert sorted(calls) == ["2029-12-31T22:00:00+00:00", "2029-12-31T23:00:00+00:00"]
+
+        await b.parts.mirror.on_event(None, lagging)  # B's stale copy: the annotation, no status.backfill
+        assert b.metrics.registrations.labels(action="backfill")._value.get() == 1
+        await until_async(lambda: b.ctx.get_task(template, instance), lambda task: task is None, "its slots leased")
+        for replica in (a, b):  # both watches catch up
+            await replica.parts.mirror.on_event(None, copy.deepcopy(kube.tasks[("ns", "bf")]))
+        done = await until(completed, "completed again")
+        assert len(calls) == 2
+        assert (done["started"], done["succeeded"], done["skipped"]) == (2, 2, 0)
+
+
 async def test_handler_past_active_deadline_is_cancelled(world: World) -> None:
     cancelled: list[bool] = []
 

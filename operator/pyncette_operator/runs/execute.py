@@ -65,7 +65,7 @@ from pyncette_operator.spec import TaskSpec
 from pyncette_operator.spec import backfill_of
 from pyncette_operator.spec import format_duration
 from pyncette_operator.spec import format_time
-from pyncette_operator.spec import is_run_now_done_key
+from pyncette_operator.spec import is_done_marker
 from pyncette_operator.spec import parse_time
 from pyncette_operator.spec import split_instance_name
 from pyncette_operator.status import ActiveRun
@@ -121,8 +121,8 @@ class RunExecutor:
 
     async def __call__(self, context: Context) -> None:
         instance = context.task.name
-        if is_run_now_done_key(instance):
-            return  # a run-now marker past its time: committing it deletes it
+        if is_done_marker(instance):
+            return  # a run-now or backfill marker past its time: committing it deletes it
         namespace, name, run_now = split_instance_name(instance)
         cached = await self._mirror.current(namespace, name)
         if cached is None or cached.uid != context.args.get("uid"):
@@ -262,6 +262,12 @@ class RunExecutor:
                     "Backfill %s of %s: slot %s has a run already; skipped", value, task.key, format_time(scheduled_at)
                 )
                 self._backfill_count(task, value, "skipped")  # it has a run already (on schedule, or before)
+                return
+        else:
+            done = await self._mirror.backfill_done_through(task, value)
+            if done is not None and scheduled_at <= done:
+                # Registered again by a lagging replica after this slot ran: neither run nor counted.
+                logger.info("Backfill %s of %s: slot %s has run already", value, task.key, format_time(scheduled_at))
                 return
         self._backfill_count(task, value, "started")
         sequential = task.concurrency_policy != "Allow"
@@ -717,13 +723,18 @@ class RunExecutor:
         one_off: bool,
     ) -> None:
         ended = await self._call_handler(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
-        if ended and run_now is not None:
-            try:
+        filling = _BACKFILL.get()
+        if not ended or (run_now is None and filling is None):
+            return
+        # Before the commit: a lagging replica's registration of the same request finds the marker.
+        try:
+            if run_now is not None:
                 await self._mirror.mark_run_now_done(task, run_now)
-            except Exception as e:
-                logger.warning(
-                    "Could not record that run now %r of %s ran: %s: %s", run_now, task.key, type(e).__name__, e
-                )
+            elif filling is not None:
+                await self._mirror.mark_backfill_slot_done(task, filling, scheduled_at)
+        except Exception as e:
+            what = f"run now {run_now!r}" if run_now is not None else f"backfill {filling!r} slot {scheduled_at}"
+            logger.warning("Could not record that %s of %s has run: %s: %s", what, task.key, type(e).__name__, e)
 
     async def _call_handler(
         self,

@@ -12,6 +12,7 @@ The 1.1.0 examples come from its source distribution: ``$PYNCETTE_1X_EXAMPLES``,
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import pathlib
 import re
@@ -174,6 +175,18 @@ def specs(old: pathlib.Path | None) -> list[Example]:
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Example]]:
+    # The 1.x examples listen on fixed ports (8080, 9699). When a -k selection splits this module
+    # across xdist workers, each worker runs this fixture: they take turns (the lock file is in the
+    # run's shared temporary directory), instead of failing with "Address already in use".
+    with (tmp_path_factory.getbasetemp().parent / "examples-1x.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        examples = run_examples(tmp_path_factory)
+    yield {example.id: example for example in examples}
+
+
+def run_examples(tmp_path_factory: pytest.TempPathFactory) -> list[Example]:
+    """Starts every example at once, waits until each printed what it should (or exited), and
+    stops them with SIGINT."""
     old = examples_1x()
     examples = specs(old)
     env = {**os.environ, "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO / "operator")}
@@ -209,7 +222,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Example]
                 example.process.kill()
                 example.process.wait()
             example.output = (example.cwd / "output.txt").read_text(errors="replace")
-    yield {example.id: example for example in examples}
+    return examples
 
 
 IDS_1X = [

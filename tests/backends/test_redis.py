@@ -361,5 +361,14 @@ async def test_a_name_or_time_that_is_not_utf8_spoils_only_its_row(
     assert await repo._client.hget(prefix + b"e:tpl:bad-time", b"lb") == PARKED.encode()
     await repo.commit_executions(NOW, batch.executions)
     assert (await repo.lease_due(NOW, [tpl], limit=10)).executions == []
-    listed = {s.task.name: s.problem for s in (await repo.list_task_states(NOW, tpl)).tasks}
-    assert listed["caf\udce9"] is not None and listed["bad-time"] is not None
+    listed = {s.task.name: s for s in (await repo.list_task_states(NOW, tpl)).tasks}
+    assert listed["caf\udce9"].problem is not None and listed["bad-time"].problem is not None
+    # Removed by its listed name, like any other entry.
+    bad = listed["caf\udce9"].task
+    assert await repo.get_task_state(NOW, bad) is not None
+    await repo.unregister_task(NOW, bad)
+    assert await repo.get_task_state(NOW, bad) is None
+    assert await repo._client.exists(prefix + b"e:" + bad_name) == 0
+    assert await repo._client.zscore(prefix + b"i:tpl", bad_name) is None
+    assert await repo._client.zscore(prefix + b"n:tpl", bad_name) is None
+    assert "caf\udce9" not in {s.task.name for s in (await repo.list_task_states(NOW, tpl)).tasks}

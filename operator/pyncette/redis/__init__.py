@@ -97,6 +97,16 @@ def _report_lost(committed: Sequence[tuple[LeasedExecution, bool, datetime.datet
             logger.info("Not committing %s: the lease was lost", execution.task)
 
 
+def _wire(text: str) -> str | bytes:
+    """A key or member as stored: a name read back from bytes that are not UTF-8 (see ``_text``)
+    goes back as those bytes, so such an entry can still be read and removed by its listed name."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return text
+
+
 def _text(value: bytes | str) -> str:
     """A stored string as text; bytes that are not UTF-8 (written by something else than pyncette)
     are kept as lone surrogates, so one such value spoils its own row, not a whole reply."""
@@ -433,10 +443,11 @@ class RedisRepository(BatchRepository):
 
     async def unregister_task(self, utc_now: datetime.datetime, task: Task) -> None:
         owner = self._owner(task)
+        name = _wire(task.canonical_name)
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.delete(self._entry_key(task))
-            pipe.zrem(self._index_key(owner), task.canonical_name)
-            pipe.zrem(self._names_key(owner), task.canonical_name)
+            pipe.delete(_wire(self._entry_key(task)))
+            pipe.zrem(self._index_key(owner), name)
+            pipe.zrem(self._names_key(owner), name)
             await pipe.execute()
 
     async def _poll_entry(self, utc_now: datetime.datetime, task: Task, lease: Lease | None) -> PollResponse:
@@ -473,7 +484,7 @@ class RedisRepository(BatchRepository):
 
     async def get_task_state(self, utc_now: datetime.datetime, task: Task) -> TaskState | None:
         execute_after, locked_until, locked_by, spec = await self._client.hmget(
-            self._entry_key(task), ["ea", "lu", "lb", "spec"]
+            _wire(self._entry_key(task)), ["ea", "lu", "lb", "spec"]
         )
         if execute_after is None:
             return None

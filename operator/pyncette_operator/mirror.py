@@ -23,9 +23,10 @@ registered again. It compares a fresh LIST with the backend's own listing, never
 ``namespace/name@run-now:value`` due now. ``status.lastRunNow`` records the value once its run has
 started, so neither another replica nor a restart runs it twice. One race is left to the backend:
 a replica whose cache lags registers the instance again just after its run committed (a one-off is
-deleted then). A Pod run finds its Pod by name and does not start another; a handler run leaves a
-``namespace/name@run-now-done:value`` marker in the backend before its commit (kept a day, then it
-removes itself), and a run-now instance whose marker exists is skipped. A backfill request has the
+deleted then). The new instance has a later time, so its Pod would have another name: instead, a
+run-now run that has ended leaves a ``namespace/name@run-now-done:value`` marker in the backend
+before its commit (kept a day, then it removes itself), and a run-now instance whose marker exists
+is skipped. A backfill request has the
 same race (its late registration starts again from the first slot): Pod slots find their Pods, and
 handler slots are checked against ``namespace/name@backfill-done:value``, which records the latest
 slot that ended.
@@ -517,12 +518,12 @@ class Mirror:
         logger.info("PyncetteTask %s: run now (%s)", parsed.key, value)
 
     async def mark_run_now_done(self, task: TaskSpec, value: str) -> None:
-        """Records in the backend that the handler run of run-now ``value`` has ended (see the
-        module docstring)."""
+        """Records in the backend that the run of run-now ``value`` has ended (see the module
+        docstring)."""
         await self._mark_done(task, run_now_done_key(task.namespace, task.name, value))
 
     async def run_now_done(self, task: TaskSpec, value: str) -> bool:
-        """True if a handler run of run-now ``value`` has ended already (its marker is stored)."""
+        """True if the run of run-now ``value`` has ended already (its marker is stored)."""
         marker = run_now_done_key(task.namespace, task.name, value)
         return await self.ctx.get_task(self._template, marker) is not None
 

@@ -356,6 +356,37 @@ async def test_a_lagging_replica_registering_a_finished_handler_run_now_again_do
         assert calls.count("ns/h@run-now:v1") == 1  # (and the hourly schedule ran meanwhile)
 
 
+async def test_a_lagging_replica_registering_a_finished_pod_run_now_again_starts_no_second_pod(
+    tmp_path: Path,
+) -> None:
+    """The same race for a Pod task: the instance B registers is due at B's time, later than the
+    first run's, so its Pod would get another name and nothing would stop a second Pod."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'run-now-pod.db'}"
+    spec = {"interval": "1h", "podTemplate": POD}
+    instance = "ns/p@run-now:v1"
+    async with running_world(kube, clock, backend) as a:
+        await a.apply("p", spec)
+        lagging = copy.deepcopy(await a.apply("p", spec, annotations={"pyncette.dev/run-now": "v1"}))
+        [pod] = await until(lambda: a.pods_of("p"), "the run-now Pod")
+        await clock.advance(seconds=30)  # the Pod runs for half a minute
+        a.finish_pod(pod["metadata"]["name"])
+        await until(lambda: kube.status("p").get("lastSuccessfulTime"), "its success")
+        template = a.parts.mirror._template
+        await until_async(lambda: a.ctx.get_task(template, instance), lambda task: task is None, "its commit")
+    async with running_world(kube, clock, backend) as b:
+        await restart(b, "p")
+        await b.parts.mirror.on_event(None, lagging)  # the stale copy: annotation, no status
+        assert b.metrics.registrations.labels(action="run-now")._value.get() == 1
+        await until_async(
+            lambda: b.ctx.get_task(template, instance),
+            lambda task: task is None or len(b.pods_of("p")) > 1,
+            "the new instance run (or a second Pod)",
+        )
+        assert [p["metadata"]["name"] for p in b.pods_of("p")] == [pod["metadata"]["name"]]
+        assert b.metrics.pods_created._value.get() == 0
+
+
 async def test_a_lagging_replica_registering_a_handler_backfill_again_reruns_no_slot(tmp_path: Path) -> None:
     """The backfill counterpart: replica B's registration of the request lands after replica A's
     slots ran (the instance starts from the first slot again). No slot runs twice, and once both

@@ -136,7 +136,7 @@ class RunExecutor:
             return
         if isinstance(task, InvalidTask) or (task.suspend and run_now is None):
             return  # the mirror unschedules it; a run already leased does nothing
-        if run_now is not None and not task.is_pod and await self._mirror.run_now_done(task, run_now):
+        if run_now is not None and await self._mirror.run_now_done(task, run_now):
             logger.info("Run now %r of %s has run already (registered again by a lagging replica)", run_now, task.key)
             return
         if run_now is None and breaker.is_tripped(self._status.state(namespace, name).breaker_record(), task):
@@ -235,12 +235,32 @@ class RunExecutor:
                 return
         try:
             if task.is_pod:
-                await self._run_pod(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
+                ended = await self._run_pod(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
             else:
-                await self._run_handler(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
+                ended = await self._run_handler(
+                    context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off
+                )
         finally:
             if held is not None and self._groups is not None:
                 await self._groups.release(held)
+        if ended:
+            await self._mark_done(task, scheduled_at, run_now)
+
+    async def _mark_done(self, task: TaskSpec, scheduled_at: datetime.datetime, run_now: str | None) -> None:
+        """Before the commit of a run-now or of a handler backfill slot that has ended: a lagging
+        replica's registration of the same request then finds the marker (see ``Mirror``). A
+        backfill's Pod slots need none: their Pods carry the backfill."""
+        filling = _BACKFILL.get()
+        if run_now is None and (filling is None or task.is_pod):
+            return
+        try:
+            if run_now is not None:
+                await self._mirror.mark_run_now_done(task, run_now)
+            elif filling is not None:
+                await self._mirror.mark_backfill_slot_done(task, filling, scheduled_at)
+        except Exception as e:
+            what = f"run now {run_now!r}" if run_now is not None else f"backfill {filling!r} slot {scheduled_at}"
+            logger.warning("Could not record that %s of %s has run: %s: %s", what, task.key, type(e).__name__, e)
 
     async def _backfill_slot(self, context: Context, task: TaskSpec, value: str) -> None:
         """One slot of a backfill (see ``pyncette_operator.backfill``): run it unless it has a run."""
@@ -525,7 +545,9 @@ class RunExecutor:
         *,
         next_time: datetime.datetime | None,
         one_off: bool,
-    ) -> None:
+    ) -> bool:
+        """Runs (or adopts) the run's Pod, retried with backoff. True once the run has ended for
+        the schedule (succeeded, given up, or handed to a watcher), False if it was released."""
         clock = self._mirror.ctx.clock
         trigger = run_now or ""
         retries = self._retries_allowed(context, task)
@@ -542,7 +564,7 @@ class RunExecutor:
                 if slot.succeeded is not None:
                     # Another replica (or an earlier life of this one) ran it to success already.
                     self._pods.adopted()
-                    return
+                    return True
                 if slot.running is not None:
                     pod_name, attempt = slot.running.name, slot.running.attempt
                     self._pods.adopted()
@@ -551,17 +573,17 @@ class RunExecutor:
                     if attempt > retries:
                         run = ActiveRun(f"{task.name}@{stamp}", "Pod", scheduled_at)
                         self._given_up(task, run, attempt, slot.last_message or "failed", one_off)
-                        return
+                        return True
                     if attempt > 0:
                         after = (slot.last_finished_at or clock.now()) + backoff_delay(attempt)
                         if not await self._backoff(context, task, after, deadline):
                             if self._stopping.is_set():
                                 await self._release(context)
-                                return
+                                return False
                             run = ActiveRun(f"{task.name}@{stamp}", "Pod", scheduled_at)
                             message = f"{slot.last_message or 'failed'}; no retry before the next scheduled time"
                             self._given_up(task, run, attempt, message, one_off)
-                            return
+                            return True
                         self._metrics.retries.inc()
                     await self._pod_create_turn(context, task)
                     try:
@@ -576,13 +598,13 @@ class RunExecutor:
                             continue  # the apiserver is unreachable: not an attempt of the run
                         if self._stopping.is_set():
                             await self._release(context)
-                            return
+                            return False
                         run = ActiveRun(f"{task.name}@{stamp}", "Pod", scheduled_at)
                         self._started(task, run, run_now=run_now, next_time=next_time, one_off=one_off)
                         self._finished(
                             task, run, succeeded=False, message=str(e), finished_at=clock.now(), one_off=one_off
                         )
-                        return
+                        return True
                     if created is None:
                         continue  # that attempt's Pod had already finished: read the slot again
                     pod_name = created
@@ -602,7 +624,7 @@ class RunExecutor:
                         "Released Pod %s/%s (shutting down); another replica adopts it now", task.namespace, pod_name
                     )
                     await self._release(context)
-                    return
+                    return False
                 except LeaseLostException:
                     # The entry was removed (task deleted or changed) or taken over after a stall: someone
                     # else owns the schedule now. Follow the Pod to its end for status, commit nothing.
@@ -610,11 +632,11 @@ class RunExecutor:
                         "Lease on %s lost while Pod %s runs; following it without the lease", task.key, pod_name
                     )
                     self._hand_over(task, run, one_off=one_off)
-                    return
+                    return False
                 if not result.finished:
                     # Allow/Replace: the next run is due; let the schedule move on and watch this Pod to its end.
                     self._hand_over(task, run, one_off=one_off)
-                    return
+                    return True
                 if result.succeeded or attempt >= retries:
                     retrying.discard(stamp)
                     self._finished(
@@ -629,7 +651,7 @@ class RunExecutor:
                     if not result.succeeded and attempt > 0:
                         self._metrics.runs_given_up.inc()
                     await self._prune(task)
-                    return
+                    return True
                 self._attempt_failed(task, run)
         finally:
             retrying.discard(stamp)
@@ -713,30 +735,6 @@ class RunExecutor:
     # ---- handler runs ----
 
     async def _run_handler(
-        self,
-        context: Context,
-        task: TaskSpec,
-        scheduled_at: datetime.datetime,
-        run_now: str | None,
-        *,
-        next_time: datetime.datetime | None,
-        one_off: bool,
-    ) -> None:
-        ended = await self._call_handler(context, task, scheduled_at, run_now, next_time=next_time, one_off=one_off)
-        filling = _BACKFILL.get()
-        if not ended or (run_now is None and filling is None):
-            return
-        # Before the commit: a lagging replica's registration of the same request finds the marker.
-        try:
-            if run_now is not None:
-                await self._mirror.mark_run_now_done(task, run_now)
-            elif filling is not None:
-                await self._mirror.mark_backfill_slot_done(task, filling, scheduled_at)
-        except Exception as e:
-            what = f"run now {run_now!r}" if run_now is not None else f"backfill {filling!r} slot {scheduled_at}"
-            logger.warning("Could not record that %s of %s has run: %s: %s", what, task.key, type(e).__name__, e)
-
-    async def _call_handler(
         self,
         context: Context,
         task: TaskSpec,

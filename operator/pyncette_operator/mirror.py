@@ -26,10 +26,9 @@ a replica whose cache lags registers the instance again just after its run commi
 deleted then). The new instance has a later time, so its Pod would have another name: instead, a
 run-now run that has ended leaves a ``namespace/name@run-now-done:value`` marker in the backend
 before its commit (kept a day, then it removes itself), and a run-now instance whose marker exists
-is skipped. A backfill request has the
-same race (its late registration starts again from the first slot): Pod slots find their Pods, and
-handler slots are checked against ``namespace/name@backfill-done:value``, which records the latest
-slot that ended.
+is skipped. A backfill request has the same race (its late registration starts again from the
+first slot): Pod slots find their Pods, which carry the backfill, and handler slots are checked
+against ``namespace/name@backfill-done:value``, which records the latest slot that ended.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ BACKFILL_DONE = "backfill-done"
 
 
 def run_now_done_key(namespace: str, name: str, value: str) -> str:
-    """The backend marker of a finished handler "run now": ``namespace/name@run-now-done:value``
+    """The backend marker of a "run now" whose run has ended: ``namespace/name@run-now-done:value``
     (see ``Mirror.mark_run_now_done``)."""
     return f"{task_key(namespace, name)}@{RUN_NOW_DONE}:{value}"
 

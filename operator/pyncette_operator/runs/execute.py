@@ -409,11 +409,13 @@ class RunExecutor:
             message=f"started {what} for {format_time(run.scheduled_at)}{trigger}{retry}",
         )
 
-    def _waiting_to_retry(self, task: TaskSpec, run: ActiveRun, attempt: int) -> None:
-        """A handler attempt failed and another follows: the run stays in ``active`` with the number
-        of the next attempt (written at once, for whoever takes the run over during the backoff)."""
+    def _waiting_to_retry(self, task: TaskSpec, run: ActiveRun, attempt: int, *, urgent: bool) -> None:
+        """A handler attempt failed and another may follow: the run stays in ``active`` with the
+        number of the next attempt. ``urgent`` (the retry fits before the next scheduled time)
+        writes it at once, for whoever takes the run over during the backoff; otherwise the run is
+        given up next and the usual coalescing applies."""
         run.attempt = attempt + 1
-        self._status.changed(task.namespace, task.name, urgent=True)
+        self._status.changed(task.namespace, task.name, urgent=urgent)
 
     def _attempt_failed(self, task: TaskSpec, run: ActiveRun) -> None:
         """One attempt failed and another follows: the run leaves ``active``; nothing is recorded yet."""
@@ -824,7 +826,8 @@ class RunExecutor:
                 )
                 return True
             attempt += 1
-            self._waiting_to_retry(task, run, attempt)
+            retry_at = last_failure + backoff_delay(attempt)
+            self._waiting_to_retry(task, run, attempt, urgent=deadline is None or retry_at < deadline)
 
 
 def _stale_gap(

@@ -131,6 +131,17 @@ class TaskStatus:
     Each replica writes only its own entry of ``status.backfill.counts``, and the totals are their
     sums, so replicas counting at once never overwrite each other's counts."""
 
+    def adopt_newer_backfill(self) -> None:
+        """Takes the observed ``backfill`` request record as this replica's own when it is newer
+        (by ``updatedAt``). Otherwise the echo of an older write of this replica, delivered after
+        another replica's newer record (a Completed one), would bring the older record back."""
+        seen = self.observed.get("backfill")
+        own = self.backfill
+        if own is None or not isinstance(seen, Mapping):
+            return
+        if str(seen.get("updatedAt") or "") > str(own.get("updatedAt") or ""):
+            self.backfill = {k: v for k, v in seen.items() if k not in _BACKFILL_TOTALS and k != "counts"}
+
     def backfill_view(self) -> dict[str, Any] | None:
         """``status.backfill`` as this replica sees it: the newest request record, every replica's
         counts for that request (its own from memory), and their totals."""
@@ -322,6 +333,7 @@ class StatusWriter:
         if uid:
             state.uid = uid
         state.observed = dict(status or {})
+        state.adopt_newer_backfill()
 
     def states(self) -> list[tuple[Key, TaskStatus]]:
         return list(self._states.items())

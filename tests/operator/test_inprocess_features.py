@@ -380,3 +380,24 @@ def test_an_unfollowed_backfill_completes_saying_what_was_not_observed() -> None
     assert backfill.settle_unfollowed(full, "w", now=now)
     done = full.render(now)["backfill"]
     assert done["phase"] == "Completed" and "message" not in done
+
+
+def test_an_older_echo_of_a_replicas_own_backfill_write_does_not_bring_its_record_back() -> None:
+    """Replica B wrote a Running record, then saw A's newer Completed one, then the echo of its
+    own older write: it keeps the Completed record (the newest wins and stays)."""
+    from pyncette_operator import backfill
+    from pyncette_operator.status import TaskStatus
+
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    b = TaskStatus()
+    backfill.begin(b, "v", start=now, end=now, count=2, now=now)
+    own_write = b.render(now)
+    a = TaskStatus(observed=own_write)
+    a.backfill_counts = {"replica": "a", "value": "v", "started": 2, "skipped": 0, "succeeded": 2, "failed": 0}
+    later = now + datetime.timedelta(seconds=1)
+    assert backfill.complete_if_done(a, now=later)
+    for seen in (a.render(later), own_write):  # A's write, then the echo of B's older one
+        b.observed = dict(seen)
+        b.adopt_newer_backfill()
+    view = b.backfill_view()
+    assert view is not None and view["phase"] == "Completed"

@@ -72,6 +72,12 @@ def _observed_time(status: Mapping[str, Any], name: str) -> datetime.datetime | 
 
 _BACKFILL_TOTALS = ("started", "skipped", "succeeded", "failed")
 
+
+def _request_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``status.backfill`` record without the totals and per-replica counts: the request itself."""
+    return {k: v for k, v in record.items() if k not in _BACKFILL_TOTALS and k != "counts"}
+
+
 MAX_ACTIVE_IN_STATUS = 20
 """``status.active`` lists at most this many runs, the most recently scheduled ones."""
 
@@ -140,7 +146,7 @@ class TaskStatus:
         if own is None or not isinstance(seen, Mapping):
             return
         if str(seen.get("updatedAt") or "") > str(own.get("updatedAt") or ""):
-            self.backfill = {k: v for k, v in seen.items() if k not in _BACKFILL_TOTALS and k != "counts"}
+            self.backfill = _request_fields(seen)
 
     def backfill_view(self) -> dict[str, Any] | None:
         """``status.backfill`` as this replica sees it: the newest request record, every replica's
@@ -154,7 +160,7 @@ class TaskStatus:
             record = seen
         if not record:
             return None
-        record = {k: v for k, v in record.items() if k not in _BACKFILL_TOTALS and k != "counts"}
+        record = _request_fields(record)
         counts: dict[str, Any] = {}
         for replica, entry in ((seen or {}).get("counts") or {}).items():
             if isinstance(entry, Mapping) and entry.get("value") == record.get("value"):

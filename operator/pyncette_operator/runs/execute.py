@@ -244,9 +244,9 @@ class RunExecutor:
             if held is not None and self._groups is not None:
                 await self._groups.release(held)
         if ended:
-            await self._mark_done(task, scheduled_at, run_now)
+            await self._record_ended(task, scheduled_at, run_now)
 
-    async def _mark_done(self, task: TaskSpec, scheduled_at: datetime.datetime, run_now: str | None) -> None:
+    async def _record_ended(self, task: TaskSpec, scheduled_at: datetime.datetime, run_now: str | None) -> None:
         """Before the commit of a run-now or of a handler backfill slot that has ended: a lagging
         replica's registration of the same request then finds the marker (see ``Mirror``). A
         backfill's Pod slots need none: their Pods carry the backfill."""

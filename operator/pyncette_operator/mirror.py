@@ -318,8 +318,13 @@ class Mirror:
             self._status.changed(namespace, name, urgent=True)
 
         if parsed.suspend or self._one_off_done(parsed, body):
-            if parsed.suspend or not await self._leased(key):
-                await self._unschedule(key)  # a one-off still running keeps its entry, for failureMode
+            # A one-off that started but has not ended keeps its entry: its lease may be held (for
+            # failureMode), or released at a rollout or expired after a crash, for the replica that
+            # takes the run over. It is not registered again either: its run may have ended already.
+            if parsed.suspend or not (
+                (parsed.execute_at is not None and state.has_run_at(parsed.execute_at)) or await self._leased(key)
+            ):
+                await self._unschedule(key)
             self._dirty.discard(key)
             reason = ReadyReason.SUSPENDED if parsed.suspend else ReadyReason.COMPLETED
             message = "suspended: no new runs start" if parsed.suspend else "the one-off run has run"

@@ -287,6 +287,11 @@ class TaskStatus:
             merged[name] = ActiveRun(name, str(item.get("kind") or "Pod"), when, observed_attempt(item))
         return list(merged.values())
 
+    def has_run_at(self, when: datetime.datetime) -> bool:
+        """A run scheduled at ``when`` is in flight or waits out a backoff, as far as this replica
+        knows: its own runs, and other replicas' ``status.active`` items it has not seen finish."""
+        return any(run.scheduled_at == when for run in self._merged_active())
+
     def observed_run_attempt(self, name: str) -> int:
         """The attempt another replica (or an earlier life of this one) reported for run ``name``
         in ``status.active``: 1 if it is not listed."""

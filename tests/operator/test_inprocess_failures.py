@@ -26,6 +26,7 @@ from test_inprocess import running_world
 from test_inprocess import until
 
 from pyncette.clock import FakeClock
+from pyncette_operator.spec import format_time
 
 MINUTE = datetime.timedelta(minutes=1)
 
@@ -319,6 +320,68 @@ async def test_a_handler_run_taken_over_during_its_backoff_keeps_its_attempt_cou
         await until(lambda: kube.status("h").get("lastFailureTime"), "the run given up")
         assert len(calls) == 3  # backoffLimit 2: three attempts in all, two of them on the second replica
         assert kube.status("h")["active"] == []
+
+
+async def test_a_one_off_handler_run_released_during_its_backoff_is_taken_over_not_dropped(tmp_path: Path) -> None:
+    """An executeAt run released at a rollout while it waits out a backoff: the next replica sees
+    status.lastScheduleTime at executeAt before it polls. The one-off has started, not ended (its
+    run is still in status.active), so its entry must stay for the replica that takes it over."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'one-off.db'}"
+    calls: list[datetime.datetime] = []
+
+    async def failing(context: Any) -> None:
+        calls.append(clock.now())
+        raise RuntimeError("still down")
+
+    at = T0 + datetime.timedelta(hours=1)
+    spec = {"executeAt": format_time(at), "backoffLimit": 1, "handler": {"name": "failing"}}
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("failing", failing, namespaces="*")
+        await w.apply("once", spec)
+        await clock.set(at)
+        await until(lambda: [run.get("attempt") for run in kube.status("once").get("active", [])] == [2], "attempt 2")
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("failing", failing, namespaces="*")
+        await restart(w, "once")  # the watch delivers the task before the first poll
+        await until(lambda: clock.next_deadline is not None, "the backoff wait on the second replica")
+        await clock.advance(seconds=10)
+        await until(lambda: kube.status("once").get("lastFailureTime"), "the run given up")
+        assert len(calls) == 2  # backoffLimit 1: the second attempt ran on the second replica
+        assert kube.status("once")["active"] == []
+        await until_async(
+            lambda: w.ctx.get_task(w.parts.mirror._template, "ns/once"), lambda task: task is None, "its commit"
+        )
+
+
+async def test_a_one_off_pod_run_released_at_shutdown_is_adopted_not_dropped(tmp_path: Path) -> None:
+    """Two replicas; the one waiting on an executeAt run's Pod is stopped and releases the run. The
+    other sees the task's started status (a watch event) before its next poll: it must keep the
+    entry, then adopt the Pod and record how it ended."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'one-off-pod.db'}"
+    at = T0 + datetime.timedelta(hours=1)
+    spec = {"executeAt": format_time(at), "leaseDuration": "10m", "podTemplate": POD}
+    replicas = [running_world(kube, clock, backend, poll_interval=30) for _ in range(2)]
+    worlds = [await replica.__aenter__() for replica in replicas]
+    try:
+        await worlds[0].apply("once", spec)
+        await clock.set(at)
+        [pod] = await until(lambda: worlds[0].pods_of("once"), "the run Pod")
+        await until(lambda: kube.status("once").get("active"), "the run listed as active")
+        # Whichever replica's poll leased it runs it; the other is B.
+        ran = next(i for i, w in enumerate(worlds) if w.metrics.pods_created._value.get() == 1)
+        await replicas.pop(ran).__aexit__(None, None, None)
+        b = worlds[1 - ran]
+        await restart(b, "once")  # B's watch: the task with the status A wrote
+        await clock.advance(seconds=30)  # B's next poll
+        await until(lambda: b.metrics.pods_adopted._value.get() == 1, "adoption by the other replica")
+        b.finish_pod(pod["metadata"]["name"])
+        await until(lambda: kube.status("once").get("lastSuccessfulTime"), "its success recorded")
+        assert kube.status("once")["active"] == []
+    finally:
+        for replica in replicas:
+            await replica.__aexit__(None, None, None)
 
 
 async def test_a_lagging_replica_registering_a_finished_handler_run_now_again_does_not_rerun_it(

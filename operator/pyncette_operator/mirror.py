@@ -175,6 +175,18 @@ class Mirror:
             return None
         return self._parse(body)
 
+    async def refresh_status(self, namespace: str, name: str, uid: str) -> None:
+        """Reads the task's status from the apiserver now, past a watch that may lag: for decisions
+        that another replica's last status write changes (which attempt a taken-over run is at).
+        A failed read leaves what the watch showed."""
+        try:
+            body = await self._kube.get_task(namespace, name)
+        except Exception as e:
+            logger.warning("Cannot read PyncetteTask %s/%s: %s: %s", namespace, name, type(e).__name__, e)
+            return
+        if body is not None and str((body.get("metadata") or {}).get("uid") or "") == uid:
+            self._status.observe(namespace, name, body.get("status"), uid=uid)
+
     def _parse(self, body: Mapping[str, Any]) -> Cached:
         meta = body.get("metadata") or {}
         parsed = parse_task(body, handlers=self._handlers.names(str(meta.get("namespace") or "")), policy=self._policy)

@@ -322,6 +322,38 @@ async def test_a_handler_run_taken_over_during_its_backoff_keeps_its_attempt_cou
         assert kube.status("h")["active"] == []
 
 
+async def test_a_handler_run_taken_over_by_a_replica_whose_watch_lags_reads_its_attempt_fresh(
+    tmp_path: Path,
+) -> None:
+    """The replica taking a handler run over has not yet seen the status write with the attempt (a
+    replica just started, whose watch has not delivered the task yet): the late start makes it read
+    the status from the apiserver, and the count goes on."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'lagging.db'}"
+    calls: list[datetime.datetime] = []
+
+    async def failing(context: Any) -> None:
+        calls.append(clock.now())
+        raise RuntimeError("still down")
+
+    first = T0 + datetime.timedelta(hours=1)
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("failing", failing, namespaces="*")
+        await w.apply("h", {"interval": "1h", "backoffLimit": 2, "handler": {"name": "failing"}})
+        await clock.set(first)
+        await until(lambda: [run.get("attempt") for run in kube.status("h").get("active", [])] == [2], "attempt 2")
+    await clock.advance(seconds=2)  # the rollout: the run is taken over 2 s into its backoff
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("failing", failing, namespaces="*")
+        # No watch event for the task: its poll leases the run first.
+        for backoff in (10, 20):
+            await until(lambda: clock.next_deadline is not None, "the backoff wait")
+            await clock.advance(seconds=backoff)
+            await until(lambda n=backoff: len(calls) == 2 + (n == 20), "the next attempt")
+        await until(lambda: kube.status("h").get("lastFailureTime"), "the run given up")
+        assert len(calls) == 3  # backoffLimit 2: the second replica ran attempts 2 and 3 only
+
+
 async def test_a_one_off_handler_run_released_during_its_backoff_is_taken_over_not_dropped(tmp_path: Path) -> None:
     """An executeAt run released at a rollout while it waits out a backoff: the next replica sees
     status.lastScheduleTime at executeAt before it polls. The one-off has started, not ended (its

@@ -79,6 +79,9 @@ _BACKFILL: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyncette
 so the watchers of handed-over Pods (asyncio tasks started from the run) inherit it."""
 
 _FINISHED_MEMORY = 64
+LATE_START = datetime.timedelta(milliseconds=500)
+"""A handler run starting this late may be taken over from another replica: its attempt is read
+fresh from the apiserver (runs start within milliseconds of their time otherwise)."""
 TRANSIENT_RETRY = datetime.timedelta(seconds=1)
 """Wait before creating a run's Pod again when the apiserver could not be reached (an outage, a
 restart): such a failure is not an attempt, and is retried until the run's deadline."""
@@ -500,6 +503,17 @@ class RunExecutor:
         except Exception as e:
             logger.warning("Releasing the lease of %s failed (it expires after leaseDuration): %s", context.task, e)
 
+    async def _attempt_reached(self, task: TaskSpec, name: str, scheduled_at: datetime.datetime) -> int:
+        """The attempt a handler run starts at: 1, or the one it reached on the replica it is taken
+        over from (its ``status.active`` item). A run that starts late may be such a takeover, and
+        this replica's watch may not show the other replica's last write yet (it lags under load):
+        then the status is read from the apiserver first."""
+        attempt = self._status.state(task.namespace, task.name).observed_run_attempt(name)
+        if attempt == 1 and self._mirror.ctx.clock.now() - scheduled_at > LATE_START:
+            await self._mirror.refresh_status(task.namespace, task.name, task.uid)
+            attempt = self._status.state(task.namespace, task.name).observed_run_attempt(name)
+        return attempt
+
     async def _backoff(
         self, context: Context, task: TaskSpec, until: datetime.datetime, limit: datetime.datetime | None
     ) -> bool:
@@ -756,7 +770,7 @@ class RunExecutor:
         run = ActiveRun(f"handler:{task.handler_name}@{format_time(scheduled_at)}", "Handler", scheduled_at)
         retries = self._retries_allowed(context, task)
         deadline = None if one_off else next_time
-        attempt = self._status.state(task.namespace, task.name).observed_run_attempt(run.name) - 1
+        attempt = await self._attempt_reached(task, run.name, scheduled_at) - 1
         last_failure = clock.now()
         message = "failed on another replica"
         if attempt > 0:

@@ -34,6 +34,7 @@ from pyncette.pyncette import PyncetteContext
 from pyncette_operator.backend_url import BackendConfig
 from pyncette_operator.backend_url import redact_text
 from pyncette_operator.events import EventRecorder
+from pyncette_operator.kube import Conflict
 from pyncette_operator.kube import Kube
 from pyncette_operator.kube import NotFound
 from pyncette_operator.kube import api_error_message
@@ -58,6 +59,8 @@ from pyncette_operator.spec import PLURAL
 from pyncette_operator.spec import VERSION
 from pyncette_operator.spec import TaskPolicy
 from pyncette_operator.status import ObjectGone
+from pyncette_operator.status import Sender
+from pyncette_operator.status import StaleView
 from pyncette_operator.status import StatusWriter
 
 logger = logging.getLogger(__name__)
@@ -113,6 +116,22 @@ def _utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def status_sender(kube: Kube) -> Sender:
+    """The StatusWriter's ``send``: a server-side apply of the status, with its preconditions."""
+
+    async def send(namespace: str, name: str, body: dict[str, Any]) -> str | None:
+        try:
+            return await kube.apply_status(
+                namespace, name, body["status"], uid=body.get("uid"), resource_version=body.get("resourceVersion")
+            )
+        except NotFound:
+            raise ObjectGone() from None
+        except Conflict:
+            raise StaleView() from None
+
+    return send
+
+
 def build_parts(
     s: Settings,
     backend: BackendConfig,
@@ -125,19 +144,14 @@ def build_parts(
     namespaces: list[str] | None,
     clock: Clock | None = None,
 ) -> Parts:
-    async def send_status(namespace: str, name: str, body: dict[str, Any]) -> None:
-        try:
-            await kube.apply_status(namespace, name, body["status"], uid=body.get("uid"))
-        except NotFound:
-            raise ObjectGone() from None
-
     status = StatusWriter(
-        send=send_status,
+        send=status_sender(kube),
         interval=s.status_interval,
         rate=s.status_writes_per_second,
         burst=s.status_burst,
         on_write=metrics.status_writes.inc,
         wall_clock=clock.now if clock is not None else _utc_now,
+        read=kube.get_task,
     )
     events = EventRecorder(
         send=kube.create_event,

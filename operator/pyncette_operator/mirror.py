@@ -184,8 +184,11 @@ class Mirror:
         except Exception as e:
             logger.warning("Cannot read PyncetteTask %s/%s: %s: %s", namespace, name, type(e).__name__, e)
             return
-        if body is not None and str((body.get("metadata") or {}).get("uid") or "") == uid:
-            self._status.observe(namespace, name, body.get("status"), uid=uid)
+        meta = (body or {}).get("metadata") or {}
+        if body is not None and str(meta.get("uid") or "") == uid:
+            self._status.observe(
+                namespace, name, body.get("status"), uid=uid, resource_version=meta.get("resourceVersion")
+            )
 
     def _parse(self, body: Mapping[str, Any]) -> Cached:
         meta = body.get("metadata") or {}
@@ -268,7 +271,9 @@ class Mirror:
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         key = task_key(namespace, name)
         generation = int(meta.get("generation") or 0)
-        self._status.observe(namespace, name, body.get("status"), uid=cached.uid)
+        self._status.observe(
+            namespace, name, body.get("status"), uid=cached.uid, resource_version=meta.get("resourceVersion")
+        )
         state = self._status.state(namespace, name)
         previous_ready = state.ready
         parsed = cached.parsed

@@ -44,12 +44,20 @@ from pyncette_operator.spec import parse_time
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-Sender = Callable[[str, str, dict[str, Any]], Awaitable[None]]
-"""``send(namespace, name, {"uid": uid or None, "status": body})``."""
+Sender = Callable[[str, str, dict[str, Any]], Awaitable[str | None]]
+"""``send(namespace, name, {"uid": uid or None, "resourceVersion": rv or None, "status": body})``:
+returns the object's new resourceVersion (None if unknown)."""
+Reader = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+"""``read(namespace, name)``: the PyncetteTask as the apiserver has it now (None: gone)."""
 
 
 class ObjectGone(Exception):
     """Raised by a sender when the PyncetteTask no longer exists (its status is dropped)."""
+
+
+class StaleView(Exception):
+    """Raised by a sender when the PyncetteTask changed since the resourceVersion the status was
+    built on (another replica wrote it, and this replica's watch has not shown that yet)."""
 
 
 def _max_time(a: datetime.datetime | None, b: datetime.datetime | None) -> datetime.datetime | None:
@@ -112,6 +120,8 @@ class TaskStatus:
     observed: dict[str, Any] = field(default_factory=dict)
     uid: str | None = None
     """The task this status belongs to: writes carry it, so a same-name successor never gets it."""
+    resource_version: str | None = None
+    """The object's version ``observed`` was seen at (or the one this replica's last write made)."""
     ready: Condition | None = None
     generation: int | None = None
     schedule_text: str | None = None
@@ -314,8 +324,10 @@ class StatusWriter:
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         on_write: Callable[[], None] | None = None,
+        read: Reader | None = None,
     ) -> None:
         self._send = send
+        self._read = read
         self._interval = interval
         self._monotonic = monotonic
         self._wall_clock = wall_clock
@@ -333,9 +345,19 @@ class StatusWriter:
     def state(self, namespace: str, name: str) -> TaskStatus:
         return self._states.setdefault((namespace, name), TaskStatus())
 
-    def observe(self, namespace: str, name: str, status: Mapping[str, Any] | None, *, uid: str | None = None) -> None:
+    def observe(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any] | None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> None:
         """Records the status seen in a watch event (no write). A different ``uid`` than before means
-        the task was deleted and re-created under the same name: nothing of the old one is kept."""
+        the task was deleted and re-created under the same name: nothing of the old one is kept.
+        ``resource_version`` is the object's version with that status: the next write applies only
+        to it, so it never removes what another replica wrote after it."""
         key = (namespace, name)
         current = self._states.get(key)
         if uid and current is not None and current.uid and current.uid != uid:
@@ -344,6 +366,7 @@ class StatusWriter:
         if uid:
             state.uid = uid
         state.observed = dict(status or {})
+        state.resource_version = resource_version
         state.adopt_newer_backfill()
 
     def states(self) -> list[tuple[Key, TaskStatus]]:
@@ -414,21 +437,51 @@ class StatusWriter:
     async def _write(self, key: Key) -> None:
         state = self.state(*key)
         self._last_write[key] = self._monotonic()
-        body = state.render(self._wall_clock())
-        try:
-            await self._send(key[0], key[1], {"uid": state.uid, "status": body})
-        except ObjectGone:
-            self.forget(*key)
-            return
-        except Exception as e:
-            logger.warning("Writing the status of %s/%s failed, retrying later: %s", key[0], key[1], e)
-            self.changed(*key)
-            return
+        for fresh in (False, True):
+            body = state.render(self._wall_clock())
+            request = {"uid": state.uid, "resourceVersion": state.resource_version, "status": body}
+            try:
+                version = await self._send(key[0], key[1], request)
+            except ObjectGone:
+                self.forget(*key)
+                return
+            except StaleView:
+                seen = None if fresh else await self._reread(key, state)
+                if seen == "gone":
+                    self.forget(*key)
+                    return
+                if seen == "fresh":
+                    continue  # built again on what the apiserver has now
+                logger.info("The status of %s/%s changed meanwhile; writing it later", key[0], key[1])
+                self.changed(*key)
+                return
+            except Exception as e:
+                logger.warning("Writing the status of %s/%s failed, retrying later: %s", key[0], key[1], e)
+                self.changed(*key)
+                return
+            break
         self.writes += 1
         if self._on_write is not None:
             self._on_write()
         # What we wrote is now what the next write builds on, even before the watch echoes it.
         state.observed = {**state.observed, **body}
+        state.resource_version = version
+
+    async def _reread(self, key: Key, state: TaskStatus) -> str | None:
+        """After a StaleView: observes the task's status as the apiserver has it now ("fresh"), or
+        finds the task deleted or re-created under its name ("gone"); None if it cannot be read."""
+        if self._read is None:
+            return None
+        try:
+            current = await self._read(*key)
+        except Exception as e:
+            logger.warning("Reading %s/%s back after a conflicting status write failed: %s", key[0], key[1], e)
+            return None
+        meta = (current or {}).get("metadata") or {}
+        if current is None or (state.uid and meta.get("uid") != state.uid):
+            return "gone"
+        self.observe(key[0], key[1], current.get("status"), uid=state.uid, resource_version=meta.get("resourceVersion"))
+        return "fresh"
 
     async def run(self) -> None:
         while True:

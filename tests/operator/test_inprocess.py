@@ -25,6 +25,7 @@ from pyncette_operator.app import Parts
 from pyncette_operator.app import build_parts
 from pyncette_operator.backend_url import parse_backend_url
 from pyncette_operator.kube import AlreadyExists
+from pyncette_operator.kube import Conflict
 from pyncette_operator.kube import NotFound
 from pyncette_operator.metrics import Metrics
 from pyncette_operator.runs.handlers import HandlerRegistry
@@ -44,6 +45,9 @@ class FakeKube:
         self.status_writes: list[tuple[str, str, dict[str, Any]]] = []
         self.events: list[dict[str, Any]] = []
         self._uids = itertools.count()
+        self._versions = itertools.count(1)
+        self.conflicts = 0
+        """Status writes refused for a stale resourceVersion."""
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         key = (namespace, body["metadata"]["name"])
@@ -69,11 +73,29 @@ class FakeKube:
     async def list_tasks(self, namespaces: Any) -> list[dict[str, Any]]:
         return [copy.deepcopy(t) for t in self.tasks.values()]
 
-    async def apply_status(self, namespace: str, name: str, status: dict[str, Any], *, uid: str | None = None) -> None:
+    async def apply_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> str | None:
         if (namespace, name) not in self.tasks or (uid and self.tasks[(namespace, name)]["metadata"]["uid"] != uid):
             raise NotFound(name)
+        meta = self.tasks[(namespace, name)]["metadata"]
+        if resource_version is not None and resource_version != meta.get("resourceVersion"):
+            self.conflicts += 1
+            raise Conflict(name)
         self.status_writes.append((namespace, name, copy.deepcopy(status)))
         self.tasks[(namespace, name)]["status"] = copy.deepcopy(status)
+        meta["resourceVersion"] = self.next_version()
+        return str(meta["resourceVersion"])
+
+    def next_version(self) -> str:
+        """Like the apiserver's: a new one for every change of any object."""
+        return str(next(self._versions))
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
         self.events.append(body)
@@ -108,6 +130,7 @@ class World:
                 "uid": old["metadata"]["uid"] if old else f"uid-{name}",
                 "generation": generation,
                 "annotations": annotations or {},
+                "resourceVersion": self.kube.next_version(),
             },
             "spec": spec,
             "status": (old or {}).get("status") or {},

@@ -354,6 +354,41 @@ async def test_a_handler_run_taken_over_by_a_replica_whose_watch_lags_reads_its_
         assert len(calls) == 3  # backoffLimit 2: the second replica ran attempts 2 and 3 only
 
 
+async def test_a_replica_whose_watch_lags_does_not_erase_another_replicas_status_writes(tmp_path: Path) -> None:
+    """Every replica writes status under one field manager, so a write built on a stale view would
+    remove what the others wrote since (here: the attempt of a run waiting out its backoff). Writes
+    carry the resourceVersion they were built on: the stale one is refused, and redone on a fresh read."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'stale-write.db'}"
+    calls: list[datetime.datetime] = []
+
+    async def failing(context: Any) -> None:
+        calls.append(clock.now())
+        raise RuntimeError("still down")
+
+    first = T0 + datetime.timedelta(hours=1)
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("failing", failing, namespaces="*")
+        await w.apply("h", {"interval": "1h", "backoffLimit": 2, "handler": {"name": "failing"}})
+        await until(lambda: kube.status("h").get("nextRunTime"), "the first status write")
+        stale = copy.deepcopy(kube.tasks[("ns", "h")])  # as B's watch shows it: before the run
+        await clock.set(first)
+        await until(lambda: [run.get("attempt") for run in kube.status("h").get("active", [])] == [2], "attempt 2")
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("failing", failing, namespaces="*")
+        written = len(kube.status_writes)
+        await w.parts.mirror.on_event(None, stale)  # B reconciles the stale copy: a status write follows
+        await until(lambda: len(kube.status_writes) > written, "B's status write")
+        assert [run.get("attempt") for run in kube.status("h").get("active", [])] == [2]
+        assert kube.conflicts == 1  # its first try, built on the stale copy
+        for backoff in (10, 20):
+            await until(lambda: clock.next_deadline is not None, "the backoff wait")
+            await clock.advance(seconds=backoff)
+            await until(lambda n=backoff: len(calls) == 2 + (n == 20), "the next attempt")
+        await until(lambda: kube.status("h").get("lastFailureTime"), "the run given up")
+        assert len(calls) == 3  # backoffLimit 2 held across the two replicas
+
+
 async def test_a_one_off_handler_run_released_during_its_backoff_is_taken_over_not_dropped(tmp_path: Path) -> None:
     """An executeAt run released at a rollout while it waits out a backoff: the next replica sees
     status.lastScheduleTime at executeAt before it polls. The one-off has started, not ended (its

@@ -9,6 +9,7 @@ from pyncette_operator.conditions import Condition
 from pyncette_operator.conditions import merge_conditions
 from pyncette_operator.ratelimit import TokenBucket
 from pyncette_operator.status import ActiveRun
+from pyncette_operator.status import StaleView
 from pyncette_operator.status import StatusWriter
 from pyncette_operator.status import TaskStatus
 
@@ -101,6 +102,35 @@ async def test_urgent_skips_interval_but_not_rate() -> None:
     tick.t += 1
     await writer.flush_due()
     assert len(sent) == 3
+
+
+async def test_a_write_built_on_a_stale_view_is_built_again_on_a_fresh_read() -> None:
+    """Another replica wrote a later success after what this replica observed: the write based on
+    the old version is refused, and the one built on a fresh read keeps that success."""
+    sent: list[dict[str, Any]] = []
+    later = "2030-01-01T00:10:00Z"
+    apiserver = {"metadata": {"uid": "u", "resourceVersion": "7"}, "status": {"lastSuccessfulTime": later}}
+
+    async def send(namespace: str, name: str, body: dict[str, Any]) -> str | None:
+        if body["resourceVersion"] != apiserver["metadata"]["resourceVersion"]:
+            raise StaleView()
+        sent.append(body)
+        return "8"
+
+    async def read(namespace: str, name: str) -> dict[str, Any]:
+        return apiserver
+
+    writer = StatusWriter(
+        send=send, read=read, interval=10, rate=100, burst=100, monotonic=Ticker(), wall_clock=lambda: NOW
+    )
+    writer.observe("ns", "t", {"lastSuccessfulTime": "2030-01-01T00:00:00Z"}, uid="u", resource_version="5")
+    failed = NOW + datetime.timedelta(minutes=20)
+    writer.state("ns", "t").last_failure_time = failed
+    writer.changed("ns", "t", urgent=True)
+    await writer.flush_due()
+    [body] = sent
+    assert (body["status"]["lastSuccessfulTime"], body["status"]["lastFailureTime"]) == (later, "2030-01-01T00:20:00Z")
+    assert writer.state("ns", "t").resource_version == "8"  # what the next write is based on
 
 
 async def test_render_merges_observed_monotonic_and_running_condition() -> None:

@@ -437,6 +437,16 @@ class StatusWriter:
     async def _write(self, key: Key) -> None:
         state = self.state(*key)
         self._last_write[key] = self._monotonic()
+        if state.resource_version is None and self._read is not None:
+            # Nothing observed yet (a run taken over before the watch listed its task): read first,
+            # so that even this write cannot remove what another replica wrote.
+            seen = await self._reread(key, state)
+            if seen != "fresh":
+                if seen == "gone":
+                    self.forget(*key)
+                else:
+                    self.changed(*key)
+                return
         for fresh in (False, True):
             body = state.render(self._wall_clock())
             request = {"uid": state.uid, "resourceVersion": state.resource_version, "status": body}
@@ -480,7 +490,8 @@ class StatusWriter:
         meta = (current or {}).get("metadata") or {}
         if current is None or (state.uid and meta.get("uid") != state.uid):
             return "gone"
-        self.observe(key[0], key[1], current.get("status"), uid=state.uid, resource_version=meta.get("resourceVersion"))
+        uid = state.uid or meta.get("uid")
+        self.observe(key[0], key[1], current.get("status"), uid=uid, resource_version=meta.get("resourceVersion"))
         return "fresh"
 
     async def run(self) -> None:

@@ -389,6 +389,30 @@ async def test_a_replica_whose_watch_lags_does_not_erase_another_replicas_status
         assert len(calls) == 3  # backoffLimit 2 held across the two replicas
 
 
+async def test_a_replica_writing_status_before_its_watch_listed_the_task_keeps_what_is_there(tmp_path: Path) -> None:
+    """A replica that has just started runs a task before its watch delivered it: its first status
+    write reads the task first, so A's earlier failure stays recorded next to B's success."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'unlisted.db'}"
+    outcomes = iter([RuntimeError("down"), None])
+
+    async def flaky(context: Any) -> None:
+        error = next(outcomes)
+        if error is not None:
+            raise error
+
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("flaky", flaky, namespaces="*")
+        await w.apply("h", {"interval": "1h", "backoffLimit": 0, "handler": {"name": "flaky"}})
+        await clock.set(T0 + datetime.timedelta(hours=1))
+        failed = await until(lambda: kube.status("h").get("lastFailureTime"), "the first run's failure")
+    async with running_world(kube, clock, backend, poll_interval=30) as w:
+        w.handlers.register("flaky", flaky, namespaces="*")
+        await clock.set(T0 + datetime.timedelta(hours=2))  # no watch event for the task yet
+        await until(lambda: kube.status("h").get("lastSuccessfulTime"), "the second run's success")
+        assert kube.status("h").get("lastFailureTime") == failed
+
+
 async def test_a_one_off_handler_run_released_during_its_backoff_is_taken_over_not_dropped(tmp_path: Path) -> None:
     """An executeAt run released at a rollout while it waits out a backoff: the next replica sees
     status.lastScheduleTime at executeAt before it polls. The one-off has started, not ended (its

@@ -152,6 +152,7 @@ def build_parts(
         on_write=metrics.status_writes.inc,
         wall_clock=clock.now if clock is not None else _utc_now,
         read=kube.get_task,
+        on_conflict=metrics.status_conflicts.inc,
     )
     events = EventRecorder(
         send=kube.create_event,

@@ -42,6 +42,11 @@ class Metrics:
             registry=r,
         )
         self.status_writes = Counter("pyncette_operator_status_writes", "Status subresource writes", registry=r)
+        self.status_conflicts = Counter(
+            "pyncette_operator_status_conflicts",
+            "Status writes refused because the task changed since the view they were built on (redone on a fresh read)",
+            registry=r,
+        )
         self.events_posted = Counter(
             "pyncette_operator_events_posted", "Kubernetes Events posted", ["reason"], registry=r
         )

@@ -325,9 +325,11 @@ class StatusWriter:
         wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         on_write: Callable[[], None] | None = None,
         read: Reader | None = None,
+        on_conflict: Callable[[], None] | None = None,
     ) -> None:
         self._send = send
         self._read = read
+        self._on_conflict = on_conflict
         self._interval = interval
         self._monotonic = monotonic
         self._wall_clock = wall_clock
@@ -456,6 +458,8 @@ class StatusWriter:
                 self.forget(*key)
                 return
             except StaleView:
+                if self._on_conflict is not None:
+                    self._on_conflict()
                 seen = None if fresh else await self._reread(key, state)
                 if seen == "gone":
                     self.forget(*key)

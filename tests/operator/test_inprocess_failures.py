@@ -381,6 +381,7 @@ async def test_a_replica_whose_watch_lags_does_not_erase_another_replicas_status
         await until(lambda: len(kube.status_writes) > written, "B's status write")
         assert [run.get("attempt") for run in kube.status("h").get("active", [])] == [2]
         assert kube.conflicts == 1  # its first try, built on the stale copy
+        assert w.metrics.status_conflicts._value.get() == 1
         for backoff in (10, 20):
             await until(lambda: clock.next_deadline is not None, "the backoff wait")
             await clock.advance(seconds=backoff)

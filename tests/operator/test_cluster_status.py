@@ -10,17 +10,26 @@ import datetime
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio import config
 from ptask_harness import Kubectl
 from ptask_harness import ptask
 
 from pyncette_operator.app import status_sender
 from pyncette_operator.kube import Kube
-from pyncette_operator.kube import make_api_client
 from pyncette_operator.status import StatusWriter
 
 pytestmark = [pytest.mark.cluster]
 
 T = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+
+
+async def connect(kube_cluster: Any) -> Kube:
+    """The operator's client for the test cluster (its kubeconfig by path: the client library reads
+    ``$KUBECONFIG`` when it is imported, before the cluster fixture exports it)."""
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kube_cluster.kubeconfig), client_configuration=configuration)
+    return Kube(client.ApiClient(configuration))
 
 
 def replica(kube: Kube) -> StatusWriter:
@@ -37,9 +46,11 @@ async def observe(writer: StatusWriter, kube: Kube, namespace: str, name: str) -
     return body
 
 
-async def test_a_replica_with_a_stale_view_keeps_what_another_replica_wrote(k: Kubectl, crd_installed: None) -> None:
+async def test_a_replica_with_a_stale_view_keeps_what_another_replica_wrote(
+    k: Kubectl, kube_cluster: Any, crd_installed: None
+) -> None:
     k.apply(ptask("shared", interval="1h", handler={"name": "x"}))
-    kube = Kube(await make_api_client())
+    kube = await connect(kube_cluster)
     try:
         a, b = replica(kube), replica(kube)
         await observe(a, kube, k.namespace, "shared")
@@ -62,10 +73,10 @@ async def test_a_replica_with_a_stale_view_keeps_what_another_replica_wrote(k: K
 
 
 async def test_a_task_re_created_under_the_same_name_never_gets_the_old_ones_status(
-    k: Kubectl, crd_installed: None
+    k: Kubectl, kube_cluster: Any, crd_installed: None
 ) -> None:
     k.apply(ptask("again", interval="1h", handler={"name": "x"}))
-    kube = Kube(await make_api_client())
+    kube = await connect(kube_cluster)
     try:
         writer = replica(kube)
         await observe(writer, kube, k.namespace, "again")

@@ -291,6 +291,21 @@ async def test_failing_handler_is_retried_with_backoff(world: World) -> None:
     assert "lastFailureTime" not in world.kube.status("h")
 
 
+def active_attempts(kube: FakeKube, name: str) -> list[Any]:
+    """The ``attempt`` of each of the task's ``status.active`` items (None: the first attempt)."""
+    return [run.get("attempt") for run in kube.status(name).get("active", [])]
+
+
+async def retry_until_given_up(kube: FakeKube, clock: FakeClock, calls: list[Any], name: str) -> None:
+    """backoffLimit 2, attempt 1 done: waits out the 10 s and 20 s backoffs (calls 2 and 3), then
+    for the run to be given up."""
+    for backoff in (10, 20):
+        await until(lambda: clock.next_deadline is not None, "the backoff wait")
+        await clock.advance(seconds=backoff)
+        await until(lambda n=backoff: len(calls) == 2 + (n == 20), "the next attempt")
+    await until(lambda: kube.status(name).get("lastFailureTime"), "the run given up")
+
+
 async def test_a_handler_run_taken_over_during_its_backoff_keeps_its_attempt_count(tmp_path: Path) -> None:
     """backoffLimit holds across replicas: a rollout during a handler's backoff does not start the
     count again (the attempt is in the run's status.active item, where the next replica reads it)."""
@@ -308,16 +323,12 @@ async def test_a_handler_run_taken_over_during_its_backoff_keeps_its_attempt_cou
         await w.apply("h", {"interval": "1h", "backoffLimit": 2, "handler": {"name": "failing"}})
         await clock.set(first)
         await until(lambda: len(calls) == 1, "the first attempt")
-        await until(lambda: [run.get("attempt") for run in kube.status("h").get("active", [])] == [2], "attempt 2")
+        await until(lambda: active_attempts(kube, "h") == [2], "attempt 2")
     # Stopped during the 10 s backoff: the run is released, and the next replica takes it over.
     async with running_world(kube, clock, backend, poll_interval=30) as w:
         w.handlers.register("failing", failing, namespaces="*")
         await restart(w, "h")
-        for backoff in (10, 20):
-            await until(lambda: clock.next_deadline is not None, "the backoff wait")
-            await clock.advance(seconds=backoff)
-            await until(lambda n=backoff: len(calls) == 2 + (n == 20), "the next attempt")
-        await until(lambda: kube.status("h").get("lastFailureTime"), "the run given up")
+        await retry_until_given_up(kube, clock, calls, "h")
         assert len(calls) == 3  # backoffLimit 2: three attempts in all, two of them on the second replica
         assert kube.status("h")["active"] == []
 
@@ -341,16 +352,12 @@ async def test_a_handler_run_taken_over_by_a_replica_whose_watch_lags_reads_its_
         w.handlers.register("failing", failing, namespaces="*")
         await w.apply("h", {"interval": "1h", "backoffLimit": 2, "handler": {"name": "failing"}})
         await clock.set(first)
-        await until(lambda: [run.get("attempt") for run in kube.status("h").get("active", [])] == [2], "attempt 2")
+        await until(lambda: active_attempts(kube, "h") == [2], "attempt 2")
     await clock.advance(seconds=2)  # the rollout: the run is taken over 2 s into its backoff
     async with running_world(kube, clock, backend, poll_interval=30) as w:
         w.handlers.register("failing", failing, namespaces="*")
         # No watch event for the task: its poll leases the run first.
-        for backoff in (10, 20):
-            await until(lambda: clock.next_deadline is not None, "the backoff wait")
-            await clock.advance(seconds=backoff)
-            await until(lambda n=backoff: len(calls) == 2 + (n == 20), "the next attempt")
-        await until(lambda: kube.status("h").get("lastFailureTime"), "the run given up")
+        await retry_until_given_up(kube, clock, calls, "h")
         assert len(calls) == 3  # backoffLimit 2: the second replica ran attempts 2 and 3 only
 
 
@@ -373,20 +380,16 @@ async def test_a_replica_whose_watch_lags_does_not_erase_another_replicas_status
         await until(lambda: kube.status("h").get("nextRunTime"), "the first status write")
         stale = copy.deepcopy(kube.tasks[("ns", "h")])  # as B's watch shows it: before the run
         await clock.set(first)
-        await until(lambda: [run.get("attempt") for run in kube.status("h").get("active", [])] == [2], "attempt 2")
+        await until(lambda: active_attempts(kube, "h") == [2], "attempt 2")
     async with running_world(kube, clock, backend, poll_interval=30) as w:
         w.handlers.register("failing", failing, namespaces="*")
         written = len(kube.status_writes)
         await w.parts.mirror.on_event(None, stale)  # B reconciles the stale copy: a status write follows
         await until(lambda: len(kube.status_writes) > written, "B's status write")
-        assert [run.get("attempt") for run in kube.status("h").get("active", [])] == [2]
+        assert active_attempts(kube, "h") == [2]
         assert kube.conflicts == 1  # its first try, built on the stale copy
         assert w.metrics.status_conflicts._value.get() == 1
-        for backoff in (10, 20):
-            await until(lambda: clock.next_deadline is not None, "the backoff wait")
-            await clock.advance(seconds=backoff)
-            await until(lambda n=backoff: len(calls) == 2 + (n == 20), "the next attempt")
-        await until(lambda: kube.status("h").get("lastFailureTime"), "the run given up")
+        await retry_until_given_up(kube, clock, calls, "h")
         assert len(calls) == 3  # backoffLimit 2 held across the two replicas
 
 
@@ -432,7 +435,7 @@ async def test_a_one_off_handler_run_released_during_its_backoff_is_taken_over_n
         w.handlers.register("failing", failing, namespaces="*")
         await w.apply("once", spec)
         await clock.set(at)
-        await until(lambda: [run.get("attempt") for run in kube.status("once").get("active", [])] == [2], "attempt 2")
+        await until(lambda: active_attempts(kube, "once") == [2], "attempt 2")
     async with running_world(kube, clock, backend, poll_interval=30) as w:
         w.handlers.register("failing", failing, namespaces="*")
         await restart(w, "once")  # the watch delivers the task before the first poll

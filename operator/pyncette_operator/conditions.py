@@ -26,6 +26,8 @@ class ReadyReason:
 
     SCHEDULED = "Scheduled"
     SUSPENDED = "Suspended"
+    STARTED = "Started"
+    """An ``executeAt`` task whose run is in flight (shown as ``Completed`` once it has ended)."""
     COMPLETED = "Completed"
     BACKEND_UNAVAILABLE = "BackendUnavailable"
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from typing import Any
 
 from pyncette_operator import freshness
@@ -34,6 +35,7 @@ from pyncette_operator.conditions import READY
 from pyncette_operator.conditions import RUNNING
 from pyncette_operator.conditions import WAITING
 from pyncette_operator.conditions import Condition
+from pyncette_operator.conditions import ReadyReason
 from pyncette_operator.conditions import RunningReason
 from pyncette_operator.conditions import find
 from pyncette_operator.conditions import render_condition
@@ -256,6 +258,10 @@ class TaskStatus:
             if seen is not None:
                 conditions.append(dict(seen))
         else:
+            if ready.reason == ReadyReason.COMPLETED and active:
+                # The mirror says "done" once the one-off has started; until its run ends, say so.
+                message = "the one-off run has started; it has not ended yet"
+                ready = replace(ready, reason=ReadyReason.STARTED, message=message)
             conditions.append(render_condition(ready, previous=find(previous, READY), now=now))
         if active:
             names = ", ".join(run.name for run in active[:3]) + (" …" if len(active) > 3 else "")

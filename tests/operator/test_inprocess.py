@@ -324,6 +324,29 @@ async def test_existing_pod_is_adopted_not_duplicated(world: World) -> None:
     assert world.metrics.pods_created._value.get() == 0
 
 
+def ready_of(status: dict[str, Any]) -> tuple[str, str] | None:
+    ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+    return None if ready is None else (ready["status"], ready["reason"])
+
+
+async def test_a_one_off_says_started_while_its_run_is_in_flight_and_completed_once_it_ended(world: World) -> None:
+    at = T0 + datetime.timedelta(minutes=5)
+    await world.apply("once", {"executeAt": "2030-01-01T00:05:00Z", "podTemplate": POD})
+    await until(lambda: ready_of(world.kube.status("once")) == ("True", "Scheduled"), "Ready=Scheduled")
+    await world.clock.set(at)
+    [pod] = await until(lambda: world.pods_of("once"), "the run Pod")
+    await until(lambda: world.kube.status("once").get("active"), "the run listed as active")
+    await world.apply("once", {"executeAt": "2030-01-01T00:05:00Z", "podTemplate": POD})  # the echo of that write
+    await until(lambda: ready_of(world.kube.status("once")) == ("True", "Started"), "Ready=Started")
+    ready = next(c for c in world.kube.status("once")["conditions"] if c["type"] == "Ready")
+    assert "not ended" in ready["message"]
+
+    world.finish_pod(pod["metadata"]["name"])
+    await until(lambda: world.kube.status("once").get("lastSuccessfulTime"), "its success")
+    await until(lambda: ready_of(world.kube.status("once")) == ("True", "Completed"), "Ready=Completed")
+    assert world.kube.status("once")["active"] == []
+
+
 async def test_handler_run_gets_args(world: World) -> None:
     calls: list[dict[str, Any]] = []
 

@@ -450,10 +450,7 @@ class StatusWriter:
             # so that even this write cannot remove what another replica wrote.
             seen = await self._reread(key, state)
             if seen != "fresh":
-                if seen == "gone":
-                    self.forget(*key)
-                else:
-                    self.changed(*key)
+                self._not_written(key, seen)
                 return
         for fresh in (False, True):
             body = state.render(self._wall_clock())
@@ -467,13 +464,11 @@ class StatusWriter:
                 if self._on_conflict is not None:
                     self._on_conflict()
                 seen = None if fresh else await self._reread(key, state)
-                if seen == "gone":
-                    self.forget(*key)
-                    return
                 if seen == "fresh":
                     continue  # built again on what the apiserver has now
-                logger.info("The status of %s/%s changed meanwhile; writing it later", key[0], key[1])
-                self.changed(*key)
+                if seen is None:
+                    logger.info("The status of %s/%s changed meanwhile; writing it later", key[0], key[1])
+                self._not_written(key, seen)
                 return
             except Exception as e:
                 logger.warning("Writing the status of %s/%s failed, retrying later: %s", key[0], key[1], e)
@@ -486,6 +481,14 @@ class StatusWriter:
         # What we wrote is now what the next write builds on, even before the watch echoes it.
         state.observed = {**state.observed, **body}
         state.resource_version = version
+
+    def _not_written(self, key: Key, seen: str | None) -> None:
+        """A write that did not happen after a re-read (``_reread``): the task is forgotten if it is
+        gone, else written again later."""
+        if seen == "gone":
+            self.forget(*key)
+        else:
+            self.changed(*key)
 
     async def _reread(self, key: Key, state: TaskStatus) -> str | None:
         """After a StaleView: observes the task's status as the apiserver has it now ("fresh"), or

@@ -27,8 +27,10 @@ deleted then). The new instance has a later time, so its Pod would have another 
 run-now run that has ended leaves a ``namespace/name@run-now-done:value`` marker in the backend
 before its commit (kept a day, then it removes itself), and a run-now instance whose marker exists
 is skipped. A backfill request has the same race (its late registration starts again from the
-first slot): Pod slots find their Pods, which carry the backfill, and handler slots are checked
-against ``namespace/name@backfill-done:value``, which records the latest slot that ended.
+first slot): Pod slots find their Pods, which carry the backfill, and every slot is checked against
+``namespace/name@backfill-done:value``, which records the latest slot that ended (for a Pod slot:
+whose run is over or handed to a watcher), so a slot whose Pod the history limits pruned does not
+run again either.
 """
 
 from __future__ import annotations
@@ -549,12 +551,13 @@ class Mirror:
         return await self.ctx.get_task(self._template, marker) is not None
 
     async def mark_backfill_slot_done(self, task: TaskSpec, value: str, slot: datetime.datetime) -> None:
-        """Records that the handler run of backfill ``value``'s slot ``slot`` has ended (handler
-        slots run one after the other, so the latest slot covers every earlier one)."""
+        """Records that the run of backfill ``value``'s slot ``slot`` has ended (slots start one
+        after the other, each once the one before has ended or its Pod was handed to a watcher, so
+        the latest slot covers every earlier one)."""
         await self._mark_done(task, backfill_done_key(task.namespace, task.name, value), done_through=slot.isoformat())
 
     async def backfill_done_through(self, task: TaskSpec, value: str) -> datetime.datetime | None:
-        """The latest slot of backfill ``value`` whose handler run has ended, or None."""
+        """The latest slot of backfill ``value`` whose run has ended, or None."""
         stored = await self.ctx.get_task(self._template, backfill_done_key(task.namespace, task.name, value))
         raw = stored.task.extra_args.get("done_through") if stored is not None else None
         try:

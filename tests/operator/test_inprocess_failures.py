@@ -584,6 +584,39 @@ async def test_a_lagging_replica_registering_a_handler_backfill_again_reruns_no_
         assert own is not None and (own["started"], own["succeeded"], own["skipped"]) == (2, 2, 0)
 
 
+async def test_a_lagging_replica_registering_a_pod_backfill_again_reruns_no_pruned_slot(tmp_path: Path) -> None:
+    """The Pod counterpart, with the history limits pruning every finished Pod: the slots' Pods are
+    gone when the late registration leases them again, so only the backend marker can tell that
+    they ran. No second Pod starts, and nothing is counted again."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'backfill-pods.db'}"
+    spec = {"schedule": "0 * * * *", "successfulRunsHistoryLimit": 0, "podTemplate": POD}
+    value = "2029-12-31T22:00:00Z/2029-12-31T23:00:00Z"
+    instance = "ns/bf@backfill:" + value
+    async with running_world(kube, clock, backend) as a:
+        await a.apply("bf", spec)
+        lagging = copy.deepcopy(await a.apply("bf", spec, annotations={"pyncette.dev/backfill": value}))
+        pods = await until(lambda: len(a.pods_of("bf")) == 2 and a.pods_of("bf"), "both slots' Pods")
+        for pod in pods:
+            a.finish_pod(pod["metadata"]["name"])
+        await until(lambda: (b := kube.status("bf").get("backfill")) and b["phase"] == "Completed", "completed")
+        await until(lambda: not a.pods_of("bf"), "the finished Pods pruned")
+        template = a.parts.mirror._template
+        await until_async(lambda: a.ctx.get_task(template, instance), lambda task: task is None, "every slot started")
+        assert a.metrics.pods_created._value.get() == 2
+    async with running_world(kube, clock, backend) as b:
+        b.tracker.resync([], since=b.tracker.mark(), namespaces=["ns"])  # B's Pod listing: none left
+        await b.parts.mirror.on_event(None, lagging)  # B's stale copy: the annotation, no status.backfill
+        assert b.metrics.registrations.labels(action="backfill")._value.get() == 1
+        await until_async(
+            lambda: b.ctx.get_task(template, instance),
+            lambda task: task is None or bool(b.pods_of("bf")),
+            "its slots leased (or a Pod started again)",
+        )
+        assert b.pods_of("bf") == [] and b.metrics.pods_created._value.get() == 0
+        assert b.parts.mirror._status.state("ns", "bf").backfill_counts is None
+
+
 async def test_handler_past_active_deadline_is_cancelled(world: World) -> None:
     cancelled: list[bool] = []
 

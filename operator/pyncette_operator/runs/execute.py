@@ -250,11 +250,13 @@ class RunExecutor:
             await self._record_ended(task, scheduled_at, run_now)
 
     async def _record_ended(self, task: TaskSpec, scheduled_at: datetime.datetime, run_now: str | None) -> None:
-        """Before the commit of a run-now or of a handler backfill slot that has ended: a lagging
-        replica's registration of the same request then finds the marker (see ``Mirror``). A
-        backfill's Pod slots need none: their Pods carry the backfill."""
+        """Before the commit of a run-now or of a backfill slot that has ended: a lagging replica's
+        registration of the same request then finds the marker (see ``Mirror``). A backfill's Pod
+        slots carry the backfill on their Pods too, but the history limits may have pruned those.
+        A Pod slot has "ended" here once its run is over for the schedule: followed to its end, or
+        handed to a watcher (Allow), which only happens after its Pod was created."""
         filling = _BACKFILL.get()
-        if run_now is None and (filling is None or task.is_pod):
+        if run_now is None and filling is None:
             return
         try:
             if run_now is not None:
@@ -286,12 +288,13 @@ class RunExecutor:
                 )
                 self._backfill_count(task, value, "skipped")  # it has a run already (on schedule, or before)
                 return
-        else:
-            done = await self._mirror.backfill_done_through(task, value)
-            if done is not None and scheduled_at <= done:
-                # Registered again by a lagging replica after this slot ran: neither run nor counted.
-                logger.info("Backfill %s of %s: slot %s has run already", value, task.key, format_time(scheduled_at))
-                return
+        # No Pod of it is left (if it ran, the history limits pruned it) or it is a handler slot: the
+        # marker tells. Slots start in order, each after the one before has ended or been handed over.
+        done = await self._mirror.backfill_done_through(task, value)
+        if done is not None and scheduled_at <= done:
+            # Registered again by a lagging replica after this slot ran: neither run nor counted.
+            logger.info("Backfill %s of %s: slot %s has run already", value, task.key, format_time(scheduled_at))
+            return
         self._backfill_count(task, value, "started")
         sequential = task.concurrency_policy != "Allow"
         next_time = None if sequential else context.task.get_next_execution(now, scheduled_at)

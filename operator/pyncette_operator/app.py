@@ -257,7 +257,8 @@ async def resync_pods(
 
 def reconcile_active(*, tracker: PodTracker, status: StatusWriter, leased: set[str] | None) -> None:
     """``status.active`` from the cluster: a Pod run is active while its Pod exists and has not
-    finished; a handler run while its backend entry is leased (``leased``: instance keys; None: unknown)."""
+    finished; a handler run while its backend entry is leased (``leased``: instance keys; None: unknown).
+    Another replica's Pod run found succeeded counts for ``lastSuccessfulTime`` (that replica may be gone)."""
     for (namespace, name), state in status.states():
         instance = f"{namespace}/{name}"
 
@@ -271,7 +272,11 @@ def reconcile_active(*, tracker: PodTracker, status: StatusWriter, leased: set[s
                 return False if tracker.synced else None
             return not view.finished
 
-        if state.reconcile_active(alive):
+        def succeeded_at(kind: str, run: str, _namespace: str = namespace) -> datetime.datetime | None:
+            view = tracker.get(_namespace, run) if kind == "Pod" else None
+            return view.finished_at if view is not None and view.succeeded else None
+
+        if state.reconcile_active(alive, succeeded_at):
             status.changed(namespace, name)
 
 

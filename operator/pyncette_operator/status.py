@@ -277,17 +277,31 @@ class TaskStatus:
         out["conditions"] = conditions
         return out
 
-    def reconcile_active(self, alive: Callable[[str, str], bool | None]) -> bool:
+    def reconcile_active(
+        self,
+        alive: Callable[[str, str], bool | None],
+        succeeded_at: Callable[[str, str], datetime.datetime | None] | None = None,
+    ) -> bool:
         """Drops runs that another replica reported in ``active`` and that no longer run:
-        ``alive(kind, name)`` says True, False, or None (cannot tell). Returns True if any were dropped."""
+        ``alive(kind, name)`` says True, False, or None (cannot tell). Returns True if any were dropped.
+
+        ``succeeded_at(kind, name)``: when a dropped run succeeded, if the cluster tells (its Pod
+        succeeded). That replica may have stopped before it could record it (a Pod it had handed to
+        a watcher when the next run was due, then a rollout or kill -9), so the success counts for
+        ``lastSuccessfulTime`` here. Recording it twice is harmless: times only move forward. A
+        failure is not recorded this way: a failed attempt may still be retried by its replica."""
         dropped = False
         for item in self.observed.get("active") or []:
             name = item.get("name") if isinstance(item, Mapping) else None
             if not name or name in self.active or name in self.finished:
                 continue
-            if alive(str(item.get("kind") or "Pod"), str(name)) is False:
+            kind = str(item.get("kind") or "Pod")
+            if alive(kind, str(name)) is False:
                 self.finished[name] = None
                 dropped = True
+                when = succeeded_at(kind, str(name)) if succeeded_at is not None else None
+                if when is not None and (self.last_successful_time is None or when > self.last_successful_time):
+                    self.last_successful_time = when
         return dropped
 
     def _merged_active(self) -> list[ActiveRun]:

@@ -26,6 +26,7 @@ from test_inprocess import running_world
 from test_inprocess import until
 
 from pyncette.clock import FakeClock
+from pyncette_operator.app import reconcile_active
 from pyncette_operator.spec import format_time
 
 MINUTE = datetime.timedelta(minutes=1)
@@ -615,6 +616,37 @@ async def test_a_lagging_replica_registering_a_pod_backfill_again_reruns_no_prun
         )
         assert b.pods_of("bf") == [] and b.metrics.pods_created._value.get() == 0
         assert b.parts.mirror._status.state("ns", "bf").backfill_counts is None
+
+
+async def test_a_handed_over_pod_that_succeeds_after_its_replica_stopped_still_counts_as_a_success(
+    tmp_path: Path,
+) -> None:
+    """Allow: a run whose Pod outlives the next scheduled time hands the Pod to a watcher and lets the
+    schedule move on. The replica stops (a rollout) before the Pod ends, so nobody follows it. When
+    the other replica finds the Pod succeeded, the task's lastSuccessfulTime says so (maxSuccessAge
+    and the Stale condition rely on it)."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'handover.db'}"
+    # A run waiting on its Pod checks the next scheduled time every leaseDuration / 3 of real time
+    # (10 s here); the lease outlasts the clock's jump to the next run, so it never expires.
+    spec = {"interval": "30s", "leaseDuration": "31s", "podTemplate": POD}
+    async with running_world(kube, clock, backend) as a:
+        await a.apply("long", spec)
+        await clock.set(T0 + datetime.timedelta(seconds=30))
+        [first] = await until(lambda: a.pods_of("long"), "the first run's Pod")
+        await clock.advance(seconds=30)  # the next run is due: the first Pod is handed to a watcher
+        await until(lambda: len(a.pods_of("long")) == 2, "the second run's Pod", timeout=30)
+        await until(lambda: len(kube.status("long").get("active") or []) == 2, "both runs listed as active")
+    assert "lastSuccessfulTime" not in kube.status("long")
+    async with running_world(kube, clock, backend) as b:
+        await clock.advance(seconds=10)
+        b.finish_pod(first["metadata"]["name"])  # it ends while nobody follows it
+        await restart(b, "long")
+        reconcile_active(tracker=b.tracker, status=b.parts.status, leased=None)  # B's Pod resync or sweep
+        await until(lambda: kube.status("long").get("lastSuccessfulTime"), "its success recorded")
+        assert kube.status("long")["lastSuccessfulTime"] == "2030-01-01T00:01:10Z"
+        assert [run["name"] for run in kube.status("long")["active"]] != []  # the second run still runs
+        assert first["metadata"]["name"] not in [run["name"] for run in kube.status("long")["active"]]
 
 
 async def test_handler_past_active_deadline_is_cancelled(world: World) -> None:

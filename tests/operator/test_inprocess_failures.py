@@ -618,6 +618,46 @@ async def test_a_lagging_replica_registering_a_pod_backfill_again_reruns_no_prun
         assert b.parts.mirror._status.state("ns", "bf").backfill_counts is None
 
 
+async def test_a_lagging_replica_registering_a_pod_backfill_again_counts_no_skipped_slot_twice(
+    tmp_path: Path,
+) -> None:
+    """A slot that an earlier backfill ran is skipped and counted as such once. Replica B's late
+    registration of the request leases it again and finds the same Pod: it must not count it as
+    skipped a second time (the totals would exceed what was requested)."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'backfill-skipped.db'}"
+    spec = {"schedule": "0 * * * *", "podTemplate": POD}
+    first, second = "2029-12-31T22:00:00Z/2029-12-31T22:00:00Z", "2029-12-31T22:00:00Z/2029-12-31T23:00:00Z"
+    instance = "ns/bf@backfill:" + second
+
+    def completed(value: str) -> Any:
+        return (b := kube.status("bf").get("backfill")) and b["value"] == value and b["phase"] == "Completed" and b
+
+    async with running_world(kube, clock, backend) as a:
+        await a.apply("bf", spec)
+        await a.apply("bf", spec, annotations={"pyncette.dev/backfill": first})
+        [pod] = await until(lambda: a.pods_of("bf"), "the first backfill's Pod")
+        a.finish_pod(pod["metadata"]["name"])
+        await until(lambda: completed(first), "the first backfill completed")
+        lagging = copy.deepcopy(await a.apply("bf", spec, annotations={"pyncette.dev/backfill": second}))
+        name = pod["metadata"]["name"]
+        newer = await until(lambda: [p for p in a.pods_of("bf") if p["metadata"]["name"] != name], "the 23:00 Pod")
+        a.finish_pod(newer[0]["metadata"]["name"])
+        done = await until(lambda: completed(second), "the second backfill completed")
+        assert (done["requested"], done["skipped"], done["succeeded"]) == (2, 1, 1)
+        template = a.parts.mirror._template
+        await until_async(lambda: a.ctx.get_task(template, instance), lambda task: task is None, "every slot started")
+    async with running_world(kube, clock, backend) as b:
+        for listed in kube.pods.values():
+            b.tracker.observe(None, copy.deepcopy(listed))
+        b.tracker.resync(list(kube.pods.values()), since=b.tracker.mark(), namespaces=["ns"])
+        await b.parts.mirror.on_event(None, lagging)  # B's stale copy: the second request, not its record
+        assert b.metrics.registrations.labels(action="backfill")._value.get() == 1
+        await until_async(lambda: b.ctx.get_task(template, instance), lambda task: task is None, "its slots leased")
+        assert b.parts.mirror._status.state("ns", "bf").backfill_counts is None
+        assert len(b.pods_of("bf")) == 2 and b.metrics.pods_created._value.get() == 0
+
+
 async def test_a_handed_over_pod_that_succeeds_after_its_replica_stopped_still_counts_as_a_success(
     tmp_path: Path,
 ) -> None:

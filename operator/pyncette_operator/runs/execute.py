@@ -256,16 +256,29 @@ class RunExecutor:
         A Pod slot has "ended" here once its run is over for the schedule: followed to its end, or
         handed to a watcher (Allow), which only happens after its Pod was created."""
         filling = _BACKFILL.get()
-        if run_now is None and filling is None:
-            return
-        try:
-            if run_now is not None:
+        if run_now is not None:
+            try:
                 await self._mirror.mark_run_now_done(task, run_now)
-            elif filling is not None:
-                await self._mirror.mark_backfill_slot_done(task, filling, scheduled_at)
+            except Exception as e:
+                logger.warning(
+                    "Could not record that run now %r of %s has run: %s: %s", run_now, task.key, type(e).__name__, e
+                )
+        elif filling is not None:
+            await self._mark_backfill_slot(task, filling, scheduled_at)
+
+    async def _mark_backfill_slot(self, task: TaskSpec, value: str, scheduled_at: datetime.datetime) -> None:
+        """Moves backfill ``value``'s marker to this settled slot (run, or skipped for another run)."""
+        try:
+            await self._mirror.mark_backfill_slot_done(task, value, scheduled_at)
         except Exception as e:
-            what = f"run now {run_now!r}" if run_now is not None else f"backfill {filling!r} slot {scheduled_at}"
-            logger.warning("Could not record that %s of %s has run: %s: %s", what, task.key, type(e).__name__, e)
+            logger.warning(
+                "Could not record that backfill %r slot %s of %s has run: %s: %s",
+                value,
+                format_time(scheduled_at),
+                task.key,
+                type(e).__name__,
+                e,
+            )
 
     async def _backfill_slot(self, context: Context, task: TaskSpec, value: str) -> None:
         """One slot of a backfill (see ``pyncette_operator.backfill``): run it unless it has a run."""
@@ -277,23 +290,24 @@ class RunExecutor:
             logger.info("Backfill %s of %s: every slot has started", value, task.key)
             await self._mirror.ctx.unschedule_task(context.task)
             return
-        if task.is_pod:
-            slot = self._pods.slot(task, scheduled_at, "")
-            if value in slot.backfills:
-                await self._backfill_slot_again(context, task, value, scheduled_at, running=slot.running is not None)
-                return
-            if slot.succeeded is not None or slot.running is not None or slot.next_attempt > 0:
-                logger.info(
-                    "Backfill %s of %s: slot %s has a run already; skipped", value, task.key, format_time(scheduled_at)
-                )
-                self._backfill_count(task, value, "skipped")  # it has a run already (on schedule, or before)
-                return
-        # No Pod of it is left (if it ran, the history limits pruned it) or it is a handler slot: the
-        # marker tells. Slots start in order, each after the one before has ended or been handed over.
+        slot = self._pods.slot(task, scheduled_at, "") if task.is_pod else None
+        if slot is not None and value in slot.backfills:
+            await self._backfill_slot_again(context, task, value, scheduled_at, running=slot.running is not None)
+            return
+        # Slots are settled in order, each after the one before has ended, been handed over or been
+        # skipped, and each moves the marker: a slot at or before it was settled by this backfill
+        # (a handler slot has no Pod to tell, a Pod slot's Pod may have been pruned since).
         done = await self._mirror.backfill_done_through(task, value)
         if done is not None and scheduled_at <= done:
             # Registered again by a lagging replica after this slot ran: neither run nor counted.
             logger.info("Backfill %s of %s: slot %s has run already", value, task.key, format_time(scheduled_at))
+            return
+        if slot is not None and (slot.succeeded is not None or slot.running is not None or slot.next_attempt > 0):
+            logger.info(
+                "Backfill %s of %s: slot %s has a run already; skipped", value, task.key, format_time(scheduled_at)
+            )
+            self._backfill_count(task, value, "skipped")  # it has a run already (on schedule, or before)
+            await self._mark_backfill_slot(task, value, scheduled_at)
             return
         self._backfill_count(task, value, "started")
         sequential = task.concurrency_policy != "Allow"

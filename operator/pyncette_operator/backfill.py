@@ -11,7 +11,8 @@ be in the future. How it runs:
 * Each slot runs like a scheduled run with the same deterministic Pod name, so a slot that already
   has a Pod (it ran on schedule, or an earlier backfill ran it) is not run again but counted as
   skipped. A slot of this backfill whose Pod the history limits have pruned is recognised by the
-  backend marker of its backfill (``Mirror.mark_backfill_slot_done``, kept a day).
+  backend marker of its backfill (``Mirror.mark_backfill_slot_done``, kept a day after the latest
+  slot).
 * A backfill's Pods carry its value (``pyncette.dev/backfill``). A slot leased again whose Pod is
   this backfill's own (a second replica's registration landed after slots ran and moved the
   instance back, or the lease holder died) is not counted again; under Forbid or Replace a Pod of

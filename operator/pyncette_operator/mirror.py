@@ -554,7 +554,9 @@ class Mirror:
         """Records that the run of backfill ``value``'s slot ``slot`` has ended (slots start one
         after the other, each once the one before has ended or its Pod was handed to a watcher, so
         the latest slot covers every earlier one)."""
-        await self._mark_done(task, backfill_done_key(task.namespace, task.name, value), done_through=slot.isoformat())
+        marker = backfill_done_key(task.namespace, task.name, value)
+        # Renewed at every slot: a backfill running for longer than the marker's memory keeps it.
+        await self._mark_done(task, marker, renew=True, done_through=slot.isoformat())
 
     async def backfill_done_through(self, task: TaskSpec, value: str) -> datetime.datetime | None:
         """The latest slot of backfill ``value`` whose run has ended, or None."""
@@ -565,12 +567,15 @@ class Mirror:
         except ValueError:
             return None
 
-    async def _mark_done(self, task: TaskSpec, marker: str, **extra: Any) -> None:
-        """Writes a marker: a one-off due after ``DONE_MARKER_MEMORY`` (from its first write; the
-        core keeps the sooner time). Its own run does nothing, and its commit deletes it."""
+    async def _mark_done(self, task: TaskSpec, marker: str, *, renew: bool = False, **extra: Any) -> None:
+        """Writes a marker: a one-off due after ``DONE_MARKER_MEMORY``, counted from its first write
+        (the core keeps the sooner time), or from this write with ``renew`` (written over, even
+        while its own run holds it: that run's commit then finds its lease gone and deletes
+        nothing). Its own run does nothing, and its commit deletes it."""
         await self.ctx.schedule_task(
             self._template,
             marker,
+            force=renew,
             execute_at=self.ctx.clock.now() + DONE_MARKER_MEMORY,
             uid=task.uid,
             generation=task.generation,

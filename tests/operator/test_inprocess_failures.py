@@ -658,6 +658,46 @@ async def test_a_lagging_replica_registering_a_pod_backfill_again_counts_no_skip
         assert len(b.pods_of("bf")) == 2 and b.metrics.pods_created._value.get() == 0
 
 
+async def test_a_backfill_running_longer_than_a_day_keeps_its_marker_to_the_end(tmp_path: Path) -> None:
+    """The backfill-done marker is kept a day. Its memory counts from the latest slot that ended, not
+    from the first: a late registration landing two hours after a 23-hour slot must still find it."""
+    kube, clock = FakeKube(), FakeClock(T0)
+    backend = f"sqlite:///{tmp_path / 'long-backfill.db'}"
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(context: Any) -> None:
+        when = context.scheduled_at.isoformat()
+        calls.append(when)
+        if when == "2029-12-31T23:00:00+00:00":
+            await release.wait()  # the backfill's second slot runs for 23 hours
+
+    def backfilled() -> list[str]:  # (the hourly schedule runs the handler too)
+        return [when for when in calls if when < "2030"]
+
+    spec = {"schedule": "0 * * * *", "leaseDuration": "48h", "handler": {"name": "slow"}}
+    value = "2029-12-31T22:00:00Z/2029-12-31T23:00:00Z"
+    instance = "ns/bf@backfill:" + value
+    async with running_world(kube, clock, backend) as a:
+        a.handlers.register("slow", slow, namespaces="*")
+        await a.apply("bf", spec)
+        lagging = copy.deepcopy(await a.apply("bf", spec, annotations={"pyncette.dev/backfill": value}))
+        await until(lambda: len(backfilled()) == 2, "the second slot running")
+        await clock.advance(seconds=23 * 3600)
+        release.set()
+        await until(lambda: (b := kube.status("bf").get("backfill")) and b["phase"] == "Completed", "completed")
+        template = a.parts.mirror._template
+        await until_async(lambda: a.ctx.get_task(template, instance), lambda task: task is None, "every slot started")
+        await clock.advance(seconds=2 * 3600)  # a day after the first slot ended, an hour before the second's
+        marker = "ns/bf@backfill-done:" + value
+        assert await a.ctx.get_task(template, marker) is not None
+    async with running_world(kube, clock, backend) as b:
+        b.handlers.register("slow", slow, namespaces="*")
+        await b.parts.mirror.on_event(None, lagging)  # B's stale copy: the annotation, no status.backfill
+        await until_async(lambda: b.ctx.get_task(template, instance), lambda task: task is None, "its slots leased")
+        assert backfilled() == ["2029-12-31T22:00:00+00:00", "2029-12-31T23:00:00+00:00"]
+
+
 async def test_a_handed_over_pod_that_succeeds_after_its_replica_stopped_still_counts_as_a_success(
     tmp_path: Path,
 ) -> None:

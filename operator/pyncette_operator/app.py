@@ -258,7 +258,8 @@ async def resync_pods(
 def reconcile_active(*, tracker: PodTracker, status: StatusWriter, leased: set[str] | None) -> None:
     """``status.active`` from the cluster: a Pod run is active while its Pod exists and has not
     finished; a handler run while its backend entry is leased (``leased``: instance keys; None: unknown).
-    Another replica's Pod run found succeeded counts for ``lastSuccessfulTime`` (that replica may be gone)."""
+    Another replica's Pod run found finished counts for ``lastSuccessfulTime`` (or, handed over,
+    ``lastFailureTime``): that replica may be gone (see ``TaskStatus.reconcile_active``)."""
     for (namespace, name), state in status.states():
         instance = f"{namespace}/{name}"
 
@@ -272,11 +273,13 @@ def reconcile_active(*, tracker: PodTracker, status: StatusWriter, leased: set[s
                 return False if tracker.synced else None
             return not view.finished
 
-        def succeeded_at(kind: str, run: str, _namespace: str = namespace) -> datetime.datetime | None:
+        def ended(kind: str, run: str, _namespace: str = namespace) -> tuple[bool, datetime.datetime] | None:
             view = tracker.get(_namespace, run) if kind == "Pod" else None
-            return view.finished_at if view is not None and view.succeeded else None
+            if view is None or not view.finished or view.finished_at is None:
+                return None
+            return view.succeeded, view.finished_at
 
-        if state.reconcile_active(alive, succeeded_at):
+        if state.reconcile_active(alive, ended):
             status.changed(namespace, name)
 
 

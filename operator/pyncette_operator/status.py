@@ -101,11 +101,16 @@ class ActiveRun:
     """Which attempt of the run is in flight, or waits out its backoff (1: the first). Shown in
     status from the first retry on: a replica that takes a handler run over continues the count
     from there (a Pod run's attempts are on its Pods)."""
+    handed_over: bool = False
+    """A Pod run handed to the Pod watch at the next scheduled time: never retried, so its Pod's end
+    is its outcome, whichever replica finds it (see ``TaskStatus.reconcile_active``)."""
 
     def render(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "scheduledAt": format_time(self.scheduled_at)}
         if self.attempt > 1:
             out["attempt"] = self.attempt
+        if self.handed_over:
+            out["handedOver"] = True
         return out
 
 
@@ -280,16 +285,18 @@ class TaskStatus:
     def reconcile_active(
         self,
         alive: Callable[[str, str], bool | None],
-        succeeded_at: Callable[[str, str], datetime.datetime | None] | None = None,
+        ended: Callable[[str, str], tuple[bool, datetime.datetime] | None] | None = None,
     ) -> bool:
         """Drops runs that another replica reported in ``active`` and that no longer run:
         ``alive(kind, name)`` says True, False, or None (cannot tell). Returns True if any were dropped.
 
-        ``succeeded_at(kind, name)``: when a dropped run succeeded, if the cluster tells (its Pod
-        succeeded). That replica may have stopped before it could record it (a Pod it had handed to
-        a watcher when the next run was due, then a rollout or kill -9), so the success counts for
-        ``lastSuccessfulTime`` here. Recording it twice is harmless: times only move forward. A
-        failure is not recorded this way: a failed attempt may still be retried by its replica."""
+        ``ended(kind, name)``: (succeeded, when) for a dropped run whose end the cluster shows (its
+        Pod finished). That replica may have stopped before it could record it (a Pod it had handed
+        to the Pod watch, then a rollout or kill -9), so the outcome counts for
+        ``lastSuccessfulTime``/``lastFailureTime`` here: a success always (nothing follows it), a
+        failure only for a run marked ``handedOver`` (otherwise a live replica may still retry the
+        attempt). Recording it twice is harmless: times only move forward. Events and the circuit
+        breaker stay with the replica that ran it (they would be duplicated)."""
         dropped = False
         for item in self.observed.get("active") or []:
             name = item.get("name") if isinstance(item, Mapping) else None
@@ -299,9 +306,14 @@ class TaskStatus:
             if alive(kind, str(name)) is False:
                 self.finished[name] = None
                 dropped = True
-                when = succeeded_at(kind, str(name)) if succeeded_at is not None else None
-                if when is not None and (self.last_successful_time is None or when > self.last_successful_time):
-                    self.last_successful_time = when
+                outcome = ended(kind, str(name)) if ended is not None else None
+                if outcome is None:
+                    continue
+                succeeded, when = outcome
+                if succeeded:
+                    self.last_successful_time = _max_time(self.last_successful_time, when)
+                elif item.get("handedOver") is True:
+                    self.last_failure_time = _max_time(self.last_failure_time, when)
         return dropped
 
     def _merged_active(self) -> list[ActiveRun]:
@@ -314,7 +326,8 @@ class TaskStatus:
                 when = parse_time(str(item.get("scheduledAt")))
             except ValueError:
                 continue
-            merged[name] = ActiveRun(name, str(item.get("kind") or "Pod"), when, observed_attempt(item))
+            kind, attempt = str(item.get("kind") or "Pod"), observed_attempt(item)
+            merged[name] = ActiveRun(name, kind, when, attempt, handed_over=item.get("handedOver") is True)
         return list(merged.values())
 
     def has_run_at(self, when: datetime.datetime) -> bool:

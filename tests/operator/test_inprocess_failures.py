@@ -698,13 +698,15 @@ async def test_a_backfill_running_longer_than_a_day_keeps_its_marker_to_the_end(
         assert backfilled() == ["2029-12-31T22:00:00+00:00", "2029-12-31T23:00:00+00:00"]
 
 
-async def test_a_handed_over_pod_that_succeeds_after_its_replica_stopped_still_counts_as_a_success(
-    tmp_path: Path,
+@pytest.mark.parametrize("succeeded", [True, False], ids=["succeeded", "failed"])
+async def test_a_handed_over_pod_that_ends_after_its_replica_stopped_still_counts(
+    tmp_path: Path, succeeded: bool
 ) -> None:
     """Allow: a run whose Pod outlives the next scheduled time hands the Pod to a watcher and lets the
     schedule move on. The replica stops (a rollout) before the Pod ends, so nobody follows it. When
-    the other replica finds the Pod succeeded, the task's lastSuccessfulTime says so (maxSuccessAge
-    and the Stale condition rely on it)."""
+    the other replica finds the Pod finished, the task's lastSuccessfulTime or lastFailureTime says
+    so (maxSuccessAge and the Stale condition rely on the first). A handed-over Pod is never retried,
+    which status.active says (handedOver), so its failure is its run's outcome."""
     kube, clock = FakeKube(), FakeClock(T0)
     backend = f"sqlite:///{tmp_path / 'handover.db'}"
     # A run waiting on its Pod checks the next scheduled time every leaseDuration / 3 of real time
@@ -717,14 +719,17 @@ async def test_a_handed_over_pod_that_succeeds_after_its_replica_stopped_still_c
         await clock.advance(seconds=30)  # the next run is due: the first Pod is handed to a watcher
         await until(lambda: len(a.pods_of("long")) == 2, "the second run's Pod", timeout=30)
         await until(lambda: len(kube.status("long").get("active") or []) == 2, "both runs listed as active")
-    assert "lastSuccessfulTime" not in kube.status("long")
+    handed = [run for run in kube.status("long")["active"] if run["name"] == first["metadata"]["name"]]
+    assert handed and handed[0]["handedOver"] is True
+    field = "lastSuccessfulTime" if succeeded else "lastFailureTime"
+    assert field not in kube.status("long")
     async with running_world(kube, clock, backend) as b:
         await clock.advance(seconds=10)
-        b.finish_pod(first["metadata"]["name"])  # it ends while nobody follows it
+        b.finish_pod(first["metadata"]["name"], succeeded=succeeded)  # it ends while nobody follows it
         await restart(b, "long")
         reconcile_active(tracker=b.tracker, status=b.parts.status, leased=None)  # B's Pod resync or sweep
-        await until(lambda: kube.status("long").get("lastSuccessfulTime"), "its success recorded")
-        assert kube.status("long")["lastSuccessfulTime"] == "2030-01-01T00:01:10Z"
+        await until(lambda: kube.status("long").get(field), f"its end recorded in {field}")
+        assert kube.status("long")[field] == "2030-01-01T00:01:10Z"
         assert [run["name"] for run in kube.status("long")["active"]] != []  # the second run still runs
         assert first["metadata"]["name"] not in [run["name"] for run in kube.status("long")["active"]]
 

@@ -668,6 +668,10 @@ class RunExecutor:
                     return False
                 if not result.finished:
                     # Allow/Replace: the next run is due; let the schedule move on and watch this Pod to its end.
+                    # Shown in status.active: no retry follows, so whichever replica finds the Pod
+                    # finished (this one may be stopped first) records its outcome.
+                    run.handed_over = True
+                    self._status.changed(task.namespace, task.name)
                     self._hand_over(task, run, one_off=one_off)
                     return True
                 if result.succeeded or attempt >= retries:

@@ -62,11 +62,16 @@ async def until_async(
     return value
 
 
-async def restart(world: World, name: str) -> None:
-    """What a fresh replica sees first: kopf's listing of the task and of the run Pods."""
+def list_pods(world: World) -> None:
+    """A fresh replica's first listing of the run Pods (its Pod tracker is then synced)."""
     for pod in list(world.kube.pods.values()):
         world.tracker.observe(None, copy.deepcopy(pod))
     world.tracker.resync(list(world.kube.pods.values()), since=world.tracker.mark(), namespaces=["ns"])
+
+
+async def restart(world: World, name: str) -> None:
+    """What a fresh replica sees first: kopf's listing of the task and of the run Pods."""
+    list_pods(world)
     body = world.kube.tasks[("ns", name)]
     await world.parts.mirror.on_event(None, copy.deepcopy(body))
 
@@ -606,7 +611,7 @@ async def test_a_lagging_replica_registering_a_pod_backfill_again_reruns_no_prun
         await until_async(lambda: a.ctx.get_task(template, instance), lambda task: task is None, "every slot started")
         assert a.metrics.pods_created._value.get() == 2
     async with running_world(kube, clock, backend) as b:
-        b.tracker.resync([], since=b.tracker.mark(), namespaces=["ns"])  # B's Pod listing: none left
+        list_pods(b)  # none are left
         await b.parts.mirror.on_event(None, lagging)  # B's stale copy: the annotation, no status.backfill
         assert b.metrics.registrations.labels(action="backfill")._value.get() == 1
         await until_async(
@@ -648,9 +653,7 @@ async def test_a_lagging_replica_registering_a_pod_backfill_again_counts_no_skip
         template = a.parts.mirror._template
         await until_async(lambda: a.ctx.get_task(template, instance), lambda task: task is None, "every slot started")
     async with running_world(kube, clock, backend) as b:
-        for listed in kube.pods.values():
-            b.tracker.observe(None, copy.deepcopy(listed))
-        b.tracker.resync(list(kube.pods.values()), since=b.tracker.mark(), namespaces=["ns"])
+        list_pods(b)
         await b.parts.mirror.on_event(None, lagging)  # B's stale copy: the second request, not its record
         assert b.metrics.registrations.labels(action="backfill")._value.get() == 1
         await until_async(lambda: b.ctx.get_task(template, instance), lambda task: task is None, "its slots leased")

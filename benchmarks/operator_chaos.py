@@ -47,6 +47,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -611,7 +612,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pod-tasks", type=int, default=8)
     parser.add_argument("--handler-tasks", type=int, default=4)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--keep", action="store_true", help="keep the namespaces for inspection")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the namespaces and the work directories (logs) for inspection"
+    )
     parser.add_argument("--json", type=pathlib.Path, default=None)
     parser.add_argument(
         "--settle-timeout",
@@ -653,9 +656,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {line}")
     if args.json:
         args.json.write_text(json.dumps({"seed": seed, "results": results}, indent=2))
-    bad = sum(
-        r["duplicate_slots"] + r["lost_slots"] + r["pods_left_running"] + r["tasks_stuck_running"] for r in results
-    )
+    bad = 0
+    for r in results:
+        failed = r["duplicate_slots"] + r["lost_slots"] + r["pods_left_running"] + r["tasks_stuck_running"]
+        bad += failed
+        # A passing run's work directory (replica logs, an admin kubeconfig) is removed: each run
+        # would otherwise leave one behind. A failing one is kept for the post-mortem.
+        if failed or args.keep:
+            print(f"    {r['backend']}: logs kept in {r['logs']}")
+        else:
+            shutil.rmtree(r["logs"], ignore_errors=True)
     return 1 if bad else 0
 
 

@@ -285,7 +285,7 @@ class TaskStatus:
     def reconcile_active(
         self,
         alive: Callable[[str, str], bool | None],
-        ended: Callable[[str, str], tuple[bool, datetime.datetime] | None] | None = None,
+        ended: Callable[[str, str], tuple[bool, datetime.datetime] | None],
     ) -> bool:
         """Drops runs that another replica reported in ``active`` and that no longer run:
         ``alive(kind, name)`` says True, False, or None (cannot tell). Returns True if any were dropped.
@@ -306,7 +306,7 @@ class TaskStatus:
             if alive(kind, str(name)) is False:
                 self.finished[name] = None
                 dropped = True
-                outcome = ended(kind, str(name)) if ended is not None else None
+                outcome = ended(kind, str(name))
                 if outcome is None:
                     continue
                 succeeded, when = outcome

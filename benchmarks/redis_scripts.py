@@ -48,17 +48,16 @@ from throughput import drop_run_data  # noqa: E402
 from throughput import redis_client  # noqa: E402
 from throughput import settle_server  # noqa: E402
 
+from pyncette.redis import commit_lease_source  # noqa: E402
+
 PACKAGE_SCRIPTS = HERE.parent / "operator" / "pyncette" / "redis"
 TEMPLATE = "drain"  # the dynamic task cost.populate stores its instances under
 LEASE_MICROSECONDS = 60_000_000
 
 
 class Scripts:
-    """lease.lua, commit.lua and commit_lease.lua from one directory, registered on ``client``.
-
-    commit_lease.lua is put together as ``pyncette.redis`` does it: commit.lua and lease.lua, each
-    wrapped as a function of its own KEYS and ARGV, ahead of commit_lease.lua itself.
-    """
+    """lease.lua, commit.lua and commit_lease.lua from one directory, registered on ``client``
+    (commit_lease.lua put together by ``pyncette.redis``'s own ``commit_lease_source``)."""
 
     def __init__(self, client: Any, directory: pathlib.Path) -> None:
         def source(name: str) -> str:
@@ -66,11 +65,7 @@ class Scripts:
 
         self.lease = client.register_script(source("lease"))
         self.commit = client.register_script(source("commit"))
-        self.commit_lease = client.register_script(
-            f"local function commit(KEYS, ARGV)\n{source('commit')}\nend\n"
-            f"local function lease(KEYS, ARGV)\n{source('lease')}\nend\n"
-            f"{source('commit_lease')}"
-        )
+        self.commit_lease = client.register_script(commit_lease_source(source))
 
 
 def drain(client: Any, scripts: Scripts, namespace: str, batch_size: int) -> int:

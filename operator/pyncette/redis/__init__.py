@@ -35,6 +35,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from collections.abc import Callable
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
@@ -131,6 +132,16 @@ def _key_prefix(namespace: str) -> str:
 RedisLease = TokenLease
 
 
+def commit_lease_source(source: Callable[[str], str]) -> str:
+    """commit_lease.lua as it runs: commit.lua and lease.lua, each wrapped as a function of its own
+    KEYS and ARGV, ahead of commit_lease.lua itself (``source(name)``: the text of ``name``.lua)."""
+    return (
+        f"local function commit(KEYS, ARGV)\n{source('commit')}\nend\n"
+        f"local function lease(KEYS, ARGV)\n{source('lease')}\nend\n"
+        f"{source('commit_lease')}"
+    )
+
+
 class _Scripts:
     """The Lua scripts, read from the package and bound to one client (EVALSHA, NOSCRIPT reload)."""
 
@@ -143,12 +154,7 @@ class _Scripts:
 
         self.lease = load("lease")
         self.commit = load("commit")
-        # commit_lease.lua runs commit.lua and lease.lua, each as a function of its own KEYS and ARGV.
-        self.commit_lease = client.register_script(
-            f"local function commit(KEYS, ARGV)\n{source('commit')}\nend\n"
-            f"local function lease(KEYS, ARGV)\n{source('lease')}\nend\n"
-            f"{source('commit_lease')}"
-        )
+        self.commit_lease = client.register_script(commit_lease_source(source))
         self.unlock = load("unlock")
         self.extend = load("extend")
         self.register = load("register")
